@@ -1,0 +1,6 @@
+//! Weir broker library: the storage core and, as they land, the protocol front ends.
+
+pub mod admin;
+pub mod cli;
+pub mod log;
+pub mod server;

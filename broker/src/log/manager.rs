@@ -1,0 +1,214 @@
+//! All partition logs of one data directory: loading and recovery at start, background
+//! flush, retention and cleaning, checkpoints, and the clean-shutdown marker.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use super::config::LogConfig;
+use super::error::{IoContext, Result};
+use super::metrics::LogMetrics;
+use super::segmented_log::Log;
+use super::{checkpoint, cleaner, now_ms};
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
+        Self { topic: topic.into(), partition }
+    }
+    /// Directory name `<topic>-<partition>`.
+    pub fn dir_name(&self) -> String {
+        format!("{}-{}", self.topic, self.partition)
+    }
+    /// Parse a directory name; the partition is after the last '-'.
+    pub fn from_dir_name(name: &str) -> Option<Self> {
+        let (topic, part) = name.rsplit_once('-')?;
+        if topic.is_empty() {
+            return None;
+        }
+        Some(Self::new(topic, part.parse().ok()?))
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
+/// What `LogManager::open` found.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    pub clean_shutdown: bool,
+    pub partitions: usize,
+    pub truncated_bytes: u64,
+    pub elapsed: Duration,
+}
+
+pub struct LogManager {
+    data_dir: PathBuf,
+    default_config: LogConfig,
+    metrics: LogMetrics,
+    logs: RwLock<BTreeMap<TopicPartition, Arc<Mutex<Log>>>>,
+    last_checkpoint_ms: AtomicI64,
+}
+
+/// How often maintenance rewrites the recovery-point and log-start checkpoints.
+const CHECKPOINT_INTERVAL_MS: i64 = 60_000;
+
+impl LogManager {
+    /// Load every `<topic>-<partition>` directory under `data_dir` (created if missing),
+    /// recovering unflushed segments unless the clean-shutdown marker is present. The marker
+    /// is removed before this returns, so a crash from now on is detected at the next start.
+    pub fn open(data_dir: &Path, default_config: LogConfig, metrics: LogMetrics) -> Result<(Self, LoadReport)> {
+        let started = Instant::now();
+        std::fs::create_dir_all(data_dir).at(data_dir)?;
+        let marker = data_dir.join(checkpoint::CLEAN_SHUTDOWN_FILE);
+        let clean = marker.exists();
+        let recovery_points = checkpoint::read(&data_dir.join(checkpoint::RECOVERY_POINT_FILE))?;
+        let start_offsets = checkpoint::read(&data_dir.join(checkpoint::LOG_START_OFFSET_FILE))?;
+        let now = now_ms();
+        let mut logs = BTreeMap::new();
+        let mut report = LoadReport { clean_shutdown: clean, ..Default::default() };
+        for entry in std::fs::read_dir(data_dir).at(data_dir)? {
+            let entry = entry.at(data_dir)?;
+            if !entry.file_type().at(&entry.path())?.is_dir() {
+                continue;
+            }
+            let Some(tp) = entry.file_name().to_str().and_then(TopicPartition::from_dir_name) else {
+                continue;
+            };
+            let rp = recovery_points.get(&tp).copied().unwrap_or(0);
+            let lso = start_offsets.get(&tp).copied().unwrap_or(0);
+            let (log, rec) = Log::open(&entry.path(), default_config.clone(), rp, lso, clean, metrics.clone(), now)?;
+            for line in &rec.repairs {
+                tracing::warn!(partition = %tp, "recovery: {line}");
+            }
+            if rec.segments_recovered > 0 {
+                tracing::info!(partition = %tp, segments = rec.segments_recovered, truncated_bytes = rec.truncated_bytes, "recovered log");
+            }
+            report.truncated_bytes += rec.truncated_bytes;
+            logs.insert(tp, Arc::new(Mutex::new(log)));
+        }
+        report.partitions = logs.len();
+        if clean {
+            std::fs::remove_file(&marker).at(&marker)?;
+            checkpoint::sync_dir(data_dir)?;
+        }
+        report.elapsed = started.elapsed();
+        metrics.partitions.set(logs.len() as i64);
+        metrics.recovery_seconds.set(report.elapsed.as_secs_f64());
+        let manager = Self {
+            data_dir: data_dir.to_path_buf(),
+            default_config,
+            metrics,
+            logs: RwLock::new(logs),
+            last_checkpoint_ms: AtomicI64::new(now),
+        };
+        Ok((manager, report))
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+    pub fn default_config(&self) -> &LogConfig {
+        &self.default_config
+    }
+    pub fn metrics(&self) -> &LogMetrics {
+        &self.metrics
+    }
+
+    pub fn get(&self, tp: &TopicPartition) -> Option<Arc<Mutex<Log>>> {
+        self.logs.read().expect("log map lock").get(tp).cloned()
+    }
+
+    pub fn partitions(&self) -> Vec<TopicPartition> {
+        self.logs.read().expect("log map lock").keys().cloned().collect()
+    }
+
+    /// The log of `tp`, created empty with `config` if it does not exist yet.
+    pub fn get_or_create(&self, tp: &TopicPartition, config: LogConfig) -> Result<Arc<Mutex<Log>>> {
+        let mut logs = self.logs.write().expect("log map lock");
+        if let Some(log) = logs.get(tp) {
+            return Ok(log.clone());
+        }
+        let dir = self.data_dir.join(tp.dir_name());
+        let (log, _) = Log::open(&dir, config, 0, 0, true, self.metrics.clone(), now_ms())?;
+        checkpoint::sync_dir(&self.data_dir)?;
+        let log = Arc::new(Mutex::new(log));
+        logs.insert(tp.clone(), log.clone());
+        self.metrics.partitions.set(logs.len() as i64);
+        Ok(log)
+    }
+
+    /// Delete the log of `tp` and its directory.
+    pub fn delete(&self, tp: &TopicPartition) -> Result<bool> {
+        let Some(log) = self.logs.write().expect("log map lock").remove(tp) else { return Ok(false) };
+        let log = log.lock().expect("log lock");
+        self.metrics.segments.sub(log.segment_count() as i64);
+        std::fs::remove_dir_all(log.dir()).at(log.dir())?;
+        self.metrics.partitions.set(self.logs.read().expect("log map lock").len() as i64);
+        Ok(true)
+    }
+
+    /// One pass of background work: flush logs past `flush.ms` and sealed segments not yet
+    /// on disk, delete segments past retention, compact logs with `cleanup.policy=compact`,
+    /// and rewrite the checkpoints every minute. The broker calls it every second.
+    pub fn run_maintenance(&self, now_ms: i64) -> Result<()> {
+        for tp in self.partitions() {
+            let Some(log) = self.get(&tp) else { continue };
+            let mut log = log.lock().expect("log lock");
+            log.flush_if_due(now_ms)?;
+            log.flush_sealed_segments()?;
+            let deleted = log.delete_retained_segments(now_ms)?;
+            if deleted > 0 {
+                tracing::info!(partition = %tp, segments = deleted, log_start_offset = log.log_start_offset(), "retention deleted segments");
+            }
+            if log.config().cleanup_compact {
+                let cleaned = cleaner::clean(&mut log, now_ms)?;
+                if cleaned.bytes_reclaimed > 0 {
+                    self.metrics.cleaner_bytes_reclaimed.inc_by(cleaned.bytes_reclaimed);
+                    tracing::info!(partition = %tp, bytes = cleaned.bytes_reclaimed, "compacted log");
+                }
+            }
+        }
+        if now_ms - self.last_checkpoint_ms.load(Ordering::Relaxed) >= CHECKPOINT_INTERVAL_MS {
+            self.write_checkpoints()?;
+            self.last_checkpoint_ms.store(now_ms, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn write_checkpoints(&self) -> Result<()> {
+        let mut recovery_points = BTreeMap::new();
+        let mut start_offsets = BTreeMap::new();
+        for (tp, log) in self.logs.read().expect("log map lock").iter() {
+            let log = log.lock().expect("log lock");
+            recovery_points.insert(tp.clone(), log.recovery_point());
+            start_offsets.insert(tp.clone(), log.log_start_offset());
+        }
+        checkpoint::write(&self.data_dir.join(checkpoint::RECOVERY_POINT_FILE), &recovery_points)?;
+        checkpoint::write(&self.data_dir.join(checkpoint::LOG_START_OFFSET_FILE), &start_offsets)
+    }
+
+    /// Flush every log, write the checkpoints and the clean-shutdown marker. Called once at
+    /// clean shutdown, after the listeners stopped accepting; no append may follow.
+    pub fn shutdown(&self) -> Result<()> {
+        let now = now_ms();
+        for log in self.logs.read().expect("log map lock").values() {
+            log.lock().expect("log lock").close(now)?;
+        }
+        self.write_checkpoints()?;
+        let marker = self.data_dir.join(checkpoint::CLEAN_SHUTDOWN_FILE);
+        std::fs::File::create(&marker).and_then(|f| f.sync_all()).at(&marker)?;
+        checkpoint::sync_dir(&self.data_dir)
+    }
+}

@@ -1,0 +1,35 @@
+//! The segmented log: Kafka record batches in `.log` files with sparse `.index` and
+//! `.timeindex` files, rolled, retained, compacted and recovered after a crash.
+//! See docs/storage.md for the on-disk format.
+
+pub mod batch;
+pub mod checkpoint;
+pub mod cleaner;
+pub mod config;
+pub mod error;
+mod index_file;
+pub mod manager;
+pub mod metrics;
+pub mod offset_index;
+pub mod segment;
+pub mod segmented_log;
+pub mod time_index;
+
+pub use config::{LogConfig, TimestampType};
+pub use error::LogError;
+pub use manager::{LogManager, TopicPartition};
+pub use metrics::LogMetrics;
+pub use segmented_log::{AppendInfo, Log, LogSlice, RecoveryReport};
+
+/// Milliseconds since the Unix epoch, the clock Kafka timestamps use.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// File name stem of a segment: its base offset, 20 digits zero-padded.
+pub fn segment_file_stem(base_offset: i64) -> String {
+    format!("{base_offset:020}")
+}

@@ -1,0 +1,526 @@
+//! The log of one partition: an ordered set of segments, the last one active.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::batch::{BatchMut, BatchView};
+use super::config::{LogConfig, TimestampType};
+use super::error::{IoContext, LogError, Result};
+use super::metrics::LogMetrics;
+use super::segment::{BatchPosition, LogSegment};
+
+/// What one append wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    /// Set when `message.timestamp.type=LogAppendTime` stamped the batches.
+    pub log_append_time: Option<i64>,
+    pub batches: usize,
+    pub records: u64,
+    pub bytes: usize,
+}
+
+/// A byte range of a segment file holding whole batches (the last one may be cut by
+/// `max_bytes`, as Kafka's fetch allows). Read it with `read_into`, or send it with sendfile.
+#[derive(Debug, Clone)]
+pub struct LogSlice {
+    pub file: Arc<File>,
+    pub position: u64,
+    pub len: usize,
+    /// Base offset of the first batch in the slice (may be below the offset asked for).
+    pub first_batch_offset: i64,
+}
+
+impl LogSlice {
+    pub fn read_into(&self, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        let start = buf.len();
+        buf.resize(start + self.len, 0);
+        self.file.read_exact_at(&mut buf[start..], self.position)
+    }
+    pub fn to_vec(&self) -> std::io::Result<Vec<u8>> {
+        let mut v = Vec::with_capacity(self.len);
+        self.read_into(&mut v)?;
+        Ok(v)
+    }
+}
+
+/// What opening a log had to repair.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryReport {
+    pub segments_recovered: usize,
+    pub truncated_bytes: u64,
+    pub segments_deleted: usize,
+    /// Human-readable lines, one per repair, for the broker log.
+    pub repairs: Vec<String>,
+}
+
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    segments: BTreeMap<i64, LogSegment>,
+    log_start_offset: i64,
+    /// Everything below this offset is known to be on disk (fsynced).
+    recovery_point: i64,
+    unflushed_records: u64,
+    last_flush_ms: i64,
+    metrics: LogMetrics,
+    /// The cleaner's progress on this log (in memory: after a restart it cleans once more).
+    pub(crate) cleaner_state: super::cleaner::CleanerState,
+}
+
+/// Parse `<20 digits>.<ext>` names.
+fn parse_segment_name(name: &str) -> Option<(i64, &str)> {
+    let (stem, ext) = name.split_once('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((stem.parse().ok()?, ext))
+}
+
+impl Log {
+    /// Open (or create) the log in `dir`. Without `clean_shutdown`, every segment holding
+    /// offsets at or after `recovery_point` is scanned and cut at its first invalid byte, and
+    /// the segments after a cut are deleted (they would leave a hole).
+    pub fn open(
+        dir: &Path,
+        config: LogConfig,
+        recovery_point: i64,
+        log_start_offset: i64,
+        clean_shutdown: bool,
+        metrics: LogMetrics,
+        now_ms: i64,
+    ) -> Result<(Self, RecoveryReport)> {
+        std::fs::create_dir_all(dir).at(dir)?;
+        let mut report = RecoveryReport::default();
+        super::cleaner::finish_interrupted_swaps(dir, &mut report.repairs)?;
+
+        let mut bases = Vec::new();
+        for entry in std::fs::read_dir(dir).at(dir)? {
+            let entry = entry.at(dir)?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            match parse_segment_name(name) {
+                Some((base, "log")) => bases.push(base),
+                Some((base, "index" | "timeindex")) if !super::segment::log_path(dir, base).exists() => {
+                    // An index without its log (a crash during deletion) is dropped.
+                    std::fs::remove_file(entry.path()).at(&entry.path())?;
+                }
+                _ => {}
+            }
+        }
+        bases.sort_unstable();
+
+        let mut segments = BTreeMap::new();
+        let mut cut = false;
+        for (i, &base) in bases.iter().enumerate() {
+            let path = super::segment::log_path(dir, base);
+            if cut {
+                std::fs::remove_file(&path).at(&path)?;
+                let _ = std::fs::remove_file(super::segment::index_path(dir, base));
+                let _ = std::fs::remove_file(super::segment::time_index_path(dir, base));
+                report.segments_deleted += 1;
+                report.repairs.push(format!("deleted segment {base} after a truncated one"));
+                continue;
+            }
+            let active = i + 1 == bases.len();
+            let next_base = bases.get(i + 1).copied().unwrap_or(i64::MAX);
+            let must_scan = !clean_shutdown && next_base > recovery_point;
+            let opened = if must_scan {
+                Err(LogError::CorruptRecord("not shut down cleanly".into()))
+            } else {
+                LogSegment::open(dir, base, &config, active, now_ms)
+            };
+            let mut seg = match opened {
+                Ok(seg) => seg,
+                Err(LogError::CorruptRecord(why)) => {
+                    let mut seg = LogSegment::open_for_recovery(dir, base, &config, active, now_ms)?;
+                    let scan = seg.recover(usize::MAX)?;
+                    report.segments_recovered += 1;
+                    if let Some(stop) = &scan.stopped_at {
+                        report.truncated_bytes += scan.truncated_bytes;
+                        report.repairs.push(format!(
+                            "segment {base}: truncated {} bytes at {stop} ({why}); kept {} batches",
+                            scan.truncated_bytes, scan.batches
+                        ));
+                        cut = true;
+                    }
+                    if !active && !cut {
+                        seg.seal()?;
+                    }
+                    seg
+                }
+                Err(e) => return Err(e),
+            };
+            if cut && !active {
+                // This segment becomes the last one: it is appended to again.
+                seg.unseal()?;
+            }
+            segments.insert(base, seg);
+        }
+        if segments.is_empty() {
+            let base = log_start_offset.max(0);
+            segments.insert(base, LogSegment::create(dir, base, &config, now_ms)?);
+        }
+        let first_base = *segments.keys().next().expect("at least one segment");
+        let mut log = Self {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            log_start_offset: log_start_offset.max(first_base),
+            recovery_point: 0,
+            unflushed_records: 0,
+            last_flush_ms: now_ms,
+            metrics,
+            cleaner_state: Default::default(),
+        };
+        log.recovery_point = log.log_end_offset();
+        if log.log_start_offset > log.log_end_offset() {
+            log.log_start_offset = log.log_end_offset();
+        }
+        log.metrics.segments.add(log.segments.len() as i64);
+        log.metrics.recovery_truncated_bytes.inc_by(report.truncated_bytes);
+        Ok((log, report))
+    }
+
+    fn active(&self) -> &LogSegment {
+        self.segments.values().next_back().expect("a log always has an active segment")
+    }
+    fn active_mut(&mut self) -> &mut LogSegment {
+        self.segments.values_mut().next_back().expect("a log always has an active segment")
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+    /// The next offset to be assigned (LEO).
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset()
+    }
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
+    }
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size()).sum()
+    }
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        self.segments.keys().copied().collect()
+    }
+    pub(crate) fn metrics(&self) -> &LogMetrics {
+        &self.metrics
+    }
+    #[allow(dead_code)] // used by the cleaner
+    pub(crate) fn segments(&self) -> &BTreeMap<i64, LogSegment> {
+        &self.segments
+    }
+    #[allow(dead_code)] // used by the cleaner
+    pub(crate) fn segments_mut(&mut self) -> &mut BTreeMap<i64, LogSegment> {
+        &mut self.segments
+    }
+
+    /// Validate `batches` (one or more v2 batches, as a producer sends them), assign offsets
+    /// from the log end and the leader epoch, stamp LogAppendTime if configured, and write
+    /// them with one write. Nothing is written unless every batch is valid.
+    pub fn append(&mut self, batches: &mut [u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
+        let mut offsets = 0i64;
+        let mut records = 0u64;
+        let mut count = 0usize;
+        let mut max_timestamp = -1i64;
+        let mut at = 0usize;
+        while at < batches.len() {
+            let v = BatchView::parse(&batches[at..])?;
+            if v.size() > self.config.max_message_bytes {
+                return Err(LogError::RecordTooLarge { size: v.size(), max: self.config.max_message_bytes });
+            }
+            if v.records_count() == 0 {
+                return Err(LogError::CorruptRecord("a produced batch holds no records".into()));
+            }
+            if self.config.timestamp_type == TimestampType::CreateTime {
+                self.check_timestamp(v.max_timestamp(), now_ms)?;
+            }
+            max_timestamp = max_timestamp.max(v.max_timestamp());
+            offsets += v.offset_count();
+            records += v.records_count() as u64;
+            count += 1;
+            at += v.size();
+        }
+        if count == 0 {
+            return Err(LogError::CorruptRecord("no record batch".into()));
+        }
+        let first_offset = self.log_end_offset();
+        let last_offset = first_offset + offsets - 1;
+        self.maybe_roll(batches.len() as u64, last_offset, now_ms)?;
+
+        let stamp = (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
+        let mut next = first_offset;
+        let mut at = 0usize;
+        while at < batches.len() {
+            let v = BatchView::header_unchecked(&batches[at..]);
+            let (size, span) = (v.size(), v.offset_count());
+            let mut m = BatchMut::new(&mut batches[at..at + size]);
+            m.set_base_offset(next);
+            m.set_partition_leader_epoch(leader_epoch);
+            if let Some(ts) = stamp {
+                m.set_log_append_time(ts);
+            }
+            next += span;
+            at += size;
+        }
+        self.active_mut().append(batches)?;
+
+        self.metrics.bytes_appended.inc_by(batches.len() as u64);
+        self.metrics.batches_appended.inc_by(count as u64);
+        self.unflushed_records += records;
+        if self.config.flush_messages.is_some_and(|n| self.unflushed_records >= n) {
+            self.flush(now_ms)?;
+        }
+        Ok(AppendInfo {
+            first_offset,
+            last_offset,
+            max_timestamp: stamp.unwrap_or(max_timestamp),
+            log_append_time: stamp,
+            batches: count,
+            records,
+            bytes: batches.len(),
+        })
+    }
+
+    /// KIP-937: CreateTime must be within [now - before.max, now + after.max].
+    fn check_timestamp(&self, ts: i64, now_ms: i64) -> Result<()> {
+        let max = now_ms.saturating_add(self.config.timestamp_after_max_ms);
+        let min = self.config.timestamp_before_max_ms.map(|b| now_ms.saturating_sub(b)).unwrap_or(i64::MIN);
+        if ts > max || ts < min {
+            return Err(LogError::InvalidTimestamp { timestamp: ts, min, max });
+        }
+        Ok(())
+    }
+
+    fn maybe_roll(&mut self, incoming_bytes: u64, last_offset: i64, now_ms: i64) -> Result<()> {
+        let cfg = &self.config;
+        let seg = self.active();
+        let should = !seg.is_empty()
+            && (seg.size() + incoming_bytes > cfg.segment_bytes
+                || seg.indexes_full()
+                || !seg.offset_fits(last_offset)
+                || seg.age_ms(now_ms) > cfg.segment_ms);
+        if should {
+            self.roll(now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Seal the active segment and start a new one at the log end offset.
+    pub fn roll(&mut self, now_ms: i64) -> Result<()> {
+        let next = self.log_end_offset();
+        if self.active().is_empty() {
+            return Ok(());
+        }
+        self.active_mut().seal()?;
+        let seg = LogSegment::create(&self.dir, next, &self.config, now_ms)?;
+        self.segments.insert(next, seg);
+        self.metrics.segments.inc();
+        Ok(())
+    }
+
+    /// Up to `max_bytes` of whole batches starting with the one holding `offset`, and none
+    /// at or after `upper_offset` (the high watermark). With `min_one`, the first batch is
+    /// returned whole even if larger than `max_bytes`, as Kafka does so consumers progress.
+    /// `Ok(None)` when nothing is there yet.
+    pub fn read(&self, offset: i64, max_bytes: usize, upper_offset: i64, min_one: bool) -> Result<Option<LogSlice>> {
+        let leo = self.log_end_offset();
+        if offset < self.log_start_offset || offset > leo {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: leo,
+            });
+        }
+        let upper = upper_offset.min(leo);
+        if offset >= upper {
+            return Ok(None);
+        }
+        let floor = self.segments.range(..=offset).next_back().map(|(b, _)| *b).unwrap_or(self.log_start_offset);
+        for seg in self.segments.range(floor..).map(|(_, s)| s) {
+            let Some(first) = seg.find_batch(offset)? else { continue };
+            if first.base_offset >= upper {
+                return Ok(None);
+            }
+            let mut end = seg.size();
+            if upper < seg.next_offset() {
+                if let Some(stop) = seg.find_batch(upper)? {
+                    // The batch holding `upper` is excluded unless it starts before it... a
+                    // batch is never split, and one straddling the high watermark is not ready.
+                    end = stop.position;
+                }
+            }
+            let available = (end - first.position) as usize;
+            let wanted = if min_one { max_bytes.max(first.size as usize) } else { max_bytes };
+            let len = available.min(wanted);
+            if len == 0 {
+                return Ok(None);
+            }
+            return Ok(Some(LogSlice {
+                file: seg.file().clone(),
+                position: first.position,
+                len,
+                first_batch_offset: first.base_offset,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// The first batch whose max timestamp is >= `timestamp` (ListOffsets by time).
+    pub fn find_batch_by_timestamp(&self, timestamp: i64) -> Result<Option<BatchPosition>> {
+        for seg in self.segments.values() {
+            if seg.max_timestamp() < timestamp {
+                continue;
+            }
+            if let Some(b) = seg.find_batch_by_timestamp(timestamp)? {
+                if b.last_offset >= self.log_start_offset {
+                    return Ok(Some(b));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// fsync every segment holding offsets at or after the recovery point, then advance it.
+    pub fn flush(&mut self, now_ms: i64) -> Result<()> {
+        let started = Instant::now();
+        let rp = self.recovery_point;
+        let from = self.segments.range(..=rp).next_back().map(|(b, _)| *b).unwrap_or(i64::MIN);
+        for seg in self.segments.range(from..).map(|(_, s)| s) {
+            seg.flush()?;
+        }
+        self.recovery_point = self.log_end_offset();
+        self.unflushed_records = 0;
+        self.last_flush_ms = now_ms;
+        self.metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// fsync sealed segments not yet known to be on disk and move the recovery point to the
+    /// active segment's base, as Kafka does after a roll, so that crash recovery only has to
+    /// scan the active segment even when flushing is left to the OS.
+    pub fn flush_sealed_segments(&mut self) -> Result<()> {
+        let active_base = self.active().base_offset();
+        if self.recovery_point >= active_base {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let rp = self.recovery_point;
+        let from = self.segments.range(..=rp).next_back().map(|(b, _)| *b).unwrap_or(i64::MIN);
+        for seg in self.segments.range(from..active_base).map(|(_, s)| s) {
+            seg.flush()?;
+        }
+        self.recovery_point = active_base;
+        self.metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Flush if `flush.ms` has passed since the last flush and something is unflushed.
+    pub fn flush_if_due(&mut self, now_ms: i64) -> Result<bool> {
+        match self.config.flush_ms {
+            Some(ms) if self.unflushed_records > 0 && now_ms - self.last_flush_ms >= ms => {
+                self.flush(now_ms)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Delete the oldest sealed segments past `retention.ms` or beyond `retention.bytes`
+    /// (whole segments, never the active one) and advance the log start offset.
+    pub fn delete_retained_segments(&mut self, now_ms: i64) -> Result<usize> {
+        if !self.config.cleanup_delete {
+            return Ok(0);
+        }
+        let mut excess = self.config.retention_bytes.map(|limit| self.size_bytes() as i64 - limit as i64);
+        let mut doomed = Vec::new();
+        let active_base = self.active().base_offset();
+        for (base, seg) in &self.segments {
+            if *base == active_base {
+                break;
+            }
+            let by_time = self.config.retention_ms.is_some_and(|ms| now_ms - seg.retention_timestamp() > ms);
+            let by_size = excess.is_some_and(|e| e >= seg.size() as i64);
+            if !(by_time || by_size) {
+                break;
+            }
+            if let Some(e) = excess.as_mut() {
+                *e -= seg.size() as i64;
+            }
+            doomed.push(*base);
+        }
+        for base in &doomed {
+            let seg = self.segments.remove(base).expect("listed above");
+            seg.delete()?;
+        }
+        if !doomed.is_empty() {
+            let first = *self.segments.keys().next().expect("the active segment remains");
+            self.log_start_offset = self.log_start_offset.max(first);
+            self.recovery_point = self.recovery_point.max(self.log_start_offset);
+            self.metrics.segments.sub(doomed.len() as i64);
+            self.metrics.segments_deleted.inc_by(doomed.len() as u64);
+        }
+        Ok(doomed.len())
+    }
+
+    /// Remove every record at or after `offset` (replication: a follower dropping a divergent
+    /// suffix). The batch holding `offset` goes whole.
+    pub fn truncate_to(&mut self, offset: i64, now_ms: i64) -> Result<()> {
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        let doomed: Vec<i64> = self.segments.range(offset.max(0)..).map(|(b, _)| *b).collect();
+        let first = *self.segments.keys().next().expect("non-empty");
+        for base in doomed {
+            if base == first {
+                continue;
+            }
+            self.segments.remove(&base).expect("listed").delete()?;
+            self.metrics.segments.dec();
+        }
+        if offset <= first {
+            // Nothing survives: start again empty at `offset`.
+            let old = self.segments.remove(&first).expect("non-empty");
+            old.delete()?;
+            let base = offset.max(0);
+            self.segments.insert(base, LogSegment::create(&self.dir, base, &self.config, now_ms)?);
+            self.log_start_offset = base;
+        } else {
+            let last = self.active_mut();
+            last.truncate_to(offset)?;
+            last.unseal()?;
+        }
+        self.recovery_point = self.recovery_point.min(self.log_end_offset());
+        Ok(())
+    }
+
+    /// Clean close: flush and trim the active segment's indexes so their length is their
+    /// content when reopened.
+    pub fn close(&mut self, now_ms: i64) -> Result<()> {
+        self.flush(now_ms)?;
+        self.active_mut().seal()?;
+        self.active().flush()?;
+        self.metrics.segments.sub(self.segments.len() as i64);
+        Ok(())
+    }
+}
