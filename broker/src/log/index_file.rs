@@ -111,11 +111,12 @@ impl<const ENTRY: usize> IndexFile<ENTRY> {
         self.resize((self.max_entries * ENTRY) as u64)
     }
 
+    /// msync the entries and fdatasync the file, so a trimmed length is durable too.
     pub fn flush(&self) -> Result<()> {
         if let Some(m) = &self.mmap {
             m.flush().at(&self.path)?;
         }
-        Ok(())
+        self.file.sync_data().at(&self.path)
     }
 
     pub fn path(&self) -> &Path {

@@ -34,6 +34,10 @@ impl OffsetIndex {
         }
     }
 
+    pub fn entry_at(&self, i: usize) -> (i64, u32) {
+        self.decode(self.file.entry(i))
+    }
+
     pub fn last_entry(&self) -> Option<(i64, u32)> {
         self.file.entries().checked_sub(1).map(|i| self.decode(self.file.entry(i)))
     }

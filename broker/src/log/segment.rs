@@ -136,11 +136,7 @@ impl LogSegment {
     }
 
     fn load_tail(&mut self) -> Result<()> {
-        let index_consistent = self
-            .index
-            .last_entry()
-            .is_none_or(|(off, pos)| (pos as u64) < self.size && off >= self.base_offset);
-        if !index_consistent || self.size > u32::MAX as u64 {
+        if !self.index_tail_consistent() || self.size > u32::MAX as u64 {
             return Err(LogError::CorruptRecord(format!("{}: index points past the log", self.log_path.display())));
         }
         if let Some((ts, off)) = self.time_index.last_entry() {
@@ -156,6 +152,13 @@ impl LogSegment {
         let start = self.index.last_entry().map(|(_, pos)| pos as u64).unwrap_or(0);
         let mut pos = start;
         while pos < self.size {
+            if pos + HEADER_SIZE as u64 > self.size {
+                return Err(LogError::CorruptRecord(format!(
+                    "{}: {} trailing bytes at {pos}",
+                    self.log_path.display(),
+                    self.size - pos
+                )));
+            }
             let b = self.read_header(pos)?;
             if pos + b.size as u64 > self.size || b.base_offset < self.base_offset {
                 return Err(LogError::CorruptRecord(format!(
@@ -172,6 +175,21 @@ impl LogSegment {
             pos += b.size as u64;
         }
         Ok(())
+    }
+
+    /// The last index entries must point inside the log and grow: a preallocated index whose
+    /// trim never reached the disk ends in zero entries, which this catches.
+    fn index_tail_consistent(&self) -> bool {
+        let n = self.index.entries();
+        let Some((off, pos)) = self.index.last_entry() else { return true };
+        if (pos as u64) >= self.size || off < self.base_offset {
+            return false;
+        }
+        if n >= 2 {
+            let (prev_off, prev_pos) = self.index.entry_at(n - 2);
+            return prev_off < off && prev_pos < pos;
+        }
+        true
     }
 
     /// Validate every batch from the start (length, magic, CRC-32C, offsets increasing),
@@ -288,9 +306,14 @@ impl LogSegment {
         last_offset - self.base_offset <= u32::MAX as i64
     }
 
-    /// Milliseconds since this segment started, for `segment.ms` rolls.
-    pub fn age_ms(&self, now_ms: i64) -> i64 {
-        now_ms - self.first_batch_timestamp.unwrap_or(self.created_ms)
+    /// How long this segment has been collecting, for `segment.ms` rolls. As in Kafka, this is
+    /// the incoming batch's timestamp minus the first batch's, so producer clocks far in the
+    /// past do not roll on every append; the wall clock is used for a segment with no batch.
+    pub fn age_ms(&self, incoming_timestamp: i64, now_ms: i64) -> i64 {
+        match self.first_batch_timestamp {
+            Some(first) => incoming_timestamp - first,
+            None => now_ms - self.created_ms,
+        }
     }
 
     pub fn read_header(&self, position: u64) -> Result<BatchPosition> {

@@ -266,7 +266,8 @@ impl Log {
         }
         let first_offset = self.log_end_offset();
         let last_offset = first_offset + offsets - 1;
-        self.maybe_roll(batches.len() as u64, last_offset, now_ms)?;
+        let incoming_ts = if self.config.timestamp_type == TimestampType::LogAppendTime { now_ms } else { max_timestamp };
+        self.maybe_roll(batches.len() as u64, last_offset, incoming_ts, now_ms)?;
 
         let stamp = (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
         let mut next = first_offset;
@@ -312,14 +313,14 @@ impl Log {
         Ok(())
     }
 
-    fn maybe_roll(&mut self, incoming_bytes: u64, last_offset: i64, now_ms: i64) -> Result<()> {
+    fn maybe_roll(&mut self, incoming_bytes: u64, last_offset: i64, incoming_ts: i64, now_ms: i64) -> Result<()> {
         let cfg = &self.config;
         let seg = self.active();
         let should = !seg.is_empty()
             && (seg.size() + incoming_bytes > cfg.segment_bytes
                 || seg.indexes_full()
                 || !seg.offset_fits(last_offset)
-                || seg.age_ms(now_ms) > cfg.segment_ms);
+                || seg.age_ms(incoming_ts, now_ms) > cfg.segment_ms);
         if should {
             self.roll(now_ms)?;
         }

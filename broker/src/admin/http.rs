@@ -1,0 +1,147 @@
+//! axum server for `/healthz`, `/readyz` and `/metrics`.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prometheus::{Encoder, Gauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+/// State shared by the handlers: the readiness flag and the registry `/metrics` exports.
+pub struct AdminState {
+    ready: AtomicBool,
+    registry: Registry,
+}
+
+impl AdminState {
+    /// Not ready until [`AdminState::set_ready`] is called.
+    pub fn new(registry: Registry) -> Arc<Self> {
+        Arc::new(Self { ready: AtomicBool::new(false), registry })
+    }
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Serve the admin routes on `listener` until `shutdown` completes; then stop accepting and
+/// wait for the open connections to finish their requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AdminState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}
+
+/// Liveness: 200 while the process can answer at all.
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: 200 once the logs are loaded, 503 before that and during shutdown.
+async fn readyz(State(state): State<Arc<AdminState>>) -> (StatusCode, &'static str) {
+    if state.is_ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
+    let encoder = TextEncoder::new();
+    let mut buf = Vec::with_capacity(4096);
+    match encoder.encode(&state.registry.gather(), &mut buf) {
+        Ok(()) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], buf).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "encoding metrics failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics failed: {e}")).into_response()
+        }
+    }
+}
+
+/// `weir_build_info{version,node_id} 1` and `weir_process_start_time_seconds`.
+pub fn register_process_metrics(registry: &Registry, node_id: u32) -> prometheus::Result<()> {
+    let build_info = IntGaugeVec::new(
+        Opts::new("weir_build_info", "Build and identity of this broker; always 1"),
+        &["version", "node_id"],
+    )?;
+    build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), &node_id.to_string()]).set(1);
+    registry.register(Box::new(build_info))?;
+
+    let start_time = Gauge::with_opts(Opts::new(
+        "weir_process_start_time_seconds",
+        "Start time of the process since the Unix epoch, in seconds",
+    ))?;
+    start_time.set(crate::log::now_ms() as f64 / 1000.0);
+    registry.register(Box::new(start_time))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).await.unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").expect("header end");
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, head.to_ascii_lowercase(), body.to_string())
+    }
+
+    #[tokio::test]
+    async fn probes_metrics_and_graceful_shutdown() {
+        let registry = Registry::new();
+        register_process_metrics(&registry, 3).unwrap();
+        let state = AdminState::new(registry);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = tokio::sync::watch::channel(false);
+        let server = tokio::spawn(serve(listener, state.clone(), async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }));
+
+        let (status, _, body) = get(addr, "/healthz").await;
+        assert_eq!((status, body.as_str()), (200, "ok"));
+        assert_eq!(get(addr, "/readyz").await.0, 503);
+        state.set_ready(true);
+        assert_eq!(get(addr, "/readyz").await.0, 200);
+        state.set_ready(false);
+        assert_eq!(get(addr, "/readyz").await.0, 503);
+
+        let (status, head, body) = get(addr, "/metrics").await;
+        assert_eq!(status, 200);
+        assert!(head.contains("content-type: text/plain; version=0.0.4"), "{head}");
+        assert!(body.contains("weir_build_info{node_id=\"3\",version=\""), "{body}");
+        assert!(body.contains("weir_process_start_time_seconds "), "{body}");
+
+        assert_eq!(get(addr, "/nope").await.0, 404);
+
+        tx.send(true).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), server).await.unwrap().unwrap().unwrap();
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting after shutdown");
+    }
+}

@@ -1,0 +1,353 @@
+//! Command line of the `weir-broker` binary. Every flag can also be given through the
+//! environment as `WEIR_<FLAG>` (for example `WEIR_NODE_ID`, `WEIR_DATA_DIR`); a flag on the
+//! command line wins over the environment.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "weir-broker", version, about = "Weir broker: Kafka protocol and AMQP 0-9-1 over one log")]
+pub struct BrokerArgs {
+    /// Id of this node in the cluster. When absent it is taken from the ordinal suffix of
+    /// the StatefulSet pod name (POD_NAME, then HOSTNAME, e.g. `weir-2` gives 2), else 0.
+    #[arg(long, env = "WEIR_NODE_ID", value_name = "N")]
+    pub node_id: Option<u32>,
+
+    /// Directory holding the partition logs and checkpoints (created if missing).
+    #[arg(long, env = "WEIR_DATA_DIR", value_name = "DIR", default_value = "./weir-data")]
+    pub data_dir: PathBuf,
+
+    /// Address the Kafka protocol listener binds.
+    #[arg(long, env = "WEIR_KAFKA_LISTEN", value_name = "ADDR", default_value = "0.0.0.0:9092")]
+    pub kafka_listen: SocketAddr,
+
+    /// Address clients are told to reach the Kafka listener at (default: the listen address).
+    #[arg(long, env = "WEIR_KAFKA_ADVERTISED", value_name = "HOST:PORT", value_parser = parse_host_port)]
+    pub kafka_advertised: Option<HostPort>,
+
+    /// Address the AMQP 0-9-1 listener binds.
+    #[arg(long, env = "WEIR_AMQP_LISTEN", value_name = "ADDR", default_value = "0.0.0.0:5672")]
+    pub amqp_listen: SocketAddr,
+
+    /// Address of the HTTP admin server (/healthz, /readyz, /metrics).
+    #[arg(long, env = "WEIR_HTTP_LISTEN", value_name = "ADDR", default_value = "0.0.0.0:9644")]
+    pub http_listen: SocketAddr,
+
+    /// Address the raft (controller quorum) listener binds.
+    #[arg(long, env = "WEIR_RAFT_LISTEN", value_name = "ADDR", default_value = "0.0.0.0:9093")]
+    pub raft_listen: SocketAddr,
+
+    /// Controller quorum voters, `ID@HOST:PORT` separated by commas (default: this node alone,
+    /// at its raft listen address).
+    #[arg(long, env = "WEIR_VOTERS", value_name = "ID@HOST:PORT,...", value_parser = parse_voters)]
+    pub voters: Option<Voters>,
+}
+
+impl BrokerArgs {
+    /// The node id: `--node-id`, else the pod ordinal from `POD_NAME` / `HOSTNAME`, else 0.
+    pub fn resolved_node_id(&self) -> u32 {
+        let pod_name = std::env::var("POD_NAME").ok();
+        let hostname = std::env::var("HOSTNAME").ok();
+        resolve_node_id(self.node_id, pod_name.as_deref(), hostname.as_deref())
+    }
+
+    /// The voters: `--voters`, else `node_id` alone at the raft listen address (an unspecified
+    /// IP such as 0.0.0.0 is replaced by localhost, since nobody can connect to it).
+    pub fn resolved_voters(&self, node_id: u32) -> Vec<Voter> {
+        match &self.voters {
+            Some(v) => v.0.clone(),
+            None => {
+                let host = if self.raft_listen.ip().is_unspecified() {
+                    "localhost".to_string()
+                } else {
+                    host_for_ip(self.raft_listen.ip())
+                };
+                vec![Voter { id: node_id, addr: HostPort { host, port: self.raft_listen.port() } }]
+            }
+        }
+    }
+}
+
+fn host_for_ip(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+/// Node id to use: an explicit one wins; else the ordinal suffix of the pod name, then of the
+/// host name (a StatefulSet pod `weir-2` has ordinal 2); else 0.
+pub fn resolve_node_id(explicit: Option<u32>, pod_name: Option<&str>, hostname: Option<&str>) -> u32 {
+    explicit.or_else(|| pod_name.and_then(ordinal_suffix)).or_else(|| hostname.and_then(ordinal_suffix)).unwrap_or(0)
+}
+
+/// The ordinal of a StatefulSet pod name: the decimal number after the last `-`, e.g.
+/// `weir-2` → 2, `my-weir-broker-10` → 10. None if there is no such non-empty numeric suffix
+/// after a non-empty prefix, or it does not fit a u32.
+pub fn ordinal_suffix(name: &str) -> Option<u32> {
+    let name = name.trim();
+    // A fully qualified host name `weir-2.weir.ns.svc`: the pod name is the first label.
+    let name = name.split('.').next().unwrap_or(name);
+    let (prefix, suffix) = name.rsplit_once('-')?;
+    if prefix.is_empty() || suffix.is_empty() || !suffix.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    suffix.parse().ok()
+}
+
+/// A `host:port` pair; the host is a DNS name, an IPv4 address or a bracketed IPv6 address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    /// As written, IPv6 addresses keep their brackets.
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// One controller quorum voter, `ID@HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voter {
+    pub id: u32,
+    pub addr: HostPort,
+}
+
+impl fmt::Display for Voter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.id, self.addr)
+    }
+}
+
+/// The parsed value of `--voters` (a newtype, so that clap takes the whole list as one value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voters(pub Vec<Voter>);
+
+impl fmt::Display for Voters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, v) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Parse `HOST:PORT`: a non-empty host (DNS name, IPv4, or `[IPv6]`) and a port 1..=65535.
+pub fn parse_host_port(s: &str) -> Result<HostPort, String> {
+    let s = s.trim();
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("`{s}` is not HOST:PORT (no port)"))?;
+    if host.is_empty() {
+        return Err(format!("`{s}` is not HOST:PORT (empty host)"));
+    }
+    if let Some(inner) = host.strip_prefix('[') {
+        let inner = inner.strip_suffix(']').ok_or_else(|| format!("`{s}`: unclosed `[` in host"))?;
+        inner.parse::<std::net::Ipv6Addr>().map_err(|_| format!("`{s}`: `{inner}` is not an IPv6 address"))?;
+    } else if host.contains(':') {
+        return Err(format!("`{s}`: an IPv6 host must be written in brackets, as [::1]:9093"));
+    } else if !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_') {
+        return Err(format!("`{s}`: `{host}` is not a valid host name"));
+    }
+    let port: u16 = port.parse().map_err(|_| format!("`{s}`: port `{port}` is not a number in 1..=65535"))?;
+    if port == 0 {
+        return Err(format!("`{s}`: port must not be 0"));
+    }
+    Ok(HostPort { host: host.to_string(), port })
+}
+
+/// Parse one `ID@HOST:PORT`.
+pub fn parse_voter(s: &str) -> Result<Voter, String> {
+    let s = s.trim();
+    let (id, addr) = s.split_once('@').ok_or_else(|| format!("voter `{s}` is not ID@HOST:PORT (no `@`)"))?;
+    let id: u32 = id.parse().map_err(|_| format!("voter `{s}`: id `{id}` is not a non-negative integer"))?;
+    let addr = parse_host_port(addr).map_err(|e| format!("voter `{s}`: {e}"))?;
+    Ok(Voter { id, addr })
+}
+
+/// Parse `ID@HOST:PORT,...`: at least one voter, no id twice.
+pub fn parse_voters(s: &str) -> Result<Voters, String> {
+    if s.trim().is_empty() {
+        return Err("expected at least one ID@HOST:PORT".to_string());
+    }
+    let mut voters: Vec<Voter> = Vec::new();
+    for part in s.split(',') {
+        let v = parse_voter(part)?;
+        if voters.iter().any(|o| o.id == v.id) {
+            return Err(format!("voter id {} appears more than once", v.id));
+        }
+        voters.push(v);
+    }
+    Ok(Voters(voters))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hp(host: &str, port: u16) -> HostPort {
+        HostPort { host: host.to_string(), port }
+    }
+
+    #[test]
+    fn ordinal_from_statefulset_pod_names() {
+        assert_eq!(ordinal_suffix("weir-2"), Some(2));
+        assert_eq!(ordinal_suffix("weir-0"), Some(0));
+        assert_eq!(ordinal_suffix("my-weir-broker-10"), Some(10));
+        assert_eq!(ordinal_suffix("weir-3.weir-headless.default.svc.cluster.local"), Some(3));
+        assert_eq!(ordinal_suffix(" weir-4\n"), Some(4));
+    }
+
+    #[test]
+    fn no_ordinal_when_suffix_is_not_a_number() {
+        assert_eq!(ordinal_suffix("weir"), None);
+        assert_eq!(ordinal_suffix("weir-"), None);
+        assert_eq!(ordinal_suffix("-2"), None);
+        assert_eq!(ordinal_suffix("weir-abc"), None);
+        assert_eq!(ordinal_suffix("weir-2a"), None);
+        assert_eq!(ordinal_suffix("weir-+2"), None);
+        assert_eq!(ordinal_suffix("weir-99999999999"), None);
+        assert_eq!(ordinal_suffix(""), None);
+    }
+
+    #[test]
+    fn explicit_node_id_wins() {
+        assert_eq!(resolve_node_id(Some(7), Some("weir-2"), Some("weir-3")), 7);
+        assert_eq!(resolve_node_id(Some(0), Some("weir-2"), None), 0);
+    }
+
+    #[test]
+    fn node_id_from_pod_name_then_hostname_then_zero() {
+        assert_eq!(resolve_node_id(None, Some("weir-2"), Some("node-9")), 2);
+        assert_eq!(resolve_node_id(None, Some("weir"), Some("weir-5")), 5);
+        assert_eq!(resolve_node_id(None, None, Some("weir-5")), 5);
+        assert_eq!(resolve_node_id(None, None, Some("laptop")), 0);
+        assert_eq!(resolve_node_id(None, None, None), 0);
+    }
+
+    #[test]
+    fn parses_voter_lists() {
+        let v = parse_voters("0@weir-0.weir:9093,1@weir-1.weir:9093,2@10.0.0.3:19093").unwrap();
+        assert_eq!(
+            v.0,
+            vec![
+                Voter { id: 0, addr: hp("weir-0.weir", 9093) },
+                Voter { id: 1, addr: hp("weir-1.weir", 9093) },
+                Voter { id: 2, addr: hp("10.0.0.3", 19093) },
+            ]
+        );
+        assert_eq!(v.to_string(), "0@weir-0.weir:9093,1@weir-1.weir:9093,2@10.0.0.3:19093");
+        let v = parse_voters(" 5@[::1]:9093 ").unwrap();
+        assert_eq!(v.0, vec![Voter { id: 5, addr: hp("[::1]", 9093) }]);
+    }
+
+    #[test]
+    fn rejects_bad_voter_syntax() {
+        for bad in [
+            "",
+            "   ",
+            "weir-0:9093",
+            "x@weir-0:9093",
+            "-1@weir-0:9093",
+            "0@weir-0",
+            "0@:9093",
+            "0@weir-0:",
+            "0@weir-0:0",
+            "0@weir-0:65536",
+            "0@weir-0:port",
+            "0@::1:9093",
+            "0@[::1:9093",
+            "0@[zz]:9093",
+            "0@we ir:9093",
+            "0@weir-0:9093,",
+            "0@weir-0:9093,,1@weir-1:9093",
+            "0@weir-0:9093,0@weir-1:9093",
+        ] {
+            assert!(parse_voters(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn duplicate_voter_id_is_named() {
+        let err = parse_voters("1@a:1,2@b:2,1@c:3").unwrap_err();
+        assert!(err.contains("voter id 1"), "{err}");
+    }
+
+    #[test]
+    fn defaults() {
+        let a = BrokerArgs::try_parse_from(["weir-broker"]).unwrap();
+        assert_eq!(a.data_dir, PathBuf::from("./weir-data"));
+        assert_eq!(a.kafka_listen, "0.0.0.0:9092".parse().unwrap());
+        assert_eq!(a.amqp_listen, "0.0.0.0:5672".parse().unwrap());
+        assert_eq!(a.http_listen, "0.0.0.0:9644".parse().unwrap());
+        assert_eq!(a.raft_listen, "0.0.0.0:9093".parse().unwrap());
+        assert_eq!(a.kafka_advertised, None);
+        assert_eq!(a.voters, None);
+        assert_eq!(a.resolved_voters(3), vec![Voter { id: 3, addr: hp("localhost", 9093) }]);
+    }
+
+    #[test]
+    fn default_voter_uses_a_specific_raft_listen_address() {
+        let a = BrokerArgs::try_parse_from(["weir-broker", "--raft-listen", "10.1.2.3:7000"]).unwrap();
+        assert_eq!(a.resolved_voters(1), vec![Voter { id: 1, addr: hp("10.1.2.3", 7000) }]);
+        let a = BrokerArgs::try_parse_from(["weir-broker", "--raft-listen", "[::1]:7000"]).unwrap();
+        assert_eq!(a.resolved_voters(1), vec![Voter { id: 1, addr: hp("[::1]", 7000) }]);
+    }
+
+    #[test]
+    fn flags_parse() {
+        let a = BrokerArgs::try_parse_from([
+            "weir-broker",
+            "--node-id",
+            "4",
+            "--data-dir",
+            "/var/lib/weir",
+            "--kafka-advertised",
+            "weir-4.weir.ns.svc:9092",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--voters",
+            "4@weir-4:9093,5@weir-5:9093",
+        ])
+        .unwrap();
+        assert_eq!(a.node_id, Some(4));
+        assert_eq!(a.data_dir, PathBuf::from("/var/lib/weir"));
+        assert_eq!(a.kafka_advertised, Some(hp("weir-4.weir.ns.svc", 9092)));
+        assert_eq!(a.http_listen, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(a.voters.unwrap().0.len(), 2);
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let err = BrokerArgs::try_parse_from(["weir-broker", "--voters", "1@host"]).unwrap_err().to_string();
+        assert!(err.contains("--voters"), "{err}");
+        let err = BrokerArgs::try_parse_from(["weir-broker", "--http-listen", "nope"]).unwrap_err().to_string();
+        assert!(err.contains("--http-listen"), "{err}");
+        let err = BrokerArgs::try_parse_from(["weir-broker", "--node-id=-1"]).unwrap_err().to_string();
+        assert!(err.contains("--node-id"), "{err}");
+        let err = BrokerArgs::try_parse_from(["weir-broker", "--kafka-advertised", "host"]).unwrap_err().to_string();
+        assert!(err.contains("--kafka-advertised"), "{err}");
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        BrokerArgs::command().debug_assert();
+        // Every flag is readable from WEIR_<FLAG>.
+        for arg in BrokerArgs::command().get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if long == "help" || long == "version" {
+                continue;
+            }
+            let want = format!("WEIR_{}", long.to_ascii_uppercase().replace('-', "_"));
+            assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(want.as_str()), "--{long}");
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Runtime wiring of the broker process: admin HTTP server, log loading, background
+//! maintenance, and the clean shutdown on SIGTERM / SIGINT.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::admin::{self, AdminState};
+use crate::cli::BrokerArgs;
+use crate::log::{now_ms, LogConfig, LogManager, LogMetrics};
+
+/// How often the log maintenance pass (flush, retention, cleaning) runs.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the admin server may take to finish open requests once told to stop.
+const HTTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Run the broker until SIGTERM or SIGINT, then shut down cleanly. Returns an error (and the
+/// process exits non-zero) if start-up or the clean shutdown fails.
+pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
+    let node_id = args.resolved_node_id();
+    let voters = args.resolved_voters(node_id);
+    info!(
+        node_id,
+        data_dir = %args.data_dir.display(),
+        voters = %voters.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+        version = env!("CARGO_PKG_VERSION"),
+        "starting weir broker"
+    );
+    if !voters.iter().any(|v| v.id == node_id) {
+        warn!(node_id, "this node is not among --voters; it will not take part in the controller quorum");
+    }
+    let kafka_advertised =
+        args.kafka_advertised.as_ref().map_or_else(|| args.kafka_listen.to_string(), |a| a.to_string());
+    info!(
+        kafka_listen = %args.kafka_listen,
+        kafka_advertised = %kafka_advertised,
+        amqp_listen = %args.amqp_listen,
+        raft_listen = %args.raft_listen,
+        "Kafka, AMQP and raft listeners are configured but not opened: no protocol is served on them yet"
+    );
+
+    // Signals first, so that a SIGTERM during log loading is ours to handle.
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
+
+    let registry = prometheus::Registry::new();
+    let log_metrics = LogMetrics::new(&registry).context("registering log metrics")?;
+    admin::register_process_metrics(&registry, node_id).context("registering process metrics")?;
+    let admin_state = AdminState::new(registry);
+
+    // The admin server is up (healthz 200, readyz 503) while the logs load.
+    let listener = tokio::net::TcpListener::bind(args.http_listen)
+        .await
+        .with_context(|| format!("binding --http-listen {}", args.http_listen))?;
+    let http_addr = listener.local_addr().context("reading the admin listener address")?;
+    info!(%http_addr, "admin HTTP server listening (/healthz, /readyz, /metrics)");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut http_task = {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(admin::serve(listener, admin_state.clone(), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }))
+    };
+
+    // Load and recover the logs. This cannot be interrupted; a signal meanwhile exits at
+    // once without the clean-shutdown marker (nothing was written that needs flushing, and
+    // the next start recovers the logs again).
+    info!(data_dir = %args.data_dir.display(), "loading logs");
+    let data_dir = args.data_dir.clone();
+    let open = tokio::task::spawn_blocking(move || LogManager::open(&data_dir, LogConfig::default(), log_metrics));
+    let (manager, report) = tokio::select! {
+        res = open => res.context("log loading task failed")?.context("loading logs")?,
+        sig = wait_for_signal(&mut sigterm, &mut sigint) => {
+            warn!(signal = sig, "shutdown requested while loading logs; exiting without a clean shutdown");
+            stop_http(&stop_tx, http_task).await;
+            return Ok(());
+        }
+    };
+    let manager = Arc::new(manager);
+    info!(
+        partitions = report.partitions,
+        clean_shutdown = report.clean_shutdown,
+        truncated_bytes = report.truncated_bytes,
+        elapsed_ms = report.elapsed.as_millis() as u64,
+        "logs loaded"
+    );
+    admin_state.set_ready(true);
+    info!("broker ready");
+
+    let maintenance_task = tokio::spawn(maintenance_loop(manager.clone(), stop_rx.clone()));
+
+    // Run until a signal, or until the admin server fails.
+    let http_failure = tokio::select! {
+        sig = wait_for_signal(&mut sigterm, &mut sigint) => {
+            info!(signal = sig, "shutting down");
+            None
+        }
+        res = &mut http_task => Some(match res {
+            Ok(Ok(())) => anyhow::anyhow!("admin HTTP server stopped unexpectedly"),
+            Ok(Err(e)) => anyhow::Error::new(e).context("admin HTTP server failed"),
+            Err(e) => anyhow::Error::new(e).context("admin HTTP server task failed"),
+        }),
+    };
+
+    // A second signal during shutdown gives up on the clean shutdown.
+    tokio::spawn(async move {
+        let sig = wait_for_signal(&mut sigterm, &mut sigint).await;
+        error!(signal = sig, "second signal during shutdown; exiting without a clean shutdown");
+        std::process::exit(1);
+    });
+
+    admin_state.set_ready(false);
+    if http_failure.is_none() {
+        stop_http(&stop_tx, http_task).await;
+    } else {
+        let _ = stop_tx.send(true);
+    }
+    // The loop finishes the pass it is in, then stops.
+    if let Err(e) = maintenance_task.await {
+        error!(error = %e, "log maintenance task failed");
+    }
+
+    let shutdown_manager = manager.clone();
+    tokio::task::spawn_blocking(move || shutdown_manager.shutdown())
+        .await
+        .context("log shutdown task failed")?
+        .context("shutting down logs")?;
+    info!("logs flushed and checkpointed; clean shutdown complete");
+
+    match http_failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Tell the admin server to stop accepting and wait (bounded) for open requests.
+async fn stop_http(stop_tx: &watch::Sender<bool>, mut http_task: tokio::task::JoinHandle<std::io::Result<()>>) {
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(HTTP_DRAIN_TIMEOUT, &mut http_task).await {
+        Ok(Ok(Ok(()))) => info!("admin HTTP server stopped"),
+        Ok(Ok(Err(e))) => error!(error = %e, "admin HTTP server failed"),
+        Ok(Err(e)) => error!(error = %e, "admin HTTP server task failed"),
+        Err(_) => {
+            warn!("admin HTTP connections still open after {HTTP_DRAIN_TIMEOUT:?}; closing them");
+            http_task.abort();
+        }
+    }
+}
+
+/// Run `run_maintenance` every second on the blocking pool until `stop` turns true. A failed
+/// or panicking pass is logged and the next one runs as usual.
+async fn maintenance_loop(manager: Arc<LogManager>, mut stop: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(MAINTENANCE_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await; // the first tick is immediate; the logs were just loaded
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = ticker.tick() => {}
+        }
+        let m = manager.clone();
+        // Awaited to the end even when a stop arrives meanwhile, so that `shutdown` never
+        // runs concurrently with a maintenance pass.
+        match tokio::task::spawn_blocking(move || m.run_maintenance(now_ms())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => error!(error = %e, "log maintenance failed"),
+            Err(e) => error!(error = %e, "log maintenance panicked"),
+        }
+    }
+}
+
+async fn wait_for_signal(sigterm: &mut Signal, sigint: &mut Signal) -> &'static str {
+    tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+    }
+}
