@@ -44,6 +44,10 @@ pub struct BrokerArgs {
     /// at its raft listen address).
     #[arg(long, env = "WEIR_VOTERS", value_name = "ID@HOST:PORT,...", value_parser = parse_voters)]
     pub voters: Option<Voters>,
+
+    /// `broker.session.timeout.ms`: a broker silent this long is fenced by the quorum leader.
+    #[arg(long, env = "WEIR_BROKER_SESSION_TIMEOUT_MS", default_value_t = 9000)]
+    pub broker_session_timeout_ms: u64,
 }
 
 impl BrokerArgs {

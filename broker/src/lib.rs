@@ -2,5 +2,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod cluster;
 pub mod log;
+pub mod partition;
 pub mod server;

@@ -10,7 +10,7 @@ use weir_broker::cli::BrokerArgs;
 fn main() -> ExitCode {
     let args = BrokerArgs::parse();
 
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -11,7 +11,9 @@ use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::cli::BrokerArgs;
+use crate::cluster::{ClusterConfig, ClusterNode, NodeId};
 use crate::log::{now_ms, LogConfig, LogManager, LogMetrics};
+use crate::partition::ReplicaManager;
 
 /// How often the log maintenance pass (flush, retention, cleaning) runs.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
@@ -40,7 +42,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         kafka_advertised = %kafka_advertised,
         amqp_listen = %args.amqp_listen,
         raft_listen = %args.raft_listen,
-        "Kafka, AMQP and raft listeners are configured but not opened: no protocol is served on them yet"
+        "Kafka and AMQP listeners are configured but not opened: no protocol is served on them yet"
     );
 
     // Signals first, so that a SIGTERM during log loading is ours to handle.
@@ -91,6 +93,34 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         elapsed_ms = report.elapsed.as_millis() as u64,
         "logs loaded"
     );
+
+    // Join the metadata quorum and keep the local logs in line with it.
+    let raft_listener = tokio::net::TcpListener::bind(args.raft_listen)
+        .await
+        .with_context(|| format!("binding --raft-listen {}", args.raft_listen))?;
+    let own_raft_addr = voters
+        .iter()
+        .find(|v| v.id == node_id)
+        .map(|v| v.addr.to_string())
+        .unwrap_or_else(|| advertised(args.raft_listen, &kafka_advertised));
+    let cluster_config = ClusterConfig {
+        node_id: node_id as NodeId,
+        data_dir: args.data_dir.clone(),
+        raft_addr: own_raft_addr,
+        kafka_addr: kafka_advertised.clone(),
+        http_addr: advertised(http_addr, &kafka_advertised),
+        rack: None,
+        voters: voters.iter().map(|v| (v.id as NodeId, v.addr.to_string())).collect(),
+        session_timeout: Duration::from_millis(args.broker_session_timeout_ms),
+        heartbeat_interval: Duration::from_millis(1000),
+    };
+    let cluster = ClusterNode::start(cluster_config, raft_listener, admin_state.registry())
+        .await
+        .context("starting the metadata quorum member")?;
+    info!(raft_listen = %args.raft_listen, "raft listener open");
+    let replicas = Arc::new(ReplicaManager::new(node_id as NodeId, manager.clone()));
+    tokio::spawn(replicas.run(cluster.clone()));
+    admin_state.set_cluster(cluster.clone(), manager.clone());
     admin_state.set_ready(true);
     info!("broker ready");
 
@@ -127,6 +157,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         error!(error = %e, "log maintenance task failed");
     }
 
+    cluster.shutdown().await;
     let shutdown_manager = manager.clone();
     tokio::task::spawn_blocking(move || shutdown_manager.shutdown())
         .await
@@ -181,4 +212,15 @@ async fn wait_for_signal(sigterm: &mut Signal, sigint: &mut Signal) -> &'static 
         _ = sigterm.recv() => "SIGTERM",
         _ = sigint.recv() => "SIGINT",
     }
+}
+
+/// The address others should use for a listener bound to `listen`: the listen address
+/// itself, or — when it is a wildcard — the host of the advertised Kafka address.
+fn advertised(listen: std::net::SocketAddr, kafka_advertised: &str) -> String {
+    if !listen.ip().is_unspecified() {
+        return listen.to_string();
+    }
+    let host = kafka_advertised.rsplit_once(':').map(|(h, _)| h).unwrap_or("localhost");
+    let host = if host == "0.0.0.0" || host == "[::]" { "localhost" } else { host };
+    format!("{host}:{}", listen.port())
 }

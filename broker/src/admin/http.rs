@@ -1,4 +1,5 @@
-//! axum server for `/healthz`, `/readyz` and `/metrics`.
+//! axum server for `/healthz`, `/readyz`, `/metrics` and the JSON admin API under
+//! `/api/v1` (see [`super::api`]).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,12 +16,30 @@ use prometheus::{Encoder, Gauge, IntGaugeVec, Opts, Registry, TextEncoder};
 pub struct AdminState {
     ready: AtomicBool,
     registry: Registry,
+    /// Set once the metadata quorum client and the logs are up; the JSON API answers 503 before.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::ClusterNode>>,
+    logs: std::sync::OnceLock<Arc<crate::log::LogManager>>,
 }
 
 impl AdminState {
     /// Not ready until [`AdminState::set_ready`] is called.
     pub fn new(registry: Registry) -> Arc<Self> {
-        Arc::new(Self { ready: AtomicBool::new(false), registry })
+        Arc::new(Self {
+            ready: AtomicBool::new(false),
+            registry,
+            cluster: std::sync::OnceLock::new(),
+            logs: std::sync::OnceLock::new(),
+        })
+    }
+    pub fn set_cluster(&self, cluster: Arc<crate::cluster::ClusterNode>, logs: Arc<crate::log::LogManager>) {
+        let _ = self.cluster.set(cluster);
+        let _ = self.logs.set(logs);
+    }
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::ClusterNode>> {
+        self.cluster.get()
+    }
+    pub fn logs(&self) -> Option<&Arc<crate::log::LogManager>> {
+        self.logs.get()
     }
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
@@ -38,6 +57,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .nest("/api/v1", super::api::routes())
         .with_state(state)
 }
 
@@ -110,6 +130,48 @@ mod tests {
         let (head, body) = raw.split_once("\r\n\r\n").expect("header end");
         let status = head.split(' ').nth(1).unwrap().parse().unwrap();
         (status, head.to_ascii_lowercase(), body.to_string())
+    }
+
+    async fn request(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String, String) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).await.unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").expect("header end");
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, head.to_ascii_lowercase(), body.to_string())
+    }
+
+    /// Before start-up completes the JSON API answers 503 JSON; malformed requests and
+    /// unknown endpoints are JSON errors too.
+    #[tokio::test]
+    async fn json_api_errors_before_start_up() {
+        let state = AdminState::new(Registry::new());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, state, std::future::pending()));
+        let code = |body: &str| serde_json::from_str::<serde_json::Value>(body).unwrap()["code"].clone();
+
+        for path in ["/api/v1/topics", "/api/v1/topics/t", "/api/v1/cluster", "/api/v1/partitions"] {
+            let (status, head, body) = get(addr, path).await;
+            assert_eq!((status, code(&body)), (503, "unavailable".into()), "{path}: {body}");
+            assert!(head.contains("content-type: application/json"), "{head}");
+        }
+        let (status, _, body) = request(addr, "POST", "/api/v1/topics", "{not json").await;
+        assert_eq!((status, code(&body)), (400, "bad_request".into()), "{body}");
+        let (status, _, body) = get(addr, "/api/v1/topics/bad%20name").await;
+        assert_eq!((status, code(&body)), (400, "invalid_topic_name".into()), "{body}");
+        let (status, _, body) = get(addr, "/api/v1/nope").await;
+        assert_eq!((status, code(&body)), (404, "not_found".into()), "{body}");
+        let (status, head, body) = request(addr, "PUT", "/api/v1/topics", "{}").await;
+        assert_eq!((status, code(&body)), (405, "method_not_allowed".into()), "{body}");
+        assert!(head.contains("allow: "), "{head}");
+        server.abort();
     }
 
     #[tokio::test]

@@ -163,26 +163,37 @@ impl LogManager {
     /// on disk, delete segments past retention, compact logs with `cleanup.policy=compact`,
     /// and rewrite the checkpoints every minute. The broker calls it every second.
     pub fn run_maintenance(&self, now_ms: i64) -> Result<()> {
+        // One failing log must not stop maintenance of the others: the first error is
+        // returned after every log had its turn.
+        let mut first_error = None;
         for tp in self.partitions() {
             let Some(log) = self.get(&tp) else { continue };
             let mut log = log.lock().expect("log lock");
-            log.flush_if_due(now_ms)?;
-            log.flush_sealed_segments()?;
-            let deleted = log.delete_retained_segments(now_ms)?;
-            if deleted > 0 {
-                tracing::info!(partition = %tp, segments = deleted, log_start_offset = log.log_start_offset(), "retention deleted segments");
-            }
-            if log.config().cleanup_compact {
-                let cleaned = cleaner::clean(&mut log, now_ms)?;
-                if cleaned.bytes_reclaimed > 0 {
-                    self.metrics.cleaner_bytes_reclaimed.inc_by(cleaned.bytes_reclaimed);
-                    tracing::info!(partition = %tp, bytes = cleaned.bytes_reclaimed, "compacted log");
-                }
+            if let Err(e) = self.maintain(&tp, &mut log, now_ms) {
+                tracing::error!(partition = %tp, error = %e, "log maintenance failed");
+                first_error.get_or_insert(e);
             }
         }
         if now_ms - self.last_checkpoint_ms.load(Ordering::Relaxed) >= CHECKPOINT_INTERVAL_MS {
             self.write_checkpoints()?;
             self.last_checkpoint_ms.store(now_ms, Ordering::Relaxed);
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn maintain(&self, tp: &TopicPartition, log: &mut Log, now_ms: i64) -> Result<()> {
+        log.flush_if_due(now_ms)?;
+        log.flush_sealed_segments()?;
+        let deleted = log.delete_retained_segments(now_ms)?;
+        if deleted > 0 {
+            tracing::info!(partition = %tp, segments = deleted, log_start_offset = log.log_start_offset(), "retention deleted segments");
+        }
+        if log.config().cleanup_compact {
+            let cleaned = cleaner::clean(log, now_ms)?;
+            if cleaned.bytes_reclaimed > 0 {
+                self.metrics.cleaner_bytes_reclaimed.inc_by(cleaned.bytes_reclaimed);
+                tracing::info!(partition = %tp, bytes = cleaned.bytes_reclaimed, "compacted log");
+            }
         }
         Ok(())
     }

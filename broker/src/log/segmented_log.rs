@@ -226,11 +226,9 @@ impl Log {
     pub(crate) fn metrics(&self) -> &LogMetrics {
         &self.metrics
     }
-    #[allow(dead_code)] // used by the cleaner
     pub(crate) fn segments(&self) -> &BTreeMap<i64, LogSegment> {
         &self.segments
     }
-    #[allow(dead_code)] // used by the cleaner
     pub(crate) fn segments_mut(&mut self) -> &mut BTreeMap<i64, LogSegment> {
         &mut self.segments
     }
@@ -305,6 +303,10 @@ impl Log {
 
     /// KIP-937: CreateTime must be within [now - before.max, now + after.max].
     fn check_timestamp(&self, ts: i64, now_ms: i64) -> Result<()> {
+        // As Kafka's LogValidator, records without a timestamp (NO_TIMESTAMP, -1) are not checked.
+        if ts == -1 {
+            return Ok(());
+        }
         let max = now_ms.saturating_add(self.config.timestamp_after_max_ms);
         let min = self.config.timestamp_before_max_ms.map(|b| now_ms.saturating_sub(b)).unwrap_or(i64::MIN);
         if ts > max || ts < min {
@@ -393,11 +395,21 @@ impl Log {
             if seg.max_timestamp() < timestamp {
                 continue;
             }
-            if let Some(b) = seg.find_batch_by_timestamp(timestamp)? {
-                if b.last_offset >= self.log_start_offset {
-                    return Ok(Some(b));
+            let Some(mut b) = seg.find_batch_by_timestamp(timestamp)? else { continue };
+            if b.last_offset < self.log_start_offset {
+                // The first match is below a log start offset inside this segment: search on
+                // from the batch holding the log start offset, as Kafka does.
+                let mut next = seg.find_batch(self.log_start_offset)?;
+                while let Some(c) = next.filter(|c| c.max_timestamp < timestamp) {
+                    let pos = c.position + c.size as u64;
+                    next = if pos < seg.size() { Some(seg.read_header(pos)?) } else { None };
+                }
+                match next {
+                    Some(c) => b = c,
+                    None => continue,
                 }
             }
+            return Ok(Some(b));
         }
         Ok(None)
     }

@@ -1,0 +1,471 @@
+//! The metadata image: what exists in the cluster, as the state machine holds it. `apply`
+//! validates every command, so replaying the log always yields the same image; every
+//! broker keeps one and serves reads from it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::types::{MetadataCommand, MetadataError, NodeId};
+use crate::log::LogConfig;
+
+/// No leader (Kafka's -1).
+pub const NO_LEADER: i64 = -1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRecord {
+    pub id: NodeId,
+    pub raft_addr: String,
+    pub kafka_addr: String,
+    pub http_addr: String,
+    pub rack: Option<String>,
+    pub fenced: bool,
+    /// Bumped at every registration (a restart), as KRaft's broker epoch.
+    pub epoch: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionRecord {
+    pub replicas: Vec<NodeId>,
+    pub isr: Vec<NodeId>,
+    pub leader: i64,
+    pub leader_epoch: i32,
+    /// Bumped at every change of replicas, ISR or leader; stale proposals are refused.
+    pub partition_epoch: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    pub name: String,
+    pub topic_id: String,
+    pub configs: BTreeMap<String, String>,
+    pub partitions: Vec<PartitionRecord>,
+}
+
+impl TopicRecord {
+    pub fn replication_factor(&self) -> usize {
+        self.partitions.first().map(|p| p.replicas.len()).unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataImage {
+    pub brokers: BTreeMap<NodeId, BrokerRecord>,
+    pub topics: BTreeMap<String, TopicRecord>,
+}
+
+/// Topic config keys beyond the log's own.
+const TOPIC_ONLY_CONFIG_KEYS: &[&str] = &["min.insync.replicas", "unclean.leader.election.enable"];
+
+/// Refuse unknown keys and bad values: the log's keys through `LogConfig`, plus the topic's.
+pub fn validate_topic_configs(configs: &BTreeMap<String, String>) -> Result<(), MetadataError> {
+    let mut log_keys = BTreeMap::new();
+    for (k, v) in configs {
+        match k.as_str() {
+            "min.insync.replicas" => match v.trim().parse::<i32>() {
+                Ok(n) if n >= 1 => {}
+                _ => return Err(MetadataError::InvalidConfig(format!("{k}={v}: must be an integer >= 1"))),
+            },
+            "unclean.leader.election.enable" => {
+                if v != "true" && v != "false" {
+                    return Err(MetadataError::InvalidConfig(format!("{k}={v}: must be true or false")));
+                }
+            }
+            _ => {
+                log_keys.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    LogConfig::default().with_overrides(&log_keys).map(|_| ()).map_err(|e| MetadataError::InvalidConfig(e.to_string()))
+}
+
+/// Every topic config key the broker understands.
+pub fn topic_config_keys() -> impl Iterator<Item = &'static str> {
+    crate::log::config::LOG_CONFIG_KEYS.iter().chain(TOPIC_ONLY_CONFIG_KEYS).copied()
+}
+
+/// Kafka's topic name rules: 1..=249 chars of [a-zA-Z0-9._-], not "." or "..".
+pub fn validate_topic_name(name: &str) -> Result<(), MetadataError> {
+    let bad = |why: &str| Err(MetadataError::InvalidTopicName(format!("'{name}': {why}")));
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name == "." || name == ".." {
+        return bad("'.' and '..' are not allowed");
+    }
+    if name.len() > 249 {
+        return bad("longer than 249 characters");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+        return bad("only ASCII letters, digits, '.', '_' and '-' are allowed");
+    }
+    Ok(())
+}
+
+impl MetadataImage {
+    pub fn live_brokers(&self) -> Vec<NodeId> {
+        self.brokers.values().filter(|b| !b.fenced).map(|b| b.id).collect()
+    }
+
+    pub fn partition(&self, topic: &str, partition: u32) -> Option<&PartitionRecord> {
+        self.topics.get(topic)?.partitions.get(partition as usize)
+    }
+
+    fn is_live(&self, id: NodeId) -> bool {
+        self.brokers.get(&id).is_some_and(|b| !b.fenced)
+    }
+
+    /// Apply one committed command. On error the image is unchanged.
+    pub fn apply(&mut self, cmd: &MetadataCommand) -> Result<(), MetadataError> {
+        match cmd {
+            MetadataCommand::RegisterBroker { broker_id, raft_addr, kafka_addr, http_addr, rack } => {
+                let epoch = self.brokers.get(broker_id).map(|b| b.epoch + 1).unwrap_or(0);
+                self.brokers.insert(
+                    *broker_id,
+                    BrokerRecord {
+                        id: *broker_id,
+                        raft_addr: raft_addr.clone(),
+                        kafka_addr: kafka_addr.clone(),
+                        http_addr: http_addr.clone(),
+                        rack: rack.clone(),
+                        fenced: false,
+                        epoch,
+                    },
+                );
+                self.elect_offline_partitions_with(*broker_id);
+                Ok(())
+            }
+            MetadataCommand::FenceBroker { broker_id } => {
+                let b = self.brokers.get_mut(broker_id).ok_or(MetadataError::UnknownBroker(*broker_id))?;
+                if b.fenced {
+                    return Ok(());
+                }
+                b.fenced = true;
+                self.move_leadership_off(*broker_id);
+                Ok(())
+            }
+            MetadataCommand::UnfenceBroker { broker_id } => {
+                let b = self.brokers.get_mut(broker_id).ok_or(MetadataError::UnknownBroker(*broker_id))?;
+                b.fenced = false;
+                self.elect_offline_partitions_with(*broker_id);
+                Ok(())
+            }
+            MetadataCommand::CreateTopic { name, topic_id, assignment, configs } => {
+                validate_topic_name(name)?;
+                if self.topics.contains_key(name) {
+                    return Err(MetadataError::TopicExists(name.clone()));
+                }
+                // Kafka refuses names that collide once '.' and '_' are folded (metric names).
+                let folded = name.replace('.', "_");
+                if let Some(other) = self.topics.keys().find(|t| t.replace('.', "_") == folded) {
+                    return Err(MetadataError::InvalidTopicName(format!("'{name}' collides with existing topic '{other}'")));
+                }
+                if assignment.is_empty() {
+                    return Err(MetadataError::InvalidPartitions("a topic needs at least one partition".into()));
+                }
+                validate_topic_configs(configs)?;
+                let rf = assignment[0].len();
+                self.validate_assignment(assignment, rf)?;
+                let partitions = assignment.iter().map(|r| self.new_partition(r)).collect();
+                self.topics.insert(
+                    name.clone(),
+                    TopicRecord { name: name.clone(), topic_id: topic_id.clone(), configs: configs.clone(), partitions },
+                );
+                Ok(())
+            }
+            MetadataCommand::DeleteTopic { name } => {
+                self.topics.remove(name).map(|_| ()).ok_or_else(|| MetadataError::UnknownTopic(name.clone()))
+            }
+            MetadataCommand::CreatePartitions { name, assignment } => {
+                let topic = self.topics.get(name).ok_or_else(|| MetadataError::UnknownTopic(name.clone()))?;
+                if assignment.is_empty() {
+                    return Err(MetadataError::InvalidPartitions("no partitions to add".into()));
+                }
+                let rf = topic.replication_factor();
+                self.validate_assignment(assignment, rf)?;
+                let new: Vec<_> = assignment.iter().map(|r| self.new_partition(r)).collect();
+                self.topics.get_mut(name).expect("checked").partitions.extend(new);
+                Ok(())
+            }
+            MetadataCommand::AlterTopicConfig { name, set, delete } => {
+                let topic = self.topics.get(name).ok_or_else(|| MetadataError::UnknownTopic(name.clone()))?;
+                let mut configs = topic.configs.clone();
+                for k in delete {
+                    if !topic_config_keys().any(|known| known == k) {
+                        return Err(MetadataError::InvalidConfig(format!("unknown config key {k}")));
+                    }
+                    configs.remove(k);
+                }
+                configs.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+                validate_topic_configs(&configs)?;
+                self.topics.get_mut(name).expect("checked").configs = configs;
+                Ok(())
+            }
+            MetadataCommand::AssignReplicas { topic, partition, replicas } => {
+                let rf = replicas.len();
+                self.validate_assignment(std::slice::from_ref(replicas), rf)?;
+                let live: Vec<bool> = replicas.iter().map(|r| self.is_live(*r)).collect();
+                let p = self.partition_mut(topic, *partition)?;
+                p.replicas = replicas.clone();
+                // Members that stay keep their ISR place; the leader moves if it left.
+                p.isr.retain(|r| replicas.contains(r));
+                if p.isr.is_empty() {
+                    p.isr = replicas.iter().zip(&live).filter(|(_, l)| **l).map(|(r, _)| *r).collect();
+                }
+                if p.leader == NO_LEADER || !p.isr.contains(&(p.leader as NodeId)) {
+                    p.leader = p.isr.first().map(|l| *l as i64).unwrap_or(NO_LEADER);
+                    p.leader_epoch += 1;
+                }
+                p.partition_epoch += 1;
+                Ok(())
+            }
+            MetadataCommand::ChangePartition { topic, partition, partition_epoch, leader, isr } => {
+                let live: BTreeSet<NodeId> = self.live_brokers().into_iter().collect();
+                let p = self.partition_mut(topic, *partition)?;
+                if *partition_epoch != p.partition_epoch {
+                    return Err(MetadataError::StalePartitionEpoch { given: *partition_epoch, current: p.partition_epoch });
+                }
+                let new_isr = isr.clone().unwrap_or_else(|| p.isr.clone());
+                if new_isr.is_empty() || new_isr.iter().any(|r| !p.replicas.contains(r)) {
+                    return Err(MetadataError::InvalidPartitionChange(format!(
+                        "ISR {new_isr:?} must be a non-empty subset of replicas {:?}",
+                        p.replicas
+                    )));
+                }
+                let new_leader = leader.unwrap_or(p.leader);
+                if new_leader != NO_LEADER {
+                    let l = new_leader as NodeId;
+                    if !new_isr.contains(&l) || !live.contains(&l) {
+                        return Err(MetadataError::InvalidPartitionChange(format!(
+                            "leader {new_leader} must be a live ISR member"
+                        )));
+                    }
+                }
+                if new_leader != p.leader {
+                    p.leader_epoch += 1;
+                }
+                p.leader = new_leader;
+                p.isr = new_isr;
+                p.partition_epoch += 1;
+                Ok(())
+            }
+        }
+    }
+
+    fn partition_mut(&mut self, topic: &str, partition: u32) -> Result<&mut PartitionRecord, MetadataError> {
+        self.topics
+            .get_mut(topic)
+            .ok_or_else(|| MetadataError::UnknownTopic(topic.to_string()))?
+            .partitions
+            .get_mut(partition as usize)
+            .ok_or(MetadataError::UnknownPartition { topic: topic.to_string(), partition })
+    }
+
+    fn validate_assignment(&self, assignment: &[Vec<NodeId>], rf: usize) -> Result<(), MetadataError> {
+        let live = self.live_brokers().len();
+        if rf == 0 {
+            return Err(MetadataError::InvalidReplicationFactor("must be at least 1".into()));
+        }
+        for replicas in assignment {
+            if replicas.len() != rf {
+                return Err(MetadataError::InvalidReplicaAssignment(format!(
+                    "every partition needs {rf} replicas, got {replicas:?}"
+                )));
+            }
+            if replicas.iter().collect::<BTreeSet<_>>().len() != replicas.len() {
+                return Err(MetadataError::InvalidReplicaAssignment(format!("{replicas:?} repeats a broker")));
+            }
+            if let Some(unknown) = replicas.iter().find(|r| !self.brokers.contains_key(r)) {
+                return Err(MetadataError::UnknownBroker(*unknown));
+            }
+        }
+        if rf > live {
+            return Err(MetadataError::InvalidReplicationFactor(format!(
+                "replication factor {rf} is larger than the {live} live brokers"
+            )));
+        }
+        Ok(())
+    }
+
+    fn new_partition(&self, replicas: &[NodeId]) -> PartitionRecord {
+        let isr: Vec<NodeId> = replicas.iter().copied().filter(|r| self.is_live(*r)).collect();
+        let leader = isr.first().map(|l| *l as i64).unwrap_or(NO_LEADER);
+        PartitionRecord { replicas: replicas.to_vec(), isr, leader, leader_epoch: 0, partition_epoch: 0 }
+    }
+
+    /// A broker was fenced: drop it from every ISR (unless it is the last member, as KRaft
+    /// keeps it so the partition can come back with it) and elect a new leader from the
+    /// remaining live ISR; with `unclean.leader.election.enable=true`, from any live replica.
+    fn move_leadership_off(&mut self, fenced: NodeId) {
+        let live: BTreeSet<NodeId> = self.live_brokers().into_iter().collect();
+        for topic in self.topics.values_mut() {
+            let unclean = topic.configs.get("unclean.leader.election.enable").is_some_and(|v| v == "true");
+            for p in &mut topic.partitions {
+                if !p.replicas.contains(&fenced) {
+                    continue;
+                }
+                let mut changed = false;
+                if p.isr.contains(&fenced) && p.isr.len() > 1 {
+                    p.isr.retain(|r| *r != fenced);
+                    changed = true;
+                }
+                if p.leader == fenced as i64 {
+                    let next = p
+                        .replicas
+                        .iter()
+                        .find(|r| p.isr.contains(r) && live.contains(r))
+                        .or_else(|| if unclean { p.replicas.iter().find(|r| live.contains(r)) } else { None })
+                        .copied();
+                    match next {
+                        Some(l) => {
+                            p.leader = l as i64;
+                            if !p.isr.contains(&l) {
+                                p.isr = vec![l]; // unclean: the new leader's log is the truth
+                            }
+                        }
+                        None => p.leader = NO_LEADER,
+                    }
+                    p.leader_epoch += 1;
+                    changed = true;
+                }
+                if changed {
+                    p.partition_epoch += 1;
+                }
+            }
+        }
+    }
+
+    /// A broker came back: partitions without a leader whose ISR holds it get it as leader.
+    fn elect_offline_partitions_with(&mut self, broker: NodeId) {
+        for topic in self.topics.values_mut() {
+            for p in &mut topic.partitions {
+                if p.leader == NO_LEADER && p.isr.contains(&broker) {
+                    p.leader = broker as i64;
+                    p.leader_epoch += 1;
+                    p.partition_epoch += 1;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn register(img: &mut MetadataImage, id: NodeId) {
+        img.apply(&MetadataCommand::RegisterBroker {
+            broker_id: id,
+            raft_addr: format!("127.0.0.{}:9093", id + 1),
+            kafka_addr: format!("127.0.0.{}:9092", id + 1),
+            http_addr: format!("127.0.0.{}:9644", id + 1),
+            rack: None,
+        })
+        .unwrap();
+    }
+
+    fn create(img: &mut MetadataImage, name: &str, assignment: Vec<Vec<NodeId>>) -> Result<(), MetadataError> {
+        img.apply(&MetadataCommand::CreateTopic {
+            name: name.into(),
+            topic_id: "id".into(),
+            assignment,
+            configs: BTreeMap::new(),
+        })
+    }
+
+    #[test]
+    fn create_topic_validates_names_collisions_and_replication() {
+        let mut img = MetadataImage::default();
+        register(&mut img, 0);
+        register(&mut img, 1);
+        assert!(matches!(create(&mut img, "bad name", vec![vec![0]]), Err(MetadataError::InvalidTopicName(_))));
+        create(&mut img, "a.b", vec![vec![0, 1], vec![1, 0]]).unwrap();
+        assert!(matches!(create(&mut img, "a.b", vec![vec![0]]), Err(MetadataError::TopicExists(_))));
+        assert!(matches!(create(&mut img, "a_b", vec![vec![0]]), Err(MetadataError::InvalidTopicName(_))));
+        assert!(matches!(create(&mut img, "x", vec![vec![0, 1, 2]]), Err(MetadataError::UnknownBroker(2))));
+        assert!(matches!(create(&mut img, "x", vec![vec![0, 0]]), Err(MetadataError::InvalidReplicaAssignment(_))));
+        let mut bad_cfg = BTreeMap::new();
+        bad_cfg.insert("retention.ms".to_string(), "soon".to_string());
+        let r = img.apply(&MetadataCommand::CreateTopic {
+            name: "y".into(),
+            topic_id: "id".into(),
+            assignment: vec![vec![0]],
+            configs: bad_cfg,
+        });
+        assert!(matches!(r, Err(MetadataError::InvalidConfig(_))));
+        let p = img.partition("a.b", 1).unwrap();
+        assert_eq!((p.leader, p.isr.clone()), (1, vec![1, 0]));
+    }
+
+    #[test]
+    fn replication_factor_above_live_brokers_is_refused() {
+        let mut img = MetadataImage::default();
+        for id in 0..3 {
+            register(&mut img, id);
+        }
+        img.apply(&MetadataCommand::FenceBroker { broker_id: 2 }).unwrap();
+        assert!(matches!(create(&mut img, "t", vec![vec![0, 1, 2]]), Err(MetadataError::InvalidReplicationFactor(_))));
+    }
+
+    #[test]
+    fn fencing_moves_leadership_within_isr_and_unfencing_restores_offline_partitions() {
+        let mut img = MetadataImage::default();
+        for id in 0..3 {
+            register(&mut img, id);
+        }
+        create(&mut img, "t", vec![vec![0, 1, 2]]).unwrap();
+        create(&mut img, "u", vec![vec![1]]).unwrap();
+        img.apply(&MetadataCommand::FenceBroker { broker_id: 0 }).unwrap();
+        let p0 = img.partition("t", 0).unwrap().clone();
+        assert_eq!((p0.leader, p0.isr.clone(), p0.leader_epoch), (1, vec![1, 2], 1));
+        img.apply(&MetadataCommand::FenceBroker { broker_id: 1 }).unwrap();
+        assert_eq!(img.partition("t", 0).unwrap().leader, 2);
+        // Topic u has only broker 1: offline, ISR kept so it can come back.
+        let p1 = img.partition("u", 0).unwrap().clone();
+        assert_eq!((p1.leader, p1.isr.clone()), (NO_LEADER, vec![1]));
+        img.apply(&MetadataCommand::UnfenceBroker { broker_id: 1 }).unwrap();
+        assert_eq!(img.partition("u", 0).unwrap().leader, 1);
+        // Broker 0 is out of the ISR of partition 0: it never becomes leader by unfencing.
+        img.apply(&MetadataCommand::UnfenceBroker { broker_id: 0 }).unwrap();
+        assert_eq!(img.partition("t", 0).unwrap().leader, 2);
+    }
+
+    #[test]
+    fn partition_changes_need_the_current_epoch_and_a_live_isr_leader() {
+        let mut img = MetadataImage::default();
+        for id in 0..3 {
+            register(&mut img, id);
+        }
+        create(&mut img, "t", vec![vec![0, 1, 2]]).unwrap();
+        let change = |epoch, leader, isr| MetadataCommand::ChangePartition {
+            topic: "t".into(),
+            partition: 0,
+            partition_epoch: epoch,
+            leader,
+            isr,
+        };
+        img.apply(&change(0, None, Some(vec![0, 1]))).unwrap();
+        assert!(matches!(img.apply(&change(0, None, Some(vec![0]))), Err(MetadataError::StalePartitionEpoch { .. })));
+        assert!(matches!(img.apply(&change(1, Some(2), None)), Err(MetadataError::InvalidPartitionChange(_))));
+        img.apply(&change(1, Some(1), None)).unwrap();
+        let p = img.partition("t", 0).unwrap();
+        assert_eq!((p.leader, p.leader_epoch, p.partition_epoch), (1, 1, 2));
+    }
+
+    #[test]
+    fn alter_config_and_create_partitions() {
+        let mut img = MetadataImage::default();
+        register(&mut img, 0);
+        create(&mut img, "t", vec![vec![0]]).unwrap();
+        let mut set = BTreeMap::new();
+        set.insert("cleanup.policy".to_string(), "compact".to_string());
+        img.apply(&MetadataCommand::AlterTopicConfig { name: "t".into(), set, delete: vec![] }).unwrap();
+        assert_eq!(img.topics["t"].configs["cleanup.policy"], "compact");
+        let r = img.apply(&MetadataCommand::AlterTopicConfig { name: "t".into(), set: BTreeMap::new(), delete: vec!["nope".into()] });
+        assert!(r.is_err());
+        img.apply(&MetadataCommand::CreatePartitions { name: "t".into(), assignment: vec![vec![0], vec![0]] }).unwrap();
+        assert_eq!(img.topics["t"].partitions.len(), 3);
+        assert!(img.apply(&MetadataCommand::DeleteTopic { name: "t".into() }).is_ok());
+        assert!(matches!(img.apply(&MetadataCommand::DeleteTopic { name: "t".into() }), Err(MetadataError::UnknownTopic(_))));
+    }
+}

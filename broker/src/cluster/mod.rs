@@ -1,0 +1,13 @@
+//! Cluster metadata: one replicated state machine (openraft + RocksDB) that every change
+//! to what exists in Weir goes through, and the broker membership built on it.
+
+pub mod assignment;
+pub mod image;
+pub mod network;
+pub mod node;
+pub mod store;
+pub mod types;
+
+pub use image::MetadataImage;
+pub use node::{ClusterConfig, ClusterNode, ProposeError};
+pub use types::{MetadataCommand, MetadataError, NodeId, TypeConfig};

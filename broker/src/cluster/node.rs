@@ -1,0 +1,470 @@
+//! A broker's membership in the cluster: it runs the metadata raft group (voter or learner),
+//! registers itself, heartbeats the quorum leader, and — while it is the leader — fences
+//! brokers that stop heartbeating. Writes from any broker are forwarded to the leader.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ServerState, SnapshotPolicy};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry};
+use tokio::net::TcpListener;
+
+use super::assignment::{assign_replicas, random_usize};
+use super::image::MetadataImage;
+use super::network::{self, Envelope, ForwardError, NetworkFactory, Request, RequestHandler, Response, Transport};
+use super::store::{self, LogStore, StateMachineStore};
+use super::types::{CommandResult, MetadataCommand, MetadataError, NodeId, Raft, METADATA_GROUP};
+
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub node_id: NodeId,
+    /// The raft database lives in `<data_dir>/raft`.
+    pub data_dir: PathBuf,
+    /// The address other brokers dial for raft.
+    pub raft_addr: String,
+    pub kafka_addr: String,
+    pub http_addr: String,
+    pub rack: Option<String>,
+    /// `(id, raft address)` of the voters; other brokers join as learners.
+    pub voters: Vec<(NodeId, String)>,
+    /// `broker.session.timeout.ms`.
+    pub session_timeout: Duration,
+    pub heartbeat_interval: Duration,
+}
+
+impl ClusterConfig {
+    pub fn is_voter(&self) -> bool {
+        self.voters.iter().any(|(id, _)| *id == self.node_id)
+    }
+}
+
+/// Why a metadata write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// The state machine refused the command.
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    /// No quorum leader could be reached before the deadline.
+    #[error("metadata quorum unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("opening the raft database: {0}")]
+    Db(#[from] rocksdb::Error),
+    #[error("raft storage: {0}")]
+    Storage(#[from] openraft::StorageError<NodeId>),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+#[derive(Clone)]
+struct ClusterMetrics {
+    term: IntGauge,
+    last_applied: IntGauge,
+    is_leader: IntGauge,
+    leader_changes: IntCounter,
+    fenced_brokers: IntGauge,
+    propose_seconds: Histogram,
+}
+
+impl ClusterMetrics {
+    fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let m = Self {
+            term: IntGauge::with_opts(Opts::new("weir_raft_term", "Current raft term of the metadata quorum"))?,
+            last_applied: IntGauge::with_opts(Opts::new(
+                "weir_raft_applied_index",
+                "Index of the last metadata log entry applied on this broker (the commit index it has seen)",
+            ))?,
+            is_leader: IntGauge::with_opts(Opts::new("weir_raft_is_leader", "1 while this broker leads the metadata quorum"))?,
+            leader_changes: IntCounter::with_opts(Opts::new(
+                "weir_raft_leader_changes_total",
+                "Metadata quorum leader changes seen by this broker",
+            ))?,
+            fenced_brokers: IntGauge::with_opts(Opts::new("weir_cluster_fenced_brokers", "Brokers currently fenced"))?,
+            propose_seconds: Histogram::with_opts(
+                HistogramOpts::new("weir_raft_propose_seconds", "Latency of metadata writes from propose to applied")
+                    .buckets(prometheus::exponential_buckets(0.0005, 2.0, 14)?),
+            )?,
+        };
+        registry.register(Box::new(m.term.clone()))?;
+        registry.register(Box::new(m.last_applied.clone()))?;
+        registry.register(Box::new(m.is_leader.clone()))?;
+        registry.register(Box::new(m.leader_changes.clone()))?;
+        registry.register(Box::new(m.fenced_brokers.clone()))?;
+        registry.register(Box::new(m.propose_seconds.clone()))?;
+        Ok(m)
+    }
+}
+
+pub struct ClusterNode {
+    cfg: ClusterConfig,
+    raft: Raft,
+    sm: StateMachineStore,
+    transport: Arc<Transport>,
+    /// Last heartbeat seen from each broker, kept by the quorum leader only.
+    last_seen: Mutex<HashMap<NodeId, Instant>>,
+    /// When this node last became leader (fencing waits a session timeout after that).
+    leader_since: Mutex<Option<Instant>>,
+    metrics: ClusterMetrics,
+}
+
+const RPC_TIMEOUT: Duration = Duration::from_secs(3);
+const PROPOSE_DEADLINE: Duration = Duration::from_secs(15);
+
+impl ClusterNode {
+    /// Open the raft storage, start the metadata group, serve raft on `listener`, and start
+    /// the background tasks (bootstrap or join, registration, heartbeats, fencing).
+    pub async fn start(cfg: ClusterConfig, listener: TcpListener, registry: &Registry) -> Result<Arc<Self>, ClusterError> {
+        let db = store::open_db(&cfg.data_dir.join("raft"))?;
+        let log_store = LogStore::new(db.clone(), METADATA_GROUP);
+        let sm = StateMachineStore::open(db, METADATA_GROUP)?;
+        let raft_config = openraft::Config {
+            cluster_name: "weir-metadata".into(),
+            heartbeat_interval: 250,
+            election_timeout_min: 1500,
+            election_timeout_max: 3000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(1000),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let transport = Transport::new();
+        let factory = NetworkFactory { transport: transport.clone(), group: METADATA_GROUP };
+        let raft = Raft::new(cfg.node_id, Arc::new(raft_config), factory, log_store, sm.clone())
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let node = Arc::new(Self {
+            metrics: ClusterMetrics::new(registry)?,
+            cfg,
+            raft,
+            sm,
+            transport,
+            last_seen: Mutex::new(HashMap::new()),
+            leader_since: Mutex::new(None),
+        });
+        tokio::spawn(network::serve(listener, node.clone()));
+        tokio::spawn(node.clone().bootstrap_or_join());
+        tokio::spawn(node.clone().register_loop());
+        tokio::spawn(node.clone().heartbeat_loop());
+        tokio::spawn(node.clone().controller_loop());
+        tokio::spawn(node.clone().metrics_loop());
+        Ok(node)
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.cfg.node_id
+    }
+
+    /// A copy of this broker's metadata image.
+    pub fn image(&self) -> MetadataImage {
+        self.sm.image().read().expect("image lock").clone()
+    }
+
+    /// Changes to the image: the value is bumped after every apply.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.sm.subscribe()
+    }
+
+    /// The quorum leader and voters as this broker sees them.
+    pub fn quorum(&self) -> (Option<NodeId>, Vec<NodeId>) {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        (m.current_leader, m.membership_config.membership().voter_ids().collect())
+    }
+
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.cfg.node_id)
+    }
+
+    fn leader_addr(&self) -> Option<(NodeId, String)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let leader = m.current_leader?;
+        let addr = m.membership_config.membership().get_node(&leader)?.addr.clone();
+        Some((leader, addr))
+    }
+
+    /// Commit `cmd` through the quorum (forwarding to the leader if needed) and wait until
+    /// this broker's image includes it, so a read after a write here sees the write.
+    pub async fn propose(&self, cmd: MetadataCommand) -> Result<(), ProposeError> {
+        let started = Instant::now();
+        let deadline = started + PROPOSE_DEADLINE;
+        let mut last_err = String::from("no leader elected");
+        while Instant::now() < deadline {
+            let outcome = match self.raft.client_write(cmd.clone()).await {
+                Ok(resp) => Some((resp.data, resp.log_id.index)),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
+                    match fwd.leader_node.map(|n| n.addr).or_else(|| self.leader_addr().map(|(_, a)| a)) {
+                        Some(addr) if fwd.leader_id != Some(self.cfg.node_id) => {
+                            let env = Envelope { group: METADATA_GROUP, request: Request::Propose(cmd.clone()) };
+                            match self.transport.call(&addr, &env, RPC_TIMEOUT).await {
+                                Ok(Response::Propose(Ok(done))) => Some(done),
+                                Ok(Response::Propose(Err(e))) => {
+                                    last_err = e.to_string();
+                                    None
+                                }
+                                Ok(other) => {
+                                    last_err = format!("unexpected response {other:?}");
+                                    None
+                                }
+                                Err(e) => {
+                                    last_err = format!("leader at {addr}: {e}");
+                                    None
+                                }
+                            }
+                        }
+                        _ => None,
+                    }
+                }
+                Err(e) => {
+                    last_err = e.to_string();
+                    None
+                }
+            };
+            if let Some((CommandResult(result), index)) = outcome {
+                self.wait_applied(index, deadline).await;
+                self.metrics.propose_seconds.observe(started.elapsed().as_secs_f64());
+                return result.map_err(ProposeError::Metadata);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(ProposeError::Unavailable(last_err))
+    }
+
+    async fn wait_applied(&self, index: u64, deadline: Instant) {
+        let mut rx = self.raft.metrics();
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|m| m.last_applied.is_some_and(|l| l.index >= index))).await;
+    }
+
+    // ---- convenience writes used by the admin API and, later, the Kafka handlers ----
+
+    /// Create a topic. Without an explicit assignment, replicas are placed over the live
+    /// brokers as Kafka does (round-robin from a random start).
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u16,
+        configs: BTreeMap<String, String>,
+        assignment: Option<Vec<Vec<NodeId>>>,
+    ) -> Result<(), ProposeError> {
+        let assignment = match assignment {
+            Some(a) => a,
+            None => self.place_replicas(0, partitions, replication_factor)?,
+        };
+        let topic_id = format!("{:016x}{:016x}", random_usize() as u64, random_usize() as u64);
+        self.propose(MetadataCommand::CreateTopic { name: name.to_string(), topic_id, assignment, configs }).await
+    }
+
+    /// Grow a topic to `total` partitions.
+    pub async fn create_partitions(&self, name: &str, total: u32) -> Result<(), ProposeError> {
+        let image = self.image();
+        let topic = image.topics.get(name).ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))?;
+        let current = topic.partitions.len() as u32;
+        if total <= current {
+            return Err(MetadataError::InvalidPartitions(format!(
+                "topic '{name}' has {current} partitions; the count can only grow"
+            ))
+            .into());
+        }
+        let assignment = self.place_replicas(current, total - current, topic.replication_factor() as u16)?;
+        self.propose(MetadataCommand::CreatePartitions { name: name.to_string(), assignment }).await
+    }
+
+    fn place_replicas(&self, first: u32, count: u32, rf: u16) -> Result<Vec<Vec<NodeId>>, ProposeError> {
+        if count == 0 {
+            return Err(MetadataError::InvalidPartitions("must be at least 1".into()).into());
+        }
+        let live = self.image().live_brokers();
+        if rf == 0 || rf as usize > live.len() {
+            return Err(MetadataError::InvalidReplicationFactor(format!(
+                "replication factor {rf} with {} live brokers",
+                live.len()
+            ))
+            .into());
+        }
+        Ok(assign_replicas(&live, first, count, rf as usize, random_usize(), random_usize()))
+    }
+
+    // ---- background tasks ----
+
+    /// The lowest-id voter initialises the quorum with every voter; a broker outside the
+    /// voters asks the leader to add it as a learner.
+    async fn bootstrap_or_join(self: Arc<Self>) {
+        if self.cfg.is_voter() {
+            let lowest = self.cfg.voters.iter().map(|(id, _)| *id).min();
+            if lowest == Some(self.cfg.node_id) && !self.raft.is_initialized().await.unwrap_or(true) {
+                let members: BTreeMap<NodeId, BasicNode> =
+                    self.cfg.voters.iter().map(|(id, addr)| (*id, BasicNode::new(addr))).collect();
+                match self.raft.initialize(members).await {
+                    Ok(()) => tracing::info!(voters = ?self.cfg.voters, "initialised the metadata quorum"),
+                    Err(e) => tracing::debug!(error = %e, "quorum already initialised"),
+                }
+            }
+            return;
+        }
+        loop {
+            for (_, addr) in &self.cfg.voters {
+                let env = Envelope {
+                    group: METADATA_GROUP,
+                    request: Request::AddLearner { node_id: self.cfg.node_id, raft_addr: self.cfg.raft_addr.clone() },
+                };
+                if let Ok(Response::AddLearner(Ok(()))) = self.transport.call(addr, &env, RPC_TIMEOUT).await {
+                    tracing::info!("joined the metadata quorum as a learner");
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Register this broker (at every start) until the quorum accepts it.
+    async fn register_loop(self: Arc<Self>) {
+        let cmd = MetadataCommand::RegisterBroker {
+            broker_id: self.cfg.node_id,
+            raft_addr: self.cfg.raft_addr.clone(),
+            kafka_addr: self.cfg.kafka_addr.clone(),
+            http_addr: self.cfg.http_addr.clone(),
+            rack: self.cfg.rack.clone(),
+        };
+        loop {
+            match self.propose(cmd.clone()).await {
+                Ok(()) => {
+                    tracing::info!(broker_id = self.cfg.node_id, "registered with the metadata quorum");
+                    return;
+                }
+                Err(e) => tracing::debug!(error = %e, "registration not accepted yet"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    fn record_heartbeat(&self, broker: NodeId) {
+        self.last_seen.lock().expect("heartbeat lock").insert(broker, Instant::now());
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.cfg.heartbeat_interval);
+        loop {
+            tick.tick().await;
+            match self.leader_addr() {
+                Some((leader, _)) if leader == self.cfg.node_id => self.record_heartbeat(self.cfg.node_id),
+                Some((_, addr)) => {
+                    let env = Envelope { group: METADATA_GROUP, request: Request::Heartbeat { broker_id: self.cfg.node_id } };
+                    let _ = self.transport.call(&addr, &env, RPC_TIMEOUT).await;
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// While leader: fence brokers silent past the session timeout, unfence those back.
+    async fn controller_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            if !self.is_leader() {
+                *self.leader_since.lock().expect("leader lock") = None;
+                continue;
+            }
+            let now = Instant::now();
+            let since = *self.leader_since.lock().expect("leader lock").get_or_insert_with(|| {
+                // A new leader has no heartbeat history: give every broker a full session.
+                let mut seen = self.last_seen.lock().expect("heartbeat lock");
+                seen.clear();
+                now
+            });
+            let image = self.image();
+            for broker in image.brokers.values() {
+                let last = self.last_seen.lock().expect("heartbeat lock").get(&broker.id).copied().unwrap_or(since);
+                let alive = now.duration_since(last) < self.cfg.session_timeout;
+                let cmd = if !broker.fenced && !alive {
+                    tracing::warn!(broker_id = broker.id, "no heartbeat for the session timeout; fencing the broker");
+                    MetadataCommand::FenceBroker { broker_id: broker.id }
+                } else if broker.fenced && alive && self.last_seen.lock().expect("heartbeat lock").contains_key(&broker.id) {
+                    tracing::info!(broker_id = broker.id, "fenced broker heartbeats again; unfencing it");
+                    MetadataCommand::UnfenceBroker { broker_id: broker.id }
+                } else {
+                    continue;
+                };
+                if let Err(e) = self.propose(cmd).await {
+                    tracing::warn!(error = %e, "broker fencing change failed");
+                }
+            }
+        }
+    }
+
+    async fn metrics_loop(self: Arc<Self>) {
+        let mut rx = self.raft.metrics();
+        let mut image_rx = self.subscribe();
+        let mut leader = None;
+        loop {
+            {
+                let m = rx.borrow_and_update();
+                self.metrics.term.set(m.current_term as i64);
+                self.metrics.last_applied.set(m.last_applied.map(|l| l.index as i64).unwrap_or(0));
+                self.metrics.is_leader.set((m.state == ServerState::Leader) as i64);
+                if m.current_leader != leader {
+                    if m.current_leader.is_some() {
+                        self.metrics.leader_changes.inc();
+                        tracing::info!(leader = ?m.current_leader, term = m.current_term, "metadata quorum leader");
+                    }
+                    leader = m.current_leader;
+                }
+            }
+            let fenced = self.sm.image().read().expect("image lock").brokers.values().filter(|b| b.fenced).count();
+            self.metrics.fenced_brokers.set(fenced as i64);
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                r = image_rx.changed() => if r.is_err() { return },
+            }
+        }
+    }
+}
+
+impl RequestHandler for ClusterNode {
+    async fn handle(self: Arc<Self>, env: Envelope) -> Response {
+        if env.group != METADATA_GROUP {
+            return Response::Refused(format!("unknown raft group {}", env.group));
+        }
+        match env.request {
+            Request::AppendEntries(rpc) => Response::AppendEntries(self.raft.append_entries(rpc).await),
+            Request::Vote(rpc) => Response::Vote(self.raft.vote(rpc).await),
+            Request::InstallSnapshot(rpc) => Response::InstallSnapshot(self.raft.install_snapshot(rpc).await),
+            Request::Propose(cmd) => Response::Propose(match self.raft.client_write(cmd).await {
+                Ok(resp) => Ok((resp.data, resp.log_id.index)),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    Err(ForwardError::NotLeader { leader: f.leader_id })
+                }
+                Err(e) => Err(ForwardError::Failed(e.to_string())),
+            }),
+            Request::AddLearner { node_id, raft_addr } => {
+                Response::AddLearner(match self.raft.add_learner(node_id, BasicNode::new(raft_addr), false).await {
+                    Ok(_) => Ok(()),
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                        Err(ForwardError::NotLeader { leader: f.leader_id })
+                    }
+                    Err(e) => Err(ForwardError::Failed(e.to_string())),
+                })
+            }
+            Request::Heartbeat { broker_id } => Response::Heartbeat(if self.is_leader() {
+                self.record_heartbeat(broker_id);
+                Ok(())
+            } else {
+                Err(ForwardError::NotLeader { leader: self.raft.metrics().borrow().current_leader })
+            }),
+        }
+    }
+}

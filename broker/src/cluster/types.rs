@@ -1,0 +1,105 @@
+//! Types of the metadata quorum: the openraft type configuration, the commands the
+//! replicated state machine applies, and their typed errors.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+/// Broker id = raft node id = StatefulSet ordinal. Kafka carries broker ids as i32.
+pub type NodeId = u64;
+
+/// Every raft message and every stored key carries the id of its raft group. The metadata
+/// quorum is group 0; quorum queues will each be another group on the same plumbing.
+pub type GroupId = u64;
+pub const METADATA_GROUP: GroupId = 0;
+
+openraft::declare_raft_types!(
+    /// openraft types of the metadata quorum.
+    pub TypeConfig:
+        D = MetadataCommand,
+        R = CommandResult,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// One change to the cluster metadata. Everything non-deterministic (wall clock, random
+/// replica placement) is decided by the proposer and carried in the command, so that every
+/// replica that applies the log reaches the same image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MetadataCommand {
+    /// A broker announces itself (at every start); registering unfences it.
+    RegisterBroker {
+        broker_id: NodeId,
+        raft_addr: String,
+        kafka_addr: String,
+        http_addr: String,
+        rack: Option<String>,
+    },
+    /// The quorum leader saw no heartbeat for `broker.session.timeout.ms`: fence the broker
+    /// and move leadership of its partitions to another ISR member.
+    FenceBroker { broker_id: NodeId },
+    /// A fenced broker heartbeats again.
+    UnfenceBroker { broker_id: NodeId },
+    CreateTopic {
+        name: String,
+        topic_id: String,
+        /// One replica list per partition, first replica = preferred leader.
+        assignment: Vec<Vec<NodeId>>,
+        configs: BTreeMap<String, String>,
+    },
+    DeleteTopic { name: String },
+    /// Add partitions; `assignment` holds the replica lists of the new partitions only.
+    CreatePartitions { name: String, assignment: Vec<Vec<NodeId>> },
+    AlterTopicConfig { name: String, set: BTreeMap<String, String>, delete: Vec<String> },
+    /// Replace a partition's replica set (reassignment); leader and ISR follow.
+    AssignReplicas { topic: String, partition: u32, replicas: Vec<NodeId> },
+    /// Leader / ISR change proposed by a partition leader or the controller (KRaft's
+    /// PartitionChangeRecord). Refused unless `partition_epoch` is the current one.
+    ChangePartition {
+        topic: String,
+        partition: u32,
+        partition_epoch: i32,
+        leader: Option<i64>,
+        isr: Option<Vec<NodeId>>,
+    },
+}
+
+/// The state machine's answer to one command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandResult(pub Result<(), MetadataError>);
+
+/// Why the state machine refused a command. Mapped to Kafka error codes and HTTP statuses
+/// at the edges.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "code", content = "message", rename_all = "snake_case")]
+pub enum MetadataError {
+    #[error("topic '{0}' already exists")]
+    TopicExists(String),
+    #[error("topic '{0}' does not exist")]
+    UnknownTopic(String),
+    #[error("invalid topic name: {0}")]
+    InvalidTopicName(String),
+    #[error("invalid partitions: {0}")]
+    InvalidPartitions(String),
+    #[error("invalid replication factor: {0}")]
+    InvalidReplicationFactor(String),
+    #[error("invalid replica assignment: {0}")]
+    InvalidReplicaAssignment(String),
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    #[error("broker {0} is not registered")]
+    UnknownBroker(NodeId),
+    #[error("partition {topic}-{partition} does not exist")]
+    UnknownPartition { topic: String, partition: u32 },
+    #[error("stale partition epoch {given} (current {current})")]
+    StalePartitionEpoch { given: i32, current: i32 },
+    #[error("invalid partition change: {0}")]
+    InvalidPartitionChange(String),
+}
