@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod cli;
 pub mod cluster;
+pub mod kafka;
 pub mod log;
 pub mod partition;
 pub mod server;

@@ -13,6 +13,8 @@ use crate::admin::{self, AdminState};
 use crate::cli::BrokerArgs;
 use crate::cluster::{ClusterConfig, ClusterNode, NodeId};
 use crate::log::{now_ms, LogConfig, LogManager, LogMetrics};
+use crate::kafka::context::KafkaConfig;
+use crate::kafka::KafkaContext;
 use crate::partition::ReplicaManager;
 
 /// How often the log maintenance pass (flush, retention, cleaning) runs.
@@ -35,14 +37,24 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     if !voters.iter().any(|v| v.id == node_id) {
         warn!(node_id, "this node is not among --voters; it will not take part in the controller quorum");
     }
-    let kafka_advertised =
-        args.kafka_advertised.as_ref().map_or_else(|| args.kafka_listen.to_string(), |a| a.to_string());
+    // Without --kafka-advertised, a wildcard listen address is advertised as localhost: the
+    // single-node default is for clients on the same machine; in Kubernetes the chart sets it.
+    let kafka_advertised = args.kafka_advertised.as_ref().map_or_else(
+        || {
+            if args.kafka_listen.ip().is_unspecified() {
+                format!("localhost:{}", args.kafka_listen.port())
+            } else {
+                args.kafka_listen.to_string()
+            }
+        },
+        |a| a.to_string(),
+    );
     info!(
         kafka_listen = %args.kafka_listen,
         kafka_advertised = %kafka_advertised,
         amqp_listen = %args.amqp_listen,
         raft_listen = %args.raft_listen,
-        "Kafka and AMQP listeners are configured but not opened: no protocol is served on them yet"
+        "the AMQP listener is configured but not opened: AMQP is not served yet"
     );
 
     // Signals first, so that a SIGTERM during log loading is ours to handle.
@@ -121,6 +133,13 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     let replicas = Arc::new(ReplicaManager::new(node_id as NodeId, manager.clone()));
     tokio::spawn(replicas.run(cluster.clone()));
     admin_state.set_cluster(cluster.clone(), manager.clone());
+
+    let kafka_listener = tokio::net::TcpListener::bind(args.kafka_listen)
+        .await
+        .with_context(|| format!("binding --kafka-listen {}", args.kafka_listen))?;
+    let kafka = KafkaContext::new(node_id as NodeId, cluster.clone(), manager.clone(), KafkaConfig::default());
+    tokio::spawn(crate::kafka::server::serve(kafka_listener, kafka));
+    info!(kafka_listen = %args.kafka_listen, kafka_advertised = %kafka_advertised, "Kafka listener open");
     admin_state.set_ready(true);
     info!("broker ready");
 

@@ -1,0 +1,59 @@
+//! What the Kafka handlers share: the broker's identity, the cluster metadata, the logs,
+//! and a signal that wakes long-polling fetches when data is appended.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::cluster::{ClusterNode, NodeId};
+use crate::log::LogManager;
+
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics: bool,
+    /// `num.partitions` for auto-created topics.
+    pub default_partitions: u32,
+    /// `default.replication.factor` for auto-created topics.
+    pub default_replication_factor: u16,
+    /// `socket.request.max.bytes`: a larger frame closes the connection.
+    pub max_request_bytes: usize,
+    /// The cluster id returned in Metadata.
+    pub cluster_id: String,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            auto_create_topics: true,
+            default_partitions: 1,
+            default_replication_factor: 1,
+            max_request_bytes: 100 * 1024 * 1024,
+            cluster_id: "weir".to_string(),
+        }
+    }
+}
+
+pub struct KafkaContext {
+    pub node_id: NodeId,
+    pub cluster: Arc<ClusterNode>,
+    pub logs: Arc<LogManager>,
+    pub config: KafkaConfig,
+    /// Bumped after every append, so fetches waiting for `min.bytes` wake up.
+    appended: watch::Sender<u64>,
+}
+
+impl KafkaContext {
+    pub fn new(node_id: NodeId, cluster: Arc<ClusterNode>, logs: Arc<LogManager>, config: KafkaConfig) -> Arc<Self> {
+        let (appended, _) = watch::channel(0);
+        Arc::new(Self { node_id, cluster, logs, config, appended })
+    }
+
+    pub fn notify_appended(&self) {
+        self.appended.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+}

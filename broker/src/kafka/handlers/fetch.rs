@@ -1,0 +1,116 @@
+//! Fetch (key 1), versions 4–12 (topics by name; v13+ topic ids are not served yet).
+//! Long poll: the request waits up to max.wait.ms until min.bytes are available. Records
+//! are the segment bytes as stored, never re-encoded; reads stop at the high watermark
+//! (the log end offset until follower replication lands). No fetch sessions: every
+//! response is full and carries session id 0, which clients accept.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::ResponseError;
+
+use crate::cluster::image::MetadataImage;
+use crate::kafka::context::KafkaContext;
+use crate::kafka::errors::log_error_code;
+use crate::log::TopicPartition;
+
+pub async fn handle(ctx: &KafkaContext, req: FetchRequest, version: i16) -> FetchResponse {
+    let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
+    let mut appends = ctx.subscribe_appends();
+    loop {
+        appends.borrow_and_update();
+        let image = ctx.cluster.image();
+        let (resp, bytes, any_error) = collect(ctx, &image, &req, version);
+        let now = Instant::now();
+        if bytes >= req.min_bytes.max(0) as usize || any_error || now >= deadline {
+            return resp;
+        }
+        // Woken by any append on this broker; re-reading is cheap (index lookups).
+        let _ = tokio::time::timeout(deadline - now, appends.changed()).await;
+    }
+}
+
+fn collect(ctx: &KafkaContext, image: &MetadataImage, req: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
+    let mut total = 0usize;
+    let mut any_error = false;
+    let max_total = if req.max_bytes <= 0 { usize::MAX } else { req.max_bytes as usize };
+    let mut responses = Vec::with_capacity(req.topics.len());
+    for topic in &req.topics {
+        let name = topic.topic.0.as_str();
+        let record = image.topics.get(name);
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for p in &topic.partitions {
+            let mut out = PartitionData::default();
+            out.partition_index = p.partition;
+            out.high_watermark = -1;
+            out.last_stable_offset = -1;
+            out.log_start_offset = -1;
+            out.preferred_read_replica = BrokerId(-1);
+            out.aborted_transactions = if req.isolation_level == 1 { Some(Vec::new()) } else { None };
+            out.records = Some(Bytes::new());
+            let part = record.and_then(|t| t.partitions.get(p.partition as usize));
+            let log = ctx.logs.get(&TopicPartition::new(name, p.partition));
+            out.error_code = match (part, log) {
+                (None, _) => ResponseError::UnknownTopicOrPartition.code(),
+                (Some(part), _) if part.leader != ctx.node_id as i64 => ResponseError::NotLeaderOrFollower.code(),
+                (Some(_), None) => ResponseError::NotLeaderOrFollower.code(),
+                (Some(part), _) if p.current_leader_epoch >= 0 && p.current_leader_epoch < part.leader_epoch => {
+                    ResponseError::FencedLeaderEpoch.code()
+                }
+                (Some(part), _) if p.current_leader_epoch > part.leader_epoch => ResponseError::UnknownLeaderEpoch.code(),
+                (Some(_), Some(log)) => {
+                    let room = max_total.saturating_sub(total);
+                    let result = tokio::task::block_in_place(|| {
+                        let log = log.lock().expect("log lock");
+                        let hw = log.log_end_offset();
+                        let start = log.log_start_offset();
+                        let want = (p.partition_max_bytes.max(0) as usize).min(room);
+                        // The first partition with data gets at least one whole batch, so a
+                        // batch larger than the limits never blocks a consumer.
+                        let slice = log.read(p.fetch_offset, want, hw, total == 0)?;
+                        drop(log);
+                        let bytes = match slice {
+                            Some(s) => Bytes::from(s.to_vec().map_err(|e| crate::log::LogError::io("segment", e))?),
+                            None => Bytes::new(),
+                        };
+                        Ok::<_, crate::log::LogError>((hw, start, bytes))
+                    });
+                    match result {
+                        Ok((hw, start, bytes)) => {
+                            out.high_watermark = hw;
+                            out.last_stable_offset = hw;
+                            if version >= 5 {
+                                out.log_start_offset = start;
+                            }
+                            total += bytes.len();
+                            out.records = Some(bytes);
+                            0
+                        }
+                        Err(e) => {
+                            if let crate::log::LogError::OffsetOutOfRange { log_start_offset, log_end_offset, .. } = e {
+                                out.high_watermark = log_end_offset;
+                                out.last_stable_offset = log_end_offset;
+                                if version >= 5 {
+                                    out.log_start_offset = log_start_offset;
+                                }
+                            }
+                            log_error_code(&e)
+                        }
+                    }
+                }
+            };
+            any_error |= out.error_code != 0;
+            partitions.push(out);
+        }
+        let mut t = FetchableTopicResponse::default();
+        t.topic = topic.topic.clone();
+        t.topic_id = topic.topic_id;
+        t.partitions = partitions;
+        responses.push(t);
+    }
+    let mut resp = FetchResponse::default();
+    resp.responses = responses;
+    (resp, total, any_error)
+}

@@ -1,0 +1,156 @@
+//! Metadata (key 3), versions 0–12: brokers, controller, topics and partitions from this
+//! broker's image; unknown topics are created when `auto.create.topics.enable` and the
+//! request allow it.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::ResponseError;
+
+use super::{str_bytes, topic_uuid};
+use crate::cluster::image::{validate_topic_name, MetadataImage, TopicRecord, NO_LEADER};
+use crate::cluster::{MetadataError, ProposeError};
+use crate::kafka::context::KafkaContext;
+use crate::kafka::errors::propose_error_code;
+
+pub async fn handle(ctx: &KafkaContext, req: MetadataRequest, version: i16) -> MetadataResponse {
+    let mut image = ctx.cluster.image();
+    let allow_auto_create = ctx.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+
+    // None = every topic (v1+); an empty list means every topic only in v0.
+    let wanted: Option<Vec<(Option<String>, uuid::Uuid)>> = match &req.topics {
+        None => None,
+        Some(t) if t.is_empty() && version == 0 => None,
+        Some(t) => Some(t.iter().map(|t| (t.name.as_ref().map(|n| n.0.as_str().to_string()), t.topic_id)).collect()),
+    };
+
+    let mut topics = Vec::new();
+    match wanted {
+        None => {
+            for t in image.topics.values() {
+                topics.push(topic_entry(&image, t, version));
+            }
+        }
+        Some(list) => {
+            let mut errors = BTreeMap::new();
+            for (name, id) in &list {
+                let Some(name) = name else { continue };
+                if image.topics.contains_key(name) || !allow_auto_create {
+                    continue;
+                }
+                if let Err(e) = validate_topic_name(name) {
+                    errors.insert(name.clone(), crate::kafka::errors::metadata_error_code(&e));
+                    continue;
+                }
+                let _ = id;
+                match ctx
+                    .cluster
+                    .create_topic(
+                        name,
+                        ctx.config.default_partitions,
+                        ctx.config.default_replication_factor,
+                        BTreeMap::new(),
+                        None,
+                    )
+                    .await
+                {
+                    Ok(()) | Err(ProposeError::Metadata(MetadataError::TopicExists(_))) => {
+                        tracing::info!(topic = %name, "auto-created topic");
+                    }
+                    Err(e) => {
+                        errors.insert(name.clone(), propose_error_code(&e));
+                    }
+                }
+            }
+            image = ctx.cluster.image();
+            for (name, id) in list {
+                let found = match &name {
+                    Some(n) => image.topics.get(n),
+                    None => image.topics.values().find(|t| topic_uuid(&t.topic_id) == id),
+                };
+                match found {
+                    Some(t) => topics.push(topic_entry(&image, t, version)),
+                    None => {
+                        let mut e = MetadataResponseTopic::default();
+                        e.name = name.as_deref().map(|n| TopicName(str_bytes(n)));
+                        if version >= 10 {
+                            e.topic_id = id;
+                        }
+                        e.error_code = name
+                            .as_ref()
+                            .and_then(|n| errors.get(n).copied())
+                            .unwrap_or(ResponseError::UnknownTopicOrPartition.code());
+                        topics.push(e);
+                    }
+                }
+            }
+        }
+    }
+
+    let mut resp = MetadataResponse::default();
+    resp.brokers = image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .filter_map(|b| {
+            let (host, port) = b.kafka_addr.rsplit_once(':')?;
+            let mut e = MetadataResponseBroker::default();
+            e.node_id = BrokerId(b.id as i32);
+            e.host = str_bytes(host.trim_start_matches('[').trim_end_matches(']'));
+            e.port = port.parse().ok()?;
+            if version >= 1 {
+                e.rack = b.rack.as_deref().map(str_bytes);
+            }
+            Some(e)
+        })
+        .collect();
+    if version >= 2 {
+        resp.cluster_id = Some(str_bytes(&ctx.config.cluster_id));
+    }
+    if version >= 1 {
+        resp.controller_id = BrokerId(ctx.cluster.quorum().0.map(|l| l as i32).unwrap_or(-1));
+    }
+    resp.topics = topics;
+    resp
+}
+
+/// Fields are set only in the versions that carry them: the encoder refuses the others.
+fn topic_entry(image: &MetadataImage, t: &TopicRecord, version: i16) -> MetadataResponseTopic {
+    let mut e = MetadataResponseTopic::default();
+    e.name = Some(TopicName(str_bytes(&t.name)));
+    if version >= 10 {
+        e.topic_id = topic_uuid(&t.topic_id);
+    }
+    if version >= 1 {
+        e.is_internal = t.name.starts_with("__");
+    }
+    e.partitions = t
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut m = MetadataResponsePartition::default();
+            m.partition_index = i as i32;
+            m.leader_id = BrokerId(p.leader as i32);
+            if version >= 7 {
+                m.leader_epoch = p.leader_epoch;
+            }
+            m.replica_nodes = p.replicas.iter().map(|r| BrokerId(*r as i32)).collect();
+            m.isr_nodes = p.isr.iter().map(|r| BrokerId(*r as i32)).collect();
+            if version >= 5 {
+                m.offline_replicas = p
+                    .replicas
+                    .iter()
+                    .filter(|r| image.brokers.get(r).is_none_or(|b| b.fenced))
+                    .map(|r| BrokerId(*r as i32))
+                    .collect();
+            }
+            if p.leader == NO_LEADER {
+                m.error_code = ResponseError::LeaderNotAvailable.code();
+            }
+            m
+        })
+        .collect();
+    e
+}

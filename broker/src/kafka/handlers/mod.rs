@@ -1,0 +1,97 @@
+//! One handler per Kafka API. `SUPPORTED` is what ApiVersions advertises: an API appears
+//! here only once its handler does what the protocol says for every listed version.
+
+pub mod api_versions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::StrBytes;
+
+use super::codec::{self, CodecError};
+use super::context::KafkaContext;
+
+/// (API, lowest version, highest version) served by this broker.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+];
+
+pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED.iter().find(|(k, _, _)| *k == key).map(|(_, lo, hi)| (*lo, *hi))
+}
+
+/// Answer one request. `Ok(None)`: no response is sent (produce with acks=0). An error
+/// closes the connection, as Kafka does for requests it cannot parse or serve.
+pub async fn handle(
+    ctx: &KafkaContext,
+    api_key: ApiKey,
+    header: &RequestHeader,
+    mut body: Bytes,
+) -> Result<Option<BytesMut>, CodecError> {
+    let version = header.request_api_version;
+    if api_key == ApiKey::ApiVersions {
+        return api_versions::handle(header, body).map(Some);
+    }
+    match supported_range(api_key) {
+        Some((lo, hi)) if (lo..=hi).contains(&version) => {}
+        _ => {
+            return Err(CodecError::Malformed(format!("{api_key:?} v{version} is not supported by this broker")));
+        }
+    }
+    let corr = header.correlation_id;
+    match api_key {
+        ApiKey::Metadata => {
+            let req = codec::decode_body(&mut body, version)?;
+            let resp = metadata::handle(ctx, req, version).await;
+            codec::encode_response(api_key, version, corr, &resp).map(Some)
+        }
+        ApiKey::Produce => {
+            let req = codec::decode_body(&mut body, version)?;
+            match produce::handle(ctx, req, version).await {
+                Some(resp) => codec::encode_response(api_key, version, corr, &resp).map(Some),
+                None => Ok(None),
+            }
+        }
+        ApiKey::Fetch => {
+            let req = codec::decode_body(&mut body, version)?;
+            let resp = fetch::handle(ctx, req, version).await;
+            codec::encode_response(api_key, version, corr, &resp).map(Some)
+        }
+        ApiKey::ListOffsets => {
+            let req = codec::decode_body(&mut body, version)?;
+            let resp = list_offsets::handle(ctx, req, version).await;
+            codec::encode_response(api_key, version, corr, &resp).map(Some)
+        }
+        ApiKey::CreateTopics => {
+            let req = codec::decode_body(&mut body, version)?;
+            let resp = create_topics::handle(ctx, req, version).await;
+            codec::encode_response(api_key, version, corr, &resp).map(Some)
+        }
+        ApiKey::DeleteTopics => {
+            let req = codec::decode_body(&mut body, version)?;
+            let resp = delete_topics::handle(ctx, req, version).await;
+            codec::encode_response(api_key, version, corr, &resp).map(Some)
+        }
+        other => Err(CodecError::Malformed(format!("{other:?} has no handler"))),
+    }
+}
+
+pub(crate) fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// Our topic ids are 32 hex digits; Kafka's are UUIDs. The same 128 bits either way.
+pub(crate) fn topic_uuid(topic_id: &str) -> uuid::Uuid {
+    uuid::Uuid::parse_str(topic_id).unwrap_or(uuid::Uuid::nil())
+}

@@ -1,0 +1,104 @@
+//! Produce (key 0), versions 3–11: validate and append the batches of every partition this
+//! broker leads. acks=0 gets no response; acks=1 answers after the leader's append; acks=all
+//! needs every ISR member, which today only works when the ISR is the leader alone —
+//! follower replication is not built yet, so a larger ISR gets NOT_ENOUGH_REPLICAS rather
+//! than a false acknowledgement.
+
+use bytes::BytesMut;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::ResponseError;
+
+use super::str_bytes;
+use crate::kafka::context::KafkaContext;
+use crate::kafka::errors::log_error_code;
+use crate::log::{now_ms, TopicPartition};
+
+pub async fn handle(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+    let image = ctx.cluster.image();
+    let mut appended = false;
+    let mut responses = Vec::with_capacity(req.topic_data.len());
+    for topic in req.topic_data {
+        let name = topic.name.0.as_str().to_string();
+        let record = image.topics.get(&name);
+        let min_isr: usize = record
+            .and_then(|t| t.configs.get("min.insync.replicas"))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        for p in topic.partition_data {
+            let mut out = PartitionProduceResponse::default();
+            out.index = p.index;
+            out.base_offset = -1;
+            out.log_append_time_ms = -1;
+            out.log_start_offset = -1;
+            let part = record.and_then(|t| t.partitions.get(p.index as usize));
+            let log = ctx.logs.get(&TopicPartition::new(&name, p.index));
+            let code = match (part, log) {
+                (None, _) => ResponseError::UnknownTopicOrPartition.code(),
+                (Some(part), _) if part.leader != ctx.node_id as i64 => ResponseError::NotLeaderOrFollower.code(),
+                // The replica manager has not created the log yet: the client retries.
+                (Some(_), None) => ResponseError::NotLeaderOrFollower.code(),
+                (Some(part), Some(_)) if req.acks == -1 && part.isr.len() < min_isr => {
+                    set_message(&mut out, version, &format!("ISR has {} members, min.insync.replicas is {min_isr}", part.isr.len()));
+                    ResponseError::NotEnoughReplicas.code()
+                }
+                (Some(part), Some(_)) if req.acks == -1 && part.isr.iter().any(|r| *r != ctx.node_id) => {
+                    set_message(&mut out, version, "follower replication is not implemented yet");
+                    ResponseError::NotEnoughReplicas.code()
+                }
+                (Some(part), Some(log)) => match p.records {
+                    None => ResponseError::CorruptMessage.code(),
+                    Some(records) => {
+                        // One copy at most: the frame's bytes are shared, so they are copied
+                        // once into a buffer the log may rewrite (offsets, epoch) in place.
+                        let mut buf = records.try_into_mut().unwrap_or_else(|b| BytesMut::from(&b[..]));
+                        let epoch = part.leader_epoch;
+                        let result = tokio::task::block_in_place(|| {
+                            let mut log = log.lock().expect("log lock");
+                            log.append(&mut buf, epoch, now_ms()).map(|info| (info, log.log_start_offset()))
+                        });
+                        match result {
+                            Ok((info, start)) => {
+                                appended = true;
+                                out.base_offset = info.first_offset;
+                                out.log_append_time_ms = info.log_append_time.unwrap_or(-1);
+                                if version >= 5 {
+                                    out.log_start_offset = start;
+                                }
+                                0
+                            }
+                            Err(e) => {
+                                tracing::debug!(topic = %name, partition = p.index, error = %e, "produce refused");
+                                set_message(&mut out, version, &e.to_string());
+                                log_error_code(&e)
+                            }
+                        }
+                    }
+                },
+            };
+            out.error_code = code;
+            partitions.push(out);
+        }
+        let mut t = TopicProduceResponse::default();
+        t.name = topic.name;
+        t.partition_responses = partitions;
+        responses.push(t);
+    }
+    if appended {
+        ctx.notify_appended();
+    }
+    if req.acks == 0 {
+        return None;
+    }
+    let mut resp = ProduceResponse::default();
+    resp.responses = responses;
+    Some(resp)
+}
+
+/// Error messages exist in the response from v8 on; the encoder refuses them before.
+fn set_message(out: &mut PartitionProduceResponse, version: i16, message: &str) {
+    if version >= 8 {
+        out.error_message = Some(str_bytes(message));
+    }
+}

@@ -1,0 +1,11 @@
+//! The Kafka protocol front end: size-prefixed frames on `--kafka-listen`, decoded with
+//! the `kafka-protocol` crate, one handler per API key under `handlers/`. Only the APIs and
+//! versions listed in `handlers::SUPPORTED` are advertised (docs/compatibility.md).
+
+pub mod codec;
+pub mod context;
+pub mod errors;
+pub mod handlers;
+pub mod server;
+
+pub use context::KafkaContext;
