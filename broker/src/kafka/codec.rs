@@ -52,11 +52,13 @@ pub fn decode_header(frame: &mut Bytes) -> Result<(ApiKey, RequestHeader), Codec
     Ok((api_key, header))
 }
 
-/// Decode a request body of `version`; trailing bytes are an error.
+/// Decode a request body of `version`. Trailing bytes are ignored, as Kafka's own parser
+/// ignores them: librdkafka's flexible-version Metadata request for all topics carries
+/// three bytes after the fields (its reserved array-count space), and Kafka accepts it.
 pub fn decode_body<T: Decodable>(body: &mut Bytes, version: i16) -> Result<T, CodecError> {
     let value = T::decode(body, version).map_err(|e| CodecError::Malformed(e.to_string()))?;
     if body.has_remaining() {
-        return Err(CodecError::Malformed(format!("{} bytes left after the request body", body.remaining())));
+        tracing::trace!(bytes = body.remaining(), "ignoring bytes after the request body");
     }
     Ok(value)
 }

@@ -85,6 +85,42 @@ pub const LOG_CONFIG_KEYS: &[&str] = &[
 ];
 
 impl LogConfig {
+    /// Every key of `LOG_CONFIG_KEYS` with this config's value, written as Kafka writes it
+    /// (unlimited = -1 for sizes and times, Long.MAX_VALUE for the flush and timestamp ones).
+    pub fn to_props(&self) -> BTreeMap<String, String> {
+        let unlimited_long = i64::MAX.to_string();
+        let mut policy = Vec::new();
+        if self.cleanup_delete {
+            policy.push("delete");
+        }
+        if self.cleanup_compact {
+            policy.push("compact");
+        }
+        let pairs: [(&str, String); 14] = [
+            ("segment.bytes", self.segment_bytes.to_string()),
+            ("segment.ms", self.segment_ms.to_string()),
+            ("segment.index.bytes", self.segment_index_bytes.to_string()),
+            ("index.interval.bytes", self.index_interval_bytes.to_string()),
+            ("retention.ms", self.retention_ms.map_or("-1".to_string(), |v| v.to_string())),
+            ("retention.bytes", self.retention_bytes.map_or("-1".to_string(), |v| v.to_string())),
+            ("cleanup.policy", policy.join(",")),
+            ("delete.retention.ms", self.delete_retention_ms.to_string()),
+            ("flush.messages", self.flush_messages.map_or(unlimited_long.clone(), |v| v.to_string())),
+            ("flush.ms", self.flush_ms.map_or(unlimited_long.clone(), |v| v.to_string())),
+            ("max.message.bytes", self.max_message_bytes.to_string()),
+            (
+                "message.timestamp.type",
+                match self.timestamp_type {
+                    TimestampType::CreateTime => "CreateTime".to_string(),
+                    TimestampType::LogAppendTime => "LogAppendTime".to_string(),
+                },
+            ),
+            ("message.timestamp.after.max.ms", self.timestamp_after_max_ms.to_string()),
+            ("message.timestamp.before.max.ms", self.timestamp_before_max_ms.map_or(unlimited_long, |v| v.to_string())),
+        ];
+        pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    }
+
     /// Apply topic-level overrides on top of `self`. Unknown keys and bad values are refused.
     pub fn with_overrides(&self, props: &BTreeMap<String, String>) -> Result<Self> {
         let mut c = self.clone();
@@ -213,6 +249,18 @@ impl LogConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn props_cover_every_key_and_round_trip() {
+        let props = LogConfig::default().to_props();
+        assert_eq!(props.len(), LOG_CONFIG_KEYS.len());
+        assert!(LOG_CONFIG_KEYS.iter().all(|k| props.contains_key(*k)));
+        assert_eq!(LogConfig::default().with_overrides(&props).unwrap(), LogConfig::default());
+        let mut c = LogConfig::default();
+        c.set("cleanup.policy", "compact,delete").unwrap();
+        c.set("retention.bytes", "1000").unwrap();
+        assert_eq!(LogConfig::default().with_overrides(&c.to_props()).unwrap(), c);
+    }
 
     #[test]
     fn overrides_parse_kafka_names_and_refuse_bad_values() {

@@ -2,8 +2,11 @@
 //! here only once its handler does what the protocol says for every listed version.
 
 pub mod api_versions;
+pub mod configs;
+pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_topics;
+pub mod describe_cluster;
 pub mod fetch;
 pub mod list_offsets;
 pub mod metadata;
@@ -25,6 +28,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 2),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -50,37 +57,74 @@ pub async fn handle(
         }
     }
     let corr = header.correlation_id;
+    let result = dispatch(ctx, api_key, version, corr, &mut body).await;
+    if let Err(e) = &result {
+        tracing::debug!(?api_key, version, error = %e, "request failed");
+    }
+    result.map_err(|e| match e {
+        CodecError::Malformed(m) => CodecError::Malformed(format!("{api_key:?} v{version}: {m}")),
+        other => other,
+    })
+}
+
+async fn dispatch(
+    ctx: &KafkaContext,
+    api_key: ApiKey,
+    version: i16,
+    corr: i32,
+    body: &mut Bytes,
+) -> Result<Option<BytesMut>, CodecError> {
     match api_key {
         ApiKey::Metadata => {
-            let req = codec::decode_body(&mut body, version)?;
+            let req = codec::decode_body(body, version)?;
             let resp = metadata::handle(ctx, req, version).await;
             codec::encode_response(api_key, version, corr, &resp).map(Some)
         }
         ApiKey::Produce => {
-            let req = codec::decode_body(&mut body, version)?;
+            let req = codec::decode_body(body, version)?;
             match produce::handle(ctx, req, version).await {
                 Some(resp) => codec::encode_response(api_key, version, corr, &resp).map(Some),
                 None => Ok(None),
             }
         }
         ApiKey::Fetch => {
-            let req = codec::decode_body(&mut body, version)?;
+            let req = codec::decode_body(body, version)?;
             let resp = fetch::handle(ctx, req, version).await;
             codec::encode_response(api_key, version, corr, &resp).map(Some)
         }
         ApiKey::ListOffsets => {
-            let req = codec::decode_body(&mut body, version)?;
+            let req = codec::decode_body(body, version)?;
             let resp = list_offsets::handle(ctx, req, version).await;
             codec::encode_response(api_key, version, corr, &resp).map(Some)
         }
         ApiKey::CreateTopics => {
-            let req = codec::decode_body(&mut body, version)?;
+            let req = codec::decode_body(body, version)?;
             let resp = create_topics::handle(ctx, req, version).await;
             codec::encode_response(api_key, version, corr, &resp).map(Some)
         }
         ApiKey::DeleteTopics => {
-            let req = codec::decode_body(&mut body, version)?;
+            let req = codec::decode_body(body, version)?;
             let resp = delete_topics::handle(ctx, req, version).await;
+            codec::encode_response(api_key, version, corr, &resp).map(Some)
+        }
+        ApiKey::DescribeConfigs => {
+            let req = codec::decode_body(body, version)?;
+            let resp = configs::describe(ctx, req, version).await;
+            codec::encode_response(api_key, version, corr, &resp).map(Some)
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let req = codec::decode_body(body, version)?;
+            let resp = configs::incremental_alter(ctx, req).await;
+            codec::encode_response(api_key, version, corr, &resp).map(Some)
+        }
+        ApiKey::CreatePartitions => {
+            let req = codec::decode_body(body, version)?;
+            let resp = create_partitions::handle(ctx, req).await;
+            codec::encode_response(api_key, version, corr, &resp).map(Some)
+        }
+        ApiKey::DescribeCluster => {
+            let req = codec::decode_body(body, version)?;
+            let resp = describe_cluster::handle(ctx, req, version).await;
             codec::encode_response(api_key, version, corr, &resp).map(Some)
         }
         other => Err(CodecError::Malformed(format!("{other:?} has no handler"))),

@@ -1,0 +1,37 @@
+//! DescribeCluster (key 60), versions 0–2: the live brokers (and fenced ones when asked,
+//! v2), the cluster id and the controller (the metadata quorum leader).
+
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+
+use super::str_bytes;
+use crate::kafka::context::KafkaContext;
+
+pub async fn handle(ctx: &KafkaContext, req: DescribeClusterRequest, version: i16) -> DescribeClusterResponse {
+    let image = ctx.cluster.image();
+    let include_fenced = version >= 2 && req.include_fenced_brokers;
+    let mut resp = DescribeClusterResponse::default();
+    resp.cluster_id = str_bytes(&ctx.config.cluster_id);
+    resp.controller_id = BrokerId(ctx.cluster.quorum().0.map(|l| l as i32).unwrap_or(-1));
+    if version >= 1 {
+        resp.endpoint_type = 1;
+    }
+    resp.brokers = image
+        .brokers
+        .values()
+        .filter(|b| include_fenced || !b.fenced)
+        .filter_map(|b| {
+            let (host, port) = b.kafka_addr.rsplit_once(':')?;
+            let mut e = DescribeClusterBroker::default();
+            e.broker_id = BrokerId(b.id as i32);
+            e.host = str_bytes(host.trim_start_matches('[').trim_end_matches(']'));
+            e.port = port.parse().ok()?;
+            e.rack = b.rack.as_deref().map(str_bytes);
+            if version >= 2 {
+                e.is_fenced = b.fenced;
+            }
+            Some(e)
+        })
+        .collect();
+    resp
+}
