@@ -22,7 +22,7 @@ pub fn assign_replicas(
     let mut out = Vec::with_capacity(partitions as usize);
     for p in first_partition..first_partition + partitions {
         let p = p as usize;
-        if p > 0 && p % n == 0 {
+        if p > 0 && p.is_multiple_of(n) {
             next_shift += 1;
         }
         let first = (p + start) % n;

@@ -2,6 +2,9 @@
 //! the vote and the state machine of each group live under keys prefixed with its group id
 //! (8 bytes, big-endian), so one database, one WAL and one fsync serve them all.
 
+// openraft's StorageError is large, and it is what its storage traits return.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};

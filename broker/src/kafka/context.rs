@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::cluster::{ClusterNode, NodeId};
+use super::group::GroupCoordinator;
 use crate::log::LogManager;
 
 #[derive(Debug, Clone)]
@@ -39,6 +40,7 @@ pub struct KafkaContext {
     pub cluster: Arc<ClusterNode>,
     pub logs: Arc<LogManager>,
     pub config: KafkaConfig,
+    pub groups: Arc<GroupCoordinator>,
     /// Bumped after every append, so fetches waiting for `min.bytes` wake up.
     appended: watch::Sender<u64>,
 }
@@ -46,7 +48,8 @@ pub struct KafkaContext {
 impl KafkaContext {
     pub fn new(node_id: NodeId, cluster: Arc<ClusterNode>, logs: Arc<LogManager>, config: KafkaConfig) -> Arc<Self> {
         let (appended, _) = watch::channel(0);
-        Arc::new(Self { node_id, cluster, logs, config, appended })
+        let groups = GroupCoordinator::new(node_id, cluster.clone(), logs.clone());
+        Arc::new(Self { node_id, cluster, logs, config, groups, appended })
     }
 
     pub fn notify_appended(&self) {

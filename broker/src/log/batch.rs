@@ -238,9 +238,12 @@ pub fn put_varint(out: &mut Vec<u8>, v: i64) {
     }
 }
 
+/// A record as `build_batch` takes it: key and value, either may be null.
+pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
 /// Build an uncompressed v2 batch of `records` (key, value) with timestamps `base_ts + i`.
 /// Used by tests and the benchmark; producers' batches come from clients.
-pub fn build_batch(records: &[(Option<&[u8]>, Option<&[u8]>)], base_ts: i64) -> Vec<u8> {
+pub fn build_batch(records: &[KeyValue<'_>], base_ts: i64) -> Vec<u8> {
     let mut body = Vec::new();
     let mut rec = Vec::new();
     for (i, (key, value)) in records.iter().enumerate() {

@@ -7,6 +7,9 @@ pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_topics;
 pub mod describe_cluster;
+pub mod find_coordinator;
+pub mod groups;
+pub mod offsets;
 pub mod fetch;
 pub mod list_offsets;
 pub mod metadata;
@@ -32,6 +35,13 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -57,7 +67,8 @@ pub async fn handle(
         }
     }
     let corr = header.correlation_id;
-    let result = dispatch(ctx, api_key, version, corr, &mut body).await;
+    let client_id = header.client_id.as_ref().map(|c| c.as_str()).unwrap_or("");
+    let result = dispatch(ctx, api_key, version, corr, client_id, &mut body).await;
     if let Err(e) = &result {
         tracing::debug!(?api_key, version, error = %e, "request failed");
     }
@@ -72,6 +83,7 @@ async fn dispatch(
     api_key: ApiKey,
     version: i16,
     corr: i32,
+    client_id: &str,
     body: &mut Bytes,
 ) -> Result<Option<BytesMut>, CodecError> {
     match api_key {
@@ -125,6 +137,41 @@ async fn dispatch(
         ApiKey::DescribeCluster => {
             let req = codec::decode_body(body, version)?;
             let resp = describe_cluster::handle(ctx, req, version).await;
+            codec::encode_response(api_key, version, corr, &resp).map(Some)
+        }
+        ApiKey::FindCoordinator => {
+            let req = codec::decode_body(body, version)?;
+            let resp = find_coordinator::handle(ctx, req, version).await;
+            codec::encode_response(api_key, version, corr, &resp).map(Some)
+        }
+        ApiKey::JoinGroup => {
+            let req = codec::decode_body(body, version)?;
+            let resp = groups::join(ctx, req, version, client_id).await;
+            codec::encode_response(api_key, version, corr, &resp).map(Some)
+        }
+        ApiKey::SyncGroup => {
+            let req = codec::decode_body(body, version)?;
+            let resp = groups::sync(ctx, req, version).await;
+            codec::encode_response(api_key, version, corr, &resp).map(Some)
+        }
+        ApiKey::Heartbeat => {
+            let req = codec::decode_body(body, version)?;
+            let resp = groups::heartbeat(ctx, req);
+            codec::encode_response(api_key, version, corr, &resp).map(Some)
+        }
+        ApiKey::LeaveGroup => {
+            let req = codec::decode_body(body, version)?;
+            let resp = groups::leave(ctx, req, version);
+            codec::encode_response(api_key, version, corr, &resp).map(Some)
+        }
+        ApiKey::OffsetCommit => {
+            let req = codec::decode_body(body, version)?;
+            let resp = offsets::commit(ctx, req, version);
+            codec::encode_response(api_key, version, corr, &resp).map(Some)
+        }
+        ApiKey::OffsetFetch => {
+            let req = codec::decode_body(body, version)?;
+            let resp = offsets::fetch(ctx, req, version);
             codec::encode_response(api_key, version, corr, &resp).map(Some)
         }
         other => Err(CodecError::Malformed(format!("{other:?} has no handler"))),

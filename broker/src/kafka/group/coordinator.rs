@@ -1,0 +1,698 @@
+//! The group coordinator for the classic protocol (JoinGroup, SyncGroup, Heartbeat,
+//! LeaveGroup, OffsetCommit, OffsetFetch). Membership lives in memory, as a rebalance
+//! rebuilds it; committed offsets are written to `__consumer_offsets` before they are
+//! acknowledged and are replayed from it when a partition is first used after a start.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use tokio::sync::oneshot;
+
+use super::offsets::{self, CommittedOffset, PartitionOffsets};
+use super::{partition_for, OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS};
+use crate::cluster::assignment::random_usize;
+use crate::cluster::{ClusterNode, MetadataError, NodeId, ProposeError};
+use crate::log::{batch, now_ms, LogManager, TopicPartition};
+
+/// `group.initial.rebalance.delay.ms`: a new group waits this long for more members.
+pub const INITIAL_REBALANCE_DELAY: Duration = Duration::from_millis(3000);
+
+fn code(e: ResponseError) -> i16 {
+    e.code()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+}
+
+impl GroupState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+        }
+    }
+}
+
+struct Member {
+    instance_id: Option<String>,
+    client_id: String,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    protocols: Vec<(String, Bytes)>,
+    assignment: Bytes,
+    last_heartbeat: Instant,
+    joined: bool,
+}
+
+pub struct JoinResult {
+    pub error: i16,
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader: String,
+    pub member_id: String,
+    /// (member id, group instance id, metadata): only for the leader.
+    pub members: Vec<(String, Option<String>, Bytes)>,
+}
+
+impl JoinResult {
+    fn error(error: i16, member_id: String) -> Self {
+        Self {
+            error,
+            generation: -1,
+            protocol_type: None,
+            protocol_name: None,
+            leader: String::new(),
+            member_id,
+            members: Vec::new(),
+        }
+    }
+}
+
+pub struct SyncResult {
+    pub error: i16,
+    pub assignment: Bytes,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+}
+
+impl SyncResult {
+    fn error(error: i16) -> Self {
+        Self { error, assignment: Bytes::new(), protocol_type: None, protocol_name: None }
+    }
+}
+
+struct Group {
+    state: GroupState,
+    generation: i32,
+    protocol_type: Option<String>,
+    protocol: Option<String>,
+    leader: Option<String>,
+    members: BTreeMap<String, Member>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED (KIP-394), not yet joined.
+    pending: HashSet<String>,
+    static_members: HashMap<String, String>,
+    join_waiters: HashMap<String, oneshot::Sender<JoinResult>>,
+    sync_waiters: HashMap<String, oneshot::Sender<SyncResult>>,
+    rebalance_deadline: Instant,
+    /// A new group does not complete its first join before this.
+    join_not_before: Instant,
+}
+
+impl Group {
+    fn new(now: Instant) -> Self {
+        Self {
+            state: GroupState::Empty,
+            generation: 0,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            members: BTreeMap::new(),
+            pending: HashSet::new(),
+            static_members: HashMap::new(),
+            join_waiters: HashMap::new(),
+            sync_waiters: HashMap::new(),
+            rebalance_deadline: now,
+            join_not_before: now,
+        }
+    }
+
+    fn prepare_rebalance(&mut self, now: Instant) {
+        let was_empty = self.state == GroupState::Empty;
+        self.state = GroupState::PreparingRebalance;
+        let timeout = self.members.values().map(|m| m.rebalance_timeout).max().unwrap_or(Duration::from_secs(60));
+        self.rebalance_deadline = now + timeout;
+        self.join_not_before = if was_empty { now + INITIAL_REBALANCE_DELAY.min(timeout) } else { now };
+        for m in self.members.values_mut() {
+            m.joined = false;
+        }
+        for (_, tx) in self.sync_waiters.drain() {
+            let _ = tx.send(SyncResult::error(code(ResponseError::RebalanceInProgress)));
+        }
+    }
+
+    /// Finish the join phase: new generation, protocol, leader; answer every waiting member.
+    fn complete_join(&mut self) {
+        let not_joined: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(id, m)| !m.joined && !self.join_waiters.contains_key(*id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in not_joined {
+            self.remove_member(&id);
+        }
+        self.generation += 1;
+        if self.members.is_empty() {
+            self.state = GroupState::Empty;
+            self.protocol = None;
+            self.leader = None;
+            return;
+        }
+        // The first protocol of the first member that every member supports.
+        let first = self.members.values().next().expect("non-empty");
+        self.protocol = first
+            .protocols
+            .iter()
+            .map(|(n, _)| n.clone())
+            .find(|n| self.members.values().all(|m| m.protocols.iter().any(|(p, _)| p == n)));
+        if self.leader.as_ref().is_none_or(|l| !self.members.contains_key(l)) {
+            self.leader = self.members.keys().next().cloned();
+        }
+        self.state = GroupState::CompletingRebalance;
+        let now = Instant::now();
+        let leader = self.leader.clone().unwrap_or_default();
+        let protocol = self.protocol.clone();
+        let members: Vec<(String, Option<String>, Bytes)> = self
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let meta = m
+                    .protocols
+                    .iter()
+                    .find(|(n, _)| Some(n) == protocol.as_ref())
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default();
+                (id.clone(), m.instance_id.clone(), meta)
+            })
+            .collect();
+        for m in self.members.values_mut() {
+            m.assignment = Bytes::new();
+            m.last_heartbeat = now;
+        }
+        for (id, tx) in self.join_waiters.drain() {
+            let _ = tx.send(JoinResult {
+                error: 0,
+                generation: self.generation,
+                protocol_type: self.protocol_type.clone(),
+                protocol_name: protocol.clone(),
+                leader: leader.clone(),
+                members: if id == leader { members.clone() } else { Vec::new() },
+                member_id: id,
+            });
+        }
+    }
+
+    fn remove_member(&mut self, id: &str) {
+        if let Some(m) = self.members.remove(id) {
+            if let Some(inst) = m.instance_id {
+                if self.static_members.get(&inst).is_some_and(|x| x == id) {
+                    self.static_members.remove(&inst);
+                }
+            }
+        }
+        if let Some(tx) = self.join_waiters.remove(id) {
+            let _ = tx.send(JoinResult::error(code(ResponseError::UnknownMemberId), id.to_string()));
+        }
+        if let Some(tx) = self.sync_waiters.remove(id) {
+            let _ = tx.send(SyncResult::error(code(ResponseError::UnknownMemberId)));
+        }
+    }
+
+    fn ready_to_complete(&self, now: Instant) -> bool {
+        self.state == GroupState::PreparingRebalance
+            && now >= self.join_not_before
+            && (now >= self.rebalance_deadline || self.members.values().all(|m| m.joined))
+    }
+
+    /// After members left or expired: rebalance, or become empty.
+    fn after_departure(&mut self, now: Instant) {
+        if self.members.is_empty() {
+            self.generation += 1;
+            self.state = GroupState::Empty;
+            self.protocol = None;
+            self.leader = None;
+            for (_, tx) in self.sync_waiters.drain() {
+                let _ = tx.send(SyncResult::error(code(ResponseError::RebalanceInProgress)));
+            }
+        } else if self.state != GroupState::PreparingRebalance {
+            self.prepare_rebalance(now);
+        }
+    }
+}
+
+pub struct JoinRequest {
+    pub group: String,
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub session_timeout: Duration,
+    pub rebalance_timeout: Duration,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+    /// v4+: an unknown joiner first gets MEMBER_ID_REQUIRED with its id (KIP-394).
+    pub require_known_member: bool,
+}
+
+/// A topic's partitions with their committed offset, if any.
+pub type TopicOffsets = (String, Vec<(i32, Option<CommittedOffset>)>);
+
+pub struct OffsetToCommit {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+}
+
+/// A summary of a group for DescribeGroups / ListGroups / the admin API.
+pub struct GroupSummary {
+    pub group: String,
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<(String, Option<String>, String, Bytes, Bytes)>,
+}
+
+pub struct GroupCoordinator {
+    node_id: NodeId,
+    cluster: Arc<ClusterNode>,
+    logs: Arc<LogManager>,
+    groups: Mutex<HashMap<String, Group>>,
+    /// `__consumer_offsets` partitions replayed since start, with their offsets.
+    offsets: Mutex<HashMap<i32, PartitionOffsets>>,
+}
+
+impl GroupCoordinator {
+    pub fn new(node_id: NodeId, cluster: Arc<ClusterNode>, logs: Arc<LogManager>) -> Arc<Self> {
+        let c = Arc::new(Self {
+            node_id,
+            cluster,
+            logs,
+            groups: Mutex::new(HashMap::new()),
+            offsets: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(c.clone().sweeper());
+        c
+    }
+
+    /// Create `__consumer_offsets` (compacted, RF up to 3) if it does not exist yet.
+    pub async fn ensure_offsets_topic(&self) -> Result<(), ProposeError> {
+        if self.cluster.image().topics.contains_key(OFFSETS_TOPIC) {
+            return Ok(());
+        }
+        let rf = self.cluster.image().live_brokers().len().clamp(1, 3) as u16;
+        let mut configs = BTreeMap::new();
+        configs.insert("cleanup.policy".to_string(), "compact".to_string());
+        configs.insert("segment.bytes".to_string(), (100 * 1024 * 1024).to_string());
+        match self.cluster.create_topic(OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS, rf, configs, None).await {
+            Ok(()) | Err(ProposeError::Metadata(MetadataError::TopicExists(_))) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The coordinator broker of `group`: the leader of its `__consumer_offsets` partition.
+    pub fn coordinator_of(&self, group: &str) -> Option<NodeId> {
+        let image = self.cluster.image();
+        let p = image.partition(OFFSETS_TOPIC, partition_for(group) as u32)?;
+        (p.leader >= 0).then_some(p.leader as NodeId)
+    }
+
+    /// 0 when this broker coordinates `group` and its offsets are loaded; else the error.
+    fn check_coordinator(&self, group: &str) -> i16 {
+        if self.coordinator_of(group) != Some(self.node_id) {
+            return code(ResponseError::NotCoordinator);
+        }
+        match self.ensure_loaded(partition_for(group)) {
+            Ok(()) => 0,
+            Err(c) => c,
+        }
+    }
+
+    fn ensure_loaded(&self, partition: i32) -> Result<(), i16> {
+        let mut offsets = self.offsets.lock().expect("offsets lock");
+        if offsets.contains_key(&partition) {
+            return Ok(());
+        }
+        let Some(log) = self.logs.get(&TopicPartition::new(OFFSETS_TOPIC, partition)) else {
+            return Err(code(ResponseError::CoordinatorLoadInProgress));
+        };
+        let loaded = tokio::task::block_in_place(|| offsets::load(&log.lock().expect("log lock")));
+        match loaded {
+            Ok(o) => {
+                tracing::info!(partition, groups = o.len(), "loaded committed offsets");
+                offsets.insert(partition, o);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(partition, error = %e, "loading __consumer_offsets failed");
+                Err(code(ResponseError::CoordinatorNotAvailable))
+            }
+        }
+    }
+
+    pub async fn join(&self, req: JoinRequest) -> JoinResult {
+        let err = self.check_coordinator(&req.group);
+        if err != 0 {
+            return JoinResult::error(err, req.member_id);
+        }
+        if req.protocols.is_empty() || req.protocol_type.is_empty() {
+            return JoinResult::error(code(ResponseError::InconsistentGroupProtocol), req.member_id);
+        }
+        let rx = {
+            let now = Instant::now();
+            let mut groups = self.groups.lock().expect("groups lock");
+            let g = groups.entry(req.group.clone()).or_insert_with(|| Group::new(now));
+            if !g.members.is_empty() {
+                let same_type = g.protocol_type.as_deref() == Some(req.protocol_type.as_str());
+                let common = g.members.values().next().is_none_or(|m| {
+                    req.protocols.iter().any(|(n, _)| m.protocols.iter().any(|(p, _)| p == n))
+                });
+                if !same_type || !common {
+                    return JoinResult::error(code(ResponseError::InconsistentGroupProtocol), req.member_id);
+                }
+            }
+            let member_id = if req.member_id.is_empty() {
+                match req.instance_id.as_ref().and_then(|i| g.static_members.get(i)).cloned() {
+                    // A static member restarting keeps its place (KIP-345).
+                    Some(existing) => existing,
+                    None => {
+                        let id = format!("{}-{:016x}{:016x}", req.client_id, random_usize() as u64, random_usize() as u64);
+                        if req.require_known_member && req.instance_id.is_none() {
+                            g.pending.insert(id.clone());
+                            return JoinResult::error(code(ResponseError::MemberIdRequired), id);
+                        }
+                        id
+                    }
+                }
+            } else if g.members.contains_key(&req.member_id) || g.pending.contains(&req.member_id) {
+                req.member_id.clone()
+            } else {
+                return JoinResult::error(code(ResponseError::UnknownMemberId), req.member_id);
+            };
+            g.pending.remove(&member_id);
+            if g.state != GroupState::PreparingRebalance {
+                g.prepare_rebalance(now);
+            }
+            g.protocol_type = Some(req.protocol_type.clone());
+            let member = g.members.entry(member_id.clone()).or_insert_with(|| Member {
+                instance_id: req.instance_id.clone(),
+                client_id: req.client_id.clone(),
+                session_timeout: req.session_timeout,
+                rebalance_timeout: req.rebalance_timeout,
+                protocols: Vec::new(),
+                assignment: Bytes::new(),
+                last_heartbeat: now,
+                joined: false,
+            });
+            member.protocols = req.protocols.clone();
+            member.session_timeout = req.session_timeout;
+            member.rebalance_timeout = req.rebalance_timeout;
+            member.last_heartbeat = now;
+            member.joined = true;
+            if let Some(inst) = &req.instance_id {
+                g.static_members.insert(inst.clone(), member_id.clone());
+            }
+            let deadline = now + req.rebalance_timeout;
+            if deadline > g.rebalance_deadline {
+                g.rebalance_deadline = deadline;
+            }
+            let (tx, rx) = oneshot::channel();
+            if let Some(old) = g.join_waiters.insert(member_id.clone(), tx) {
+                let _ = old.send(JoinResult::error(code(ResponseError::UnknownMemberId), member_id.clone()));
+            }
+            if g.ready_to_complete(now) {
+                g.complete_join();
+            }
+            rx
+        };
+        rx.await.unwrap_or_else(|_| JoinResult::error(code(ResponseError::CoordinatorNotAvailable), String::new()))
+    }
+
+    pub async fn sync(
+        &self,
+        group: &str,
+        generation: i32,
+        member_id: &str,
+        assignments: Vec<(String, Bytes)>,
+    ) -> SyncResult {
+        let err = self.check_coordinator(group);
+        if err != 0 {
+            return SyncResult::error(err);
+        }
+        let rx = {
+            let mut groups = self.groups.lock().expect("groups lock");
+            let Some(g) = groups.get_mut(group) else { return SyncResult::error(code(ResponseError::UnknownMemberId)) };
+            if !g.members.contains_key(member_id) {
+                return SyncResult::error(code(ResponseError::UnknownMemberId));
+            }
+            if generation != g.generation {
+                return SyncResult::error(code(ResponseError::IllegalGeneration));
+            }
+            let ok = |g: &Group, a: Bytes| SyncResult {
+                error: 0,
+                assignment: a,
+                protocol_type: g.protocol_type.clone(),
+                protocol_name: g.protocol.clone(),
+            };
+            match g.state {
+                GroupState::PreparingRebalance => return SyncResult::error(code(ResponseError::RebalanceInProgress)),
+                GroupState::Empty => return SyncResult::error(code(ResponseError::UnknownMemberId)),
+                GroupState::Stable => return ok(g, g.members[member_id].assignment.clone()),
+                GroupState::CompletingRebalance => {}
+            }
+            g.members.get_mut(member_id).expect("checked").last_heartbeat = Instant::now();
+            if g.leader.as_deref() == Some(member_id) {
+                let mut given: HashMap<String, Bytes> = assignments.into_iter().collect();
+                for (id, m) in g.members.iter_mut() {
+                    m.assignment = given.remove(id).unwrap_or_default();
+                }
+                g.state = GroupState::Stable;
+                let waiting: Vec<_> = g.sync_waiters.drain().collect();
+                for (id, tx) in waiting {
+                    let a = g.members.get(&id).map(|m| m.assignment.clone()).unwrap_or_default();
+                    let _ = tx.send(ok(g, a));
+                }
+                return ok(g, g.members[member_id].assignment.clone());
+            }
+            let (tx, rx) = oneshot::channel();
+            g.sync_waiters.insert(member_id.to_string(), tx);
+            rx
+        };
+        rx.await.unwrap_or_else(|_| SyncResult::error(code(ResponseError::CoordinatorNotAvailable)))
+    }
+
+    pub fn heartbeat(&self, group: &str, generation: i32, member_id: &str) -> i16 {
+        let err = self.check_coordinator(group);
+        if err != 0 {
+            return err;
+        }
+        let mut groups = self.groups.lock().expect("groups lock");
+        let Some(g) = groups.get_mut(group) else { return code(ResponseError::UnknownMemberId) };
+        let Some(m) = g.members.get_mut(member_id) else { return code(ResponseError::UnknownMemberId) };
+        m.last_heartbeat = Instant::now();
+        if generation != g.generation {
+            return code(ResponseError::IllegalGeneration);
+        }
+        if g.state == GroupState::PreparingRebalance {
+            return code(ResponseError::RebalanceInProgress);
+        }
+        0
+    }
+
+    /// Remove members (by id, or by group instance id when the id is empty). Per-member codes.
+    pub fn leave(&self, group: &str, members: Vec<(String, Option<String>)>) -> Result<Vec<i16>, i16> {
+        let err = self.check_coordinator(group);
+        if err != 0 {
+            return Err(err);
+        }
+        let mut groups = self.groups.lock().expect("groups lock");
+        let Some(g) = groups.get_mut(group) else { return Err(code(ResponseError::UnknownMemberId)) };
+        let mut codes = Vec::with_capacity(members.len());
+        let mut removed = false;
+        for (id, inst) in members {
+            let id = if id.is_empty() { inst.and_then(|i| g.static_members.get(&i).cloned()).unwrap_or_default() } else { id };
+            if g.members.contains_key(&id) {
+                g.remove_member(&id);
+                removed = true;
+                codes.push(0);
+            } else {
+                codes.push(code(ResponseError::UnknownMemberId));
+            }
+        }
+        if removed {
+            g.after_departure(Instant::now());
+        }
+        Ok(codes)
+    }
+
+    /// Validate and persist a commit; one code per offset.
+    pub fn commit(&self, group: &str, generation: i32, member_id: &str, offsets: Vec<OffsetToCommit>) -> Vec<i16> {
+        let all = |c: i16| vec![c; offsets.len()];
+        let err = self.check_coordinator(group);
+        if err != 0 {
+            return all(err);
+        }
+        {
+            let groups = self.groups.lock().expect("groups lock");
+            match groups.get(group) {
+                // Simple consumers (no membership) commit with generation -1.
+                None if generation < 0 => {}
+                Some(g) if generation < 0 && g.members.is_empty() => {}
+                None => return all(code(ResponseError::IllegalGeneration)),
+                Some(g) => {
+                    if !g.members.contains_key(member_id) {
+                        return all(code(ResponseError::UnknownMemberId));
+                    }
+                    if generation != g.generation {
+                        return all(code(ResponseError::IllegalGeneration));
+                    }
+                    if g.state == GroupState::PreparingRebalance {
+                        return all(code(ResponseError::RebalanceInProgress));
+                    }
+                }
+            }
+        }
+        let partition = partition_for(group);
+        let Some(log) = self.logs.get(&TopicPartition::new(OFFSETS_TOPIC, partition)) else {
+            return all(code(ResponseError::CoordinatorNotAvailable));
+        };
+        let now = now_ms();
+        let entries: Vec<(Vec<u8>, Vec<u8>, CommittedOffset)> = offsets
+            .iter()
+            .map(|o| {
+                let v = CommittedOffset {
+                    offset: o.offset,
+                    leader_epoch: o.leader_epoch,
+                    metadata: o.metadata.clone(),
+                    commit_timestamp: now,
+                };
+                (offsets::encode_key(group, &o.topic, o.partition), offsets::encode_value(&v), v)
+            })
+            .collect();
+        if entries.is_empty() {
+            return Vec::new();
+        }
+        let records: Vec<batch::KeyValue<'_>> =
+            entries.iter().map(|(k, v, _)| (Some(k.as_slice()), Some(v.as_slice()))).collect();
+        let mut batch = batch::build_batch(&records, now);
+        let epoch = self
+            .cluster
+            .image()
+            .partition(OFFSETS_TOPIC, partition as u32)
+            .map(|p| p.leader_epoch)
+            .unwrap_or(0);
+        // The offsets lock orders commits of a partition: memory follows the log.
+        let mut loaded = self.offsets.lock().expect("offsets lock");
+        let written = tokio::task::block_in_place(|| log.lock().expect("log lock").append(&mut batch, epoch, now));
+        if let Err(e) = written {
+            tracing::error!(group, error = %e, "writing committed offsets failed");
+            return all(code(ResponseError::KafkaStorageError));
+        }
+        let groups = loaded.entry(partition).or_default();
+        let g = groups.entry(group.to_string()).or_default();
+        for (o, (_, _, v)) in offsets.iter().zip(entries) {
+            g.insert((o.topic.clone(), o.partition), v);
+        }
+        all(0)
+    }
+
+    /// Committed offsets of `group`: for the given partitions, or all (topics = None).
+    pub fn fetch(
+        &self,
+        group: &str,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Result<Vec<TopicOffsets>, i16> {
+        let err = self.check_coordinator(group);
+        if err != 0 {
+            return Err(err);
+        }
+        let loaded = self.offsets.lock().expect("offsets lock");
+        let empty = HashMap::new();
+        let committed = loaded.get(&partition_for(group)).and_then(|p| p.get(group)).unwrap_or(&empty);
+        Ok(match topics {
+            Some(list) => list
+                .into_iter()
+                .map(|(t, parts)| {
+                    let ps = parts.into_iter().map(|p| (p, committed.get(&(t.clone(), p)).cloned())).collect();
+                    (t, ps)
+                })
+                .collect(),
+            None => {
+                let mut by_topic: BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> = BTreeMap::new();
+                for ((t, p), v) in committed {
+                    by_topic.entry(t.clone()).or_default().push((*p, Some(v.clone())));
+                }
+                by_topic.into_iter().collect()
+            }
+        })
+    }
+
+    pub fn describe(&self, group: &str) -> Result<GroupSummary, i16> {
+        let err = self.check_coordinator(group);
+        if err != 0 {
+            return Err(err);
+        }
+        let groups = self.groups.lock().expect("groups lock");
+        Ok(match groups.get(group) {
+            None => GroupSummary {
+                group: group.to_string(),
+                state: "Dead",
+                protocol_type: String::new(),
+                protocol: String::new(),
+                members: Vec::new(),
+            },
+            Some(g) => GroupSummary {
+                group: group.to_string(),
+                state: g.state.name(),
+                protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                protocol: g.protocol.clone().unwrap_or_default(),
+                members: g
+                    .members
+                    .iter()
+                    .map(|(id, m)| {
+                        let meta = m
+                            .protocols
+                            .iter()
+                            .find(|(n, _)| Some(n) == g.protocol.as_ref())
+                            .map(|(_, b)| b.clone())
+                            .unwrap_or_default();
+                        (id.clone(), m.instance_id.clone(), m.client_id.clone(), meta, m.assignment.clone())
+                    })
+                    .collect(),
+            },
+        })
+    }
+
+    /// Expire members past their session timeout; complete joins whose time has come.
+    async fn sweeper(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            let now = Instant::now();
+            let mut groups = self.groups.lock().expect("groups lock");
+            for (name, g) in groups.iter_mut() {
+                if g.state == GroupState::PreparingRebalance {
+                    if g.ready_to_complete(now) {
+                        g.complete_join();
+                        tracing::info!(group = %name, generation = g.generation, members = g.members.len(), "rebalance complete");
+                    }
+                    continue;
+                }
+                let expired: Vec<String> = g
+                    .members
+                    .iter()
+                    .filter(|(_, m)| now.duration_since(m.last_heartbeat) > m.session_timeout)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                if !expired.is_empty() {
+                    for id in &expired {
+                        tracing::info!(group = %name, member = %id, "member session expired");
+                        g.remove_member(id);
+                    }
+                    g.after_departure(now);
+                }
+            }
+        }
+    }
+}
