@@ -311,8 +311,9 @@ impl LogSegment {
     /// past do not roll on every append; the wall clock is used for a segment with no batch.
     pub fn age_ms(&self, incoming_timestamp: i64, now_ms: i64) -> i64 {
         match self.first_batch_timestamp {
-            Some(first) => incoming_timestamp - first,
-            None => now_ms - self.created_ms,
+            // A first batch without a timestamp (-1) ages by the wall clock, as in Kafka.
+            Some(first) if first >= 0 => incoming_timestamp - first,
+            _ => now_ms - self.created_ms,
         }
     }
 
