@@ -140,6 +140,18 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     let kafka = KafkaContext::new(node_id as NodeId, cluster.clone(), manager.clone(), KafkaConfig::default());
     tokio::spawn(crate::kafka::server::serve(kafka_listener, kafka));
     info!(kafka_listen = %args.kafka_listen, kafka_advertised = %kafka_advertised, "Kafka listener open");
+    // Ready once the quorum knows this broker: before that, writes and placement fail.
+    tokio::select! {
+        _ = cluster.wait_registered() => {}
+        sig = wait_for_signal(&mut sigterm, &mut sigint) => {
+            warn!(signal = sig, "shutdown requested before registration completed");
+            stop_http(&stop_tx, http_task).await;
+            cluster.shutdown().await;
+            let m = manager.clone();
+            tokio::task::spawn_blocking(move || m.shutdown()).await.context("log shutdown task failed")??;
+            return Ok(());
+        }
+    }
     admin_state.set_ready(true);
     info!("broker ready");
 

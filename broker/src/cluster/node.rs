@@ -112,6 +112,8 @@ pub struct ClusterNode {
     last_seen: Mutex<HashMap<NodeId, Instant>>,
     /// When this node last became leader (fencing waits a session timeout after that).
     leader_since: Mutex<Option<Instant>>,
+    /// Turns true once the quorum accepted this broker's registration.
+    registered: tokio::sync::watch::Sender<bool>,
     metrics: ClusterMetrics,
 }
 
@@ -148,6 +150,7 @@ impl ClusterNode {
             transport,
             last_seen: Mutex::new(HashMap::new()),
             leader_since: Mutex::new(None),
+            registered: tokio::sync::watch::channel(false).0,
         });
         tokio::spawn(network::serve(listener, node.clone()));
         tokio::spawn(node.clone().bootstrap_or_join());
@@ -177,6 +180,13 @@ impl ClusterNode {
         let m = self.raft.metrics();
         let m = m.borrow();
         (m.current_leader, m.membership_config.membership().voter_ids().collect())
+    }
+
+    /// Wait until this broker is registered with the quorum (a leader exists and accepted
+    /// it): before that it cannot place replicas or serve metadata about itself.
+    pub async fn wait_registered(&self) {
+        let mut rx = self.registered.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
     }
 
     pub async fn shutdown(&self) {
@@ -288,6 +298,11 @@ impl ClusterNode {
             return Err(MetadataError::InvalidPartitions("must be at least 1".into()).into());
         }
         let live = self.image().live_brokers();
+        if live.is_empty() {
+            // No broker registered yet (the quorum is still forming): a retryable condition,
+            // not a bad replication factor.
+            return Err(ProposeError::Unavailable("no live broker registered yet".into()));
+        }
         if rf == 0 || rf as usize > live.len() {
             return Err(MetadataError::InvalidReplicationFactor(format!(
                 "replication factor {rf} with {} live brokers",
@@ -343,6 +358,7 @@ impl ClusterNode {
             match self.propose(cmd.clone()).await {
                 Ok(()) => {
                     tracing::info!(broker_id = self.cfg.node_id, "registered with the metadata quorum");
+                    self.registered.send_replace(true);
                     return;
                 }
                 Err(e) => tracing::debug!(error = %e, "registration not accepted yet"),
