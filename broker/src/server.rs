@@ -12,9 +12,9 @@ use tracing::{error, info, warn};
 use crate::admin::{self, AdminState};
 use crate::cli::BrokerArgs;
 use crate::cluster::{ClusterConfig, ClusterNode, NodeId};
-use crate::log::{now_ms, LogConfig, LogManager, LogMetrics};
 use crate::kafka::context::KafkaConfig;
 use crate::kafka::KafkaContext;
+use crate::log::{now_ms, LogConfig, LogManager, LogMetrics};
 use crate::partition::ReplicaManager;
 
 /// How often the log maintenance pass (flush, retention, cleaning) runs.

@@ -158,7 +158,9 @@ impl MetadataImage {
                 // Kafka refuses names that collide once '.' and '_' are folded (metric names).
                 let folded = name.replace('.', "_");
                 if let Some(other) = self.topics.keys().find(|t| t.replace('.', "_") == folded) {
-                    return Err(MetadataError::InvalidTopicName(format!("'{name}' collides with existing topic '{other}'")));
+                    return Err(MetadataError::InvalidTopicName(format!(
+                        "'{name}' collides with existing topic '{other}'"
+                    )));
                 }
                 if assignment.is_empty() {
                     return Err(MetadataError::InvalidPartitions("a topic needs at least one partition".into()));
@@ -169,7 +171,12 @@ impl MetadataImage {
                 let partitions = assignment.iter().map(|r| self.new_partition(r)).collect();
                 self.topics.insert(
                     name.clone(),
-                    TopicRecord { name: name.clone(), topic_id: topic_id.clone(), configs: configs.clone(), partitions },
+                    TopicRecord {
+                        name: name.clone(),
+                        topic_id: topic_id.clone(),
+                        configs: configs.clone(),
+                        partitions,
+                    },
                 );
                 Ok(())
             }
@@ -223,7 +230,10 @@ impl MetadataImage {
                 let live: BTreeSet<NodeId> = self.live_brokers().into_iter().collect();
                 let p = self.partition_mut(topic, *partition)?;
                 if *partition_epoch != p.partition_epoch {
-                    return Err(MetadataError::StalePartitionEpoch { given: *partition_epoch, current: p.partition_epoch });
+                    return Err(MetadataError::StalePartitionEpoch {
+                        given: *partition_epoch,
+                        current: p.partition_epoch,
+                    });
                 }
                 let new_isr = isr.clone().unwrap_or_else(|| p.isr.clone());
                 if new_isr.is_empty() || new_isr.iter().any(|r| !p.replicas.contains(r)) {
@@ -461,11 +471,18 @@ mod tests {
         set.insert("cleanup.policy".to_string(), "compact".to_string());
         img.apply(&MetadataCommand::AlterTopicConfig { name: "t".into(), set, delete: vec![] }).unwrap();
         assert_eq!(img.topics["t"].configs["cleanup.policy"], "compact");
-        let r = img.apply(&MetadataCommand::AlterTopicConfig { name: "t".into(), set: BTreeMap::new(), delete: vec!["nope".into()] });
+        let r = img.apply(&MetadataCommand::AlterTopicConfig {
+            name: "t".into(),
+            set: BTreeMap::new(),
+            delete: vec!["nope".into()],
+        });
         assert!(r.is_err());
         img.apply(&MetadataCommand::CreatePartitions { name: "t".into(), assignment: vec![vec![0], vec![0]] }).unwrap();
         assert_eq!(img.topics["t"].partitions.len(), 3);
         assert!(img.apply(&MetadataCommand::DeleteTopic { name: "t".into() }).is_ok());
-        assert!(matches!(img.apply(&MetadataCommand::DeleteTopic { name: "t".into() }), Err(MetadataError::UnknownTopic(_))));
+        assert!(matches!(
+            img.apply(&MetadataCommand::DeleteTopic { name: "t".into() }),
+            Err(MetadataError::UnknownTopic(_))
+        ));
     }
 }

@@ -31,9 +31,14 @@ pub enum Request {
     /// A metadata write forwarded to the quorum leader.
     Propose(MetadataCommand),
     /// A broker outside `--voters` asks the leader to add it as a learner.
-    AddLearner { node_id: NodeId, raft_addr: String },
+    AddLearner {
+        node_id: NodeId,
+        raft_addr: String,
+    },
     /// Broker liveness, sent to the quorum leader.
-    Heartbeat { broker_id: NodeId },
+    Heartbeat {
+        broker_id: NodeId,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -82,7 +82,10 @@ impl ClusterMetrics {
                 "weir_raft_applied_index",
                 "Index of the last metadata log entry applied on this broker (the commit index it has seen)",
             ))?,
-            is_leader: IntGauge::with_opts(Opts::new("weir_raft_is_leader", "1 while this broker leads the metadata quorum"))?,
+            is_leader: IntGauge::with_opts(Opts::new(
+                "weir_raft_is_leader",
+                "1 while this broker leads the metadata quorum",
+            ))?,
             leader_changes: IntCounter::with_opts(Opts::new(
                 "weir_raft_leader_changes_total",
                 "Metadata quorum leader changes seen by this broker",
@@ -123,7 +126,11 @@ const PROPOSE_DEADLINE: Duration = Duration::from_secs(15);
 impl ClusterNode {
     /// Open the raft storage, start the metadata group, serve raft on `listener`, and start
     /// the background tasks (bootstrap or join, registration, heartbeats, fencing).
-    pub async fn start(cfg: ClusterConfig, listener: TcpListener, registry: &Registry) -> Result<Arc<Self>, ClusterError> {
+    pub async fn start(
+        cfg: ClusterConfig,
+        listener: TcpListener,
+        registry: &Registry,
+    ) -> Result<Arc<Self>, ClusterError> {
         let db = store::open_db(&cfg.data_dir.join("raft"))?;
         let log_store = LogStore::new(db.clone(), METADATA_GROUP);
         let sm = StateMachineStore::open(db, METADATA_GROUP)?;
@@ -378,7 +385,8 @@ impl ClusterNode {
             match self.leader_addr() {
                 Some((leader, _)) if leader == self.cfg.node_id => self.record_heartbeat(self.cfg.node_id),
                 Some((_, addr)) => {
-                    let env = Envelope { group: METADATA_GROUP, request: Request::Heartbeat { broker_id: self.cfg.node_id } };
+                    let env =
+                        Envelope { group: METADATA_GROUP, request: Request::Heartbeat { broker_id: self.cfg.node_id } };
                     let _ = self.transport.call(&addr, &env, RPC_TIMEOUT).await;
                 }
                 None => {}
@@ -409,7 +417,10 @@ impl ClusterNode {
                 let cmd = if !broker.fenced && !alive {
                     tracing::warn!(broker_id = broker.id, "no heartbeat for the session timeout; fencing the broker");
                     MetadataCommand::FenceBroker { broker_id: broker.id }
-                } else if broker.fenced && alive && self.last_seen.lock().expect("heartbeat lock").contains_key(&broker.id) {
+                } else if broker.fenced
+                    && alive
+                    && self.last_seen.lock().expect("heartbeat lock").contains_key(&broker.id)
+                {
                     tracing::info!(broker_id = broker.id, "fenced broker heartbeats again; unfencing it");
                     MetadataCommand::UnfenceBroker { broker_id: broker.id }
                 } else {

@@ -73,7 +73,10 @@ impl LogStore {
 
     fn get_meta<T: for<'de> Deserialize<'de>>(&self, name: &str) -> StorageResult<Option<T>> {
         let cf = self.db.cf_handle(CF_META).expect("column family exists");
-        let v = self.db.get_cf(cf, key(self.group, name.as_bytes())).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, e))?;
+        let v = self
+            .db
+            .get_cf(cf, key(self.group, name.as_bytes()))
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, e))?;
         v.map(|b| serde_json::from_slice(&b).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, e))).transpose()
     }
 
@@ -221,7 +224,9 @@ impl StateMachineStore {
             .get_cf(cf, key(group, b"state"))
             .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?
         {
-            Some(b) => serde_json::from_slice(&b).map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?,
+            Some(b) => {
+                serde_json::from_slice(&b).map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?
+            }
             None => PersistedState::default(),
         };
         let image = Arc::new(RwLock::new(state.image.clone()));
@@ -261,10 +266,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, crate::log::now_ms()),
             None => format!("--{}", crate::log::now_ms()),
         };
-        let meta = SnapshotMeta { last_log_id: state.last_applied, last_membership: state.membership.clone(), snapshot_id };
+        let meta =
+            SnapshotMeta { last_log_id: state.last_applied, last_membership: state.membership.clone(), snapshot_id };
         let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
         let cf = self.db.cf_handle(CF_SM).expect("column family exists");
-        let bytes = serde_json::to_vec(&stored).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        let bytes =
+            serde_json::to_vec(&stored).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
         self.db
             .put_cf_opt(cf, key(self.group, b"snapshot"), bytes, &synced())
             .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
@@ -326,7 +333,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.persist(&state)?;
         let stored = StoredSnapshot { meta: meta.clone(), data };
         let cf = self.db.cf_handle(CF_SM).expect("column family exists");
-        let bytes = serde_json::to_vec(&stored).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        let bytes =
+            serde_json::to_vec(&stored).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
         self.db
             .put_cf_opt(cf, key(self.group, b"snapshot"), bytes, &synced())
             .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;

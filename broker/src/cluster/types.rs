@@ -44,9 +44,13 @@ pub enum MetadataCommand {
     },
     /// The quorum leader saw no heartbeat for `broker.session.timeout.ms`: fence the broker
     /// and move leadership of its partitions to another ISR member.
-    FenceBroker { broker_id: NodeId },
+    FenceBroker {
+        broker_id: NodeId,
+    },
     /// A fenced broker heartbeats again.
-    UnfenceBroker { broker_id: NodeId },
+    UnfenceBroker {
+        broker_id: NodeId,
+    },
     CreateTopic {
         name: String,
         topic_id: String,
@@ -54,12 +58,25 @@ pub enum MetadataCommand {
         assignment: Vec<Vec<NodeId>>,
         configs: BTreeMap<String, String>,
     },
-    DeleteTopic { name: String },
+    DeleteTopic {
+        name: String,
+    },
     /// Add partitions; `assignment` holds the replica lists of the new partitions only.
-    CreatePartitions { name: String, assignment: Vec<Vec<NodeId>> },
-    AlterTopicConfig { name: String, set: BTreeMap<String, String>, delete: Vec<String> },
+    CreatePartitions {
+        name: String,
+        assignment: Vec<Vec<NodeId>>,
+    },
+    AlterTopicConfig {
+        name: String,
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+    },
     /// Replace a partition's replica set (reassignment); leader and ISR follow.
-    AssignReplicas { topic: String, partition: u32, replicas: Vec<NodeId> },
+    AssignReplicas {
+        topic: String,
+        partition: u32,
+        replicas: Vec<NodeId>,
+    },
     /// Leader / ISR change proposed by a partition leader or the controller (KRaft's
     /// PartitionChangeRecord). Refused unless `partition_epoch` is the current one.
     ChangePartition {

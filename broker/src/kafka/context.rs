@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::cluster::{ClusterNode, NodeId};
 use super::group::GroupCoordinator;
+use crate::cluster::{ClusterNode, NodeId};
 use crate::log::LogManager;
 
 #[derive(Debug, Clone)]

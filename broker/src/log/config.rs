@@ -275,10 +275,7 @@ mod tests {
 
         let mut bad = BTreeMap::new();
         bad.insert("segment.bytes".to_string(), "ten".to_string());
-        assert!(matches!(
-            LogConfig::default().with_overrides(&bad),
-            Err(LogError::InvalidConfig { .. })
-        ));
+        assert!(matches!(LogConfig::default().with_overrides(&bad), Err(LogError::InvalidConfig { .. })));
         let mut unknown = BTreeMap::new();
         unknown.insert("no.such.key".to_string(), "1".to_string());
         assert!(LogConfig::default().with_overrides(&unknown).is_err());

@@ -22,13 +22,7 @@ impl<const ENTRY: usize> IndexFile<ENTRY> {
     /// Open or create the index at `path`. Its current length (rounded down to whole entries)
     /// is taken as its entries; when `preallocate` the file is grown to `max_bytes`.
     pub fn open(path: &Path, max_bytes: u64, preallocate: bool) -> Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .at(path)?;
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).at(path)?;
         let len = file.metadata().at(path)?.len() as usize;
         let entries = len / ENTRY;
         let max_entries = ((max_bytes as usize) / ENTRY).max(entries).max(1);

@@ -74,13 +74,8 @@ impl LogSegment {
             }
         }
         let log_path = log_path(dir, base_offset);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&log_path)
-            .at(&log_path)?;
+        let file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&log_path).at(&log_path)?;
         Self::with_file(dir, base_offset, log_path, file, 0, config, true, now_ms)
     }
 
@@ -128,7 +123,13 @@ impl LogSegment {
     }
 
     /// Open an existing segment without trusting anything but its `.log`; call `recover` next.
-    pub fn open_for_recovery(dir: &Path, base_offset: i64, config: &LogConfig, active: bool, now_ms: i64) -> Result<Self> {
+    pub fn open_for_recovery(
+        dir: &Path,
+        base_offset: i64,
+        config: &LogConfig,
+        active: bool,
+        now_ms: i64,
+    ) -> Result<Self> {
         let log_path = log_path(dir, base_offset);
         let file = OpenOptions::new().read(true).write(true).open(&log_path).at(&log_path)?;
         let size = file.metadata().at(&log_path)?.len();

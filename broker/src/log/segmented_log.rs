@@ -264,7 +264,8 @@ impl Log {
         }
         let first_offset = self.log_end_offset();
         let last_offset = first_offset + offsets - 1;
-        let incoming_ts = if self.config.timestamp_type == TimestampType::LogAppendTime { now_ms } else { max_timestamp };
+        let incoming_ts =
+            if self.config.timestamp_type == TimestampType::LogAppendTime { now_ms } else { max_timestamp };
         self.maybe_roll(batches.len() as u64, last_offset, incoming_ts, now_ms)?;
 
         let stamp = (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);

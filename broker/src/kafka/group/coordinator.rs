@@ -365,9 +365,11 @@ impl GroupCoordinator {
             let g = groups.entry(req.group.clone()).or_insert_with(|| Group::new(now));
             if !g.members.is_empty() {
                 let same_type = g.protocol_type.as_deref() == Some(req.protocol_type.as_str());
-                let common = g.members.values().next().is_none_or(|m| {
-                    req.protocols.iter().any(|(n, _)| m.protocols.iter().any(|(p, _)| p == n))
-                });
+                let common = g
+                    .members
+                    .values()
+                    .next()
+                    .is_none_or(|m| req.protocols.iter().any(|(n, _)| m.protocols.iter().any(|(p, _)| p == n)));
                 if !same_type || !common {
                     return JoinResult::error(code(ResponseError::InconsistentGroupProtocol), req.member_id);
                 }
@@ -377,7 +379,8 @@ impl GroupCoordinator {
                     // A static member restarting keeps its place (KIP-345).
                     Some(existing) => existing,
                     None => {
-                        let id = format!("{}-{:016x}{:016x}", req.client_id, random_usize() as u64, random_usize() as u64);
+                        let id =
+                            format!("{}-{:016x}{:016x}", req.client_id, random_usize() as u64, random_usize() as u64);
                         if req.require_known_member && req.instance_id.is_none() {
                             g.pending.insert(id.clone());
                             return JoinResult::error(code(ResponseError::MemberIdRequired), id);
@@ -511,7 +514,11 @@ impl GroupCoordinator {
         let mut codes = Vec::with_capacity(members.len());
         let mut removed = false;
         for (id, inst) in members {
-            let id = if id.is_empty() { inst.and_then(|i| g.static_members.get(&i).cloned()).unwrap_or_default() } else { id };
+            let id = if id.is_empty() {
+                inst.and_then(|i| g.static_members.get(&i).cloned()).unwrap_or_default()
+            } else {
+                id
+            };
             if g.members.contains_key(&id) {
                 g.remove_member(&id);
                 removed = true;
@@ -576,12 +583,8 @@ impl GroupCoordinator {
         let records: Vec<batch::KeyValue<'_>> =
             entries.iter().map(|(k, v, _)| (Some(k.as_slice()), Some(v.as_slice()))).collect();
         let mut batch = batch::build_batch(&records, now);
-        let epoch = self
-            .cluster
-            .image()
-            .partition(OFFSETS_TOPIC, partition as u32)
-            .map(|p| p.leader_epoch)
-            .unwrap_or(0);
+        let epoch =
+            self.cluster.image().partition(OFFSETS_TOPIC, partition as u32).map(|p| p.leader_epoch).unwrap_or(0);
         // The offsets lock orders commits of a partition: memory follows the log.
         let mut loaded = self.offsets.lock().expect("offsets lock");
         let written = tokio::task::block_in_place(|| log.lock().expect("log lock").append(&mut batch, epoch, now));
@@ -598,11 +601,7 @@ impl GroupCoordinator {
     }
 
     /// Committed offsets of `group`: for the given partitions, or all (topics = None).
-    pub fn fetch(
-        &self,
-        group: &str,
-        topics: Option<Vec<(String, Vec<i32>)>>,
-    ) -> Result<Vec<TopicOffsets>, i16> {
+    pub fn fetch(&self, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Result<Vec<TopicOffsets>, i16> {
         let err = self.check_coordinator(group);
         if err != 0 {
             return Err(err);

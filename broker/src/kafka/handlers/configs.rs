@@ -35,7 +35,10 @@ fn config_type(key: &str) -> i8 {
         "cleanup.policy" => TYPE_LIST,
         "message.timestamp.type" => TYPE_STRING,
         "unclean.leader.election.enable" => TYPE_BOOLEAN,
-        "segment.bytes" | "segment.index.bytes" | "index.interval.bytes" | "max.message.bytes"
+        "segment.bytes"
+        | "segment.index.bytes"
+        | "index.interval.bytes"
+        | "max.message.bytes"
         | "min.insync.replicas" => TYPE_INT,
         _ => TYPE_LONG,
     }
@@ -62,7 +65,8 @@ pub async fn describe(ctx: &KafkaContext, req: DescribeConfigsRequest, version: 
             RESOURCE_TOPIC => match image.topics.get(r.resource_name.as_str()) {
                 None => {
                     out.error_code = ResponseError::UnknownTopicOrPartition.code();
-                    out.error_message = Some(str_bytes(&format!("topic '{}' does not exist", r.resource_name.as_str())));
+                    out.error_message =
+                        Some(str_bytes(&format!("topic '{}' does not exist", r.resource_name.as_str())));
                 }
                 Some(topic) => {
                     out.configs = topic_config_keys()
@@ -97,7 +101,10 @@ pub async fn describe(ctx: &KafkaContext, req: DescribeConfigsRequest, version: 
     resp
 }
 
-pub async fn incremental_alter(ctx: &KafkaContext, req: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+pub async fn incremental_alter(
+    ctx: &KafkaContext,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in &req.resources {
         let mut out = AlterConfigsResourceResponse::default();
@@ -126,9 +133,10 @@ async fn alter_topic(
     validate_only: bool,
 ) -> Result<(), (i16, String)> {
     let image = ctx.cluster.image();
-    let topic = image.topics.get(name).ok_or_else(|| {
-        (ResponseError::UnknownTopicOrPartition.code(), format!("topic '{name}' does not exist"))
-    })?;
+    let topic = image
+        .topics
+        .get(name)
+        .ok_or_else(|| (ResponseError::UnknownTopicOrPartition.code(), format!("topic '{name}' does not exist")))?;
     let invalid = |m: String| (ResponseError::InvalidConfig.code(), m);
     let mut set = BTreeMap::new();
     let mut delete = Vec::new();

@@ -32,7 +32,11 @@ pub async fn handle(ctx: &KafkaContext, req: CreateTopicsRequest, version: i16) 
             Some(a.iter().map(|x| x.broker_ids.iter().map(|b| b.0 as NodeId).collect()).collect())
         };
         let partitions = if t.num_partitions == -1 { ctx.config.default_partitions as i32 } else { t.num_partitions };
-        let rf = if t.replication_factor == -1 { ctx.config.default_replication_factor as i16 } else { t.replication_factor };
+        let rf = if t.replication_factor == -1 {
+            ctx.config.default_replication_factor as i16
+        } else {
+            t.replication_factor
+        };
         let pre = validate_topic_name(&name).and_then(|_| validate_topic_configs(&configs));
         let result = match pre {
             Err(e) => Err((metadata_error_code(&e), e.to_string())),
@@ -49,7 +53,10 @@ pub async fn handle(ctx: &KafkaContext, req: CreateTopicsRequest, version: i16) 
                 } else if assignment.is_none() && rf as usize > image.live_brokers().len() {
                     Err((
                         ResponseError::InvalidReplicationFactor.code(),
-                        format!("replication factor {rf} is larger than the {} live brokers", image.live_brokers().len()),
+                        format!(
+                            "replication factor {rf} is larger than the {} live brokers",
+                            image.live_brokers().len()
+                        ),
                     ))
                 } else {
                     Ok(())

@@ -21,7 +21,8 @@ pub async fn handle(ctx: &KafkaContext, req: DeleteTopicsRequest, version: i16) 
         if version >= 6 {
             out.topic_id = id;
         }
-        let name = name.or_else(|| image.topics.values().find(|t| topic_uuid(&t.topic_id) == id).map(|t| t.name.clone()));
+        let name =
+            name.or_else(|| image.topics.values().find(|t| topic_uuid(&t.topic_id) == id).map(|t| t.name.clone()));
         match name {
             None => out.error_code = ResponseError::UnknownTopicId.code(),
             Some(name) => {

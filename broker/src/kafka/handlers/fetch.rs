@@ -32,7 +32,12 @@ pub async fn handle(ctx: &KafkaContext, req: FetchRequest, version: i16) -> Fetc
     }
 }
 
-fn collect(ctx: &KafkaContext, image: &MetadataImage, req: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
+fn collect(
+    ctx: &KafkaContext,
+    image: &MetadataImage,
+    req: &FetchRequest,
+    version: i16,
+) -> (FetchResponse, usize, bool) {
     let mut total = 0usize;
     let mut any_error = false;
     let max_total = if req.max_bytes <= 0 { usize::MAX } else { req.max_bytes as usize };
@@ -59,7 +64,9 @@ fn collect(ctx: &KafkaContext, image: &MetadataImage, req: &FetchRequest, versio
                 (Some(part), _) if p.current_leader_epoch >= 0 && p.current_leader_epoch < part.leader_epoch => {
                     ResponseError::FencedLeaderEpoch.code()
                 }
-                (Some(part), _) if p.current_leader_epoch > part.leader_epoch => ResponseError::UnknownLeaderEpoch.code(),
+                (Some(part), _) if p.current_leader_epoch > part.leader_epoch => {
+                    ResponseError::UnknownLeaderEpoch.code()
+                }
                 (Some(_), Some(log)) => {
                     let room = max_total.saturating_sub(total);
                     let result = tokio::task::block_in_place(|| {

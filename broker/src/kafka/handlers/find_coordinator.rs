@@ -18,7 +18,13 @@ struct Found {
 }
 
 async fn find(ctx: &KafkaContext, key: &str, key_type: i8) -> Found {
-    let fail = |error: i16, message: &str| Found { error, message: Some(message.to_string()), node: -1, host: String::new(), port: -1 };
+    let fail = |error: i16, message: &str| Found {
+        error,
+        message: Some(message.to_string()),
+        node: -1,
+        host: String::new(),
+        port: -1,
+    };
     if key_type != 0 {
         return fail(ResponseError::InvalidRequest.code(), "only group coordinators are served (no transactions yet)");
     }

@@ -59,7 +59,8 @@ pub async fn join(ctx: &KafkaContext, req: JoinGroupRequest, version: i16, clien
 }
 
 pub async fn sync(ctx: &KafkaContext, req: SyncGroupRequest, version: i16) -> SyncGroupResponse {
-    let assignments = req.assignments.iter().map(|a| (a.member_id.as_str().to_string(), a.assignment.clone())).collect();
+    let assignments =
+        req.assignments.iter().map(|a| (a.member_id.as_str().to_string(), a.assignment.clone())).collect();
     let r = ctx.groups.sync(req.group_id.0.as_str(), req.generation_id, req.member_id.as_str(), assignments).await;
     let mut resp = SyncGroupResponse::default();
     resp.error_code = r.error;

@@ -68,7 +68,9 @@ pub fn lookup(log: &Log, timestamp: i64) -> Result<(i64, i64), LogError> {
         EARLIEST => Ok((-1, log.log_start_offset())),
         ts if ts >= 0 => {
             let Some(batch) = log.find_batch_by_timestamp(ts)? else { return Ok((-1, -1)) };
-            let Some(slice) = log.read(batch.base_offset.max(log.log_start_offset()), batch.size as usize, i64::MAX, true)? else {
+            let Some(slice) =
+                log.read(batch.base_offset.max(log.log_start_offset()), batch.size as usize, i64::MAX, true)?
+            else {
                 return Ok((-1, -1));
             };
             let mut bytes = Bytes::from(slice.to_vec().map_err(|e| LogError::io("segment", e))?);

@@ -7,12 +7,12 @@ pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_topics;
 pub mod describe_cluster;
+pub mod fetch;
 pub mod find_coordinator;
 pub mod groups;
-pub mod offsets;
-pub mod fetch;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offsets;
 pub mod produce;
 
 use bytes::{Bytes, BytesMut};

@@ -21,10 +21,8 @@ pub async fn handle(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Op
     for topic in req.topic_data {
         let name = topic.name.0.as_str().to_string();
         let record = image.topics.get(&name);
-        let min_isr: usize = record
-            .and_then(|t| t.configs.get("min.insync.replicas"))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1);
+        let min_isr: usize =
+            record.and_then(|t| t.configs.get("min.insync.replicas")).and_then(|v| v.parse().ok()).unwrap_or(1);
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for p in topic.partition_data {
             let mut out = PartitionProduceResponse::default();
@@ -40,7 +38,11 @@ pub async fn handle(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Op
                 // The replica manager has not created the log yet: the client retries.
                 (Some(_), None) => ResponseError::NotLeaderOrFollower.code(),
                 (Some(part), Some(_)) if req.acks == -1 && part.isr.len() < min_isr => {
-                    set_message(&mut out, version, &format!("ISR has {} members, min.insync.replicas is {min_isr}", part.isr.len()));
+                    set_message(
+                        &mut out,
+                        version,
+                        &format!("ISR has {} members, min.insync.replicas is {min_isr}", part.isr.len()),
+                    );
                     ResponseError::NotEnoughReplicas.code()
                 }
                 (Some(part), Some(_)) if req.acks == -1 && part.isr.iter().any(|r| *r != ctx.node_id) => {
