@@ -136,9 +136,11 @@ impl ClusterNode {
         let sm = StateMachineStore::open(db, METADATA_GROUP)?;
         let raft_config = openraft::Config {
             cluster_name: "weir-metadata".into(),
-            heartbeat_interval: 250,
-            election_timeout_min: 1500,
-            election_timeout_max: 3000,
+            // openraft 0.9 followers wait the leader lease (= election_timeout_max) plus an
+            // election timeout before campaigning: 1.5 + 0.75..1.5 s to a new leader.
+            heartbeat_interval: 150,
+            election_timeout_min: 750,
+            election_timeout_max: 1500,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(1000),
             ..Default::default()
         }
@@ -200,8 +202,10 @@ impl ClusterNode {
         let _ = self.raft.shutdown().await;
     }
 
+    /// By server state, not `current_leader`: a restarted old leader briefly reloads its saved
+    /// vote and names itself leader before it learns the new term.
     fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(self.cfg.node_id)
+        self.raft.metrics().borrow().state == ServerState::Leader
     }
 
     fn leader_addr(&self) -> Option<(NodeId, String)> {
@@ -219,7 +223,15 @@ impl ClusterNode {
         let deadline = started + PROPOSE_DEADLINE;
         let mut last_err = String::from("no leader elected");
         while Instant::now() < deadline {
-            let outcome = match self.raft.client_write(cmd.clone()).await {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let write = match tokio::time::timeout(remaining, self.raft.client_write(cmd.clone())).await {
+                Ok(w) => w,
+                Err(_) => {
+                    last_err = "not committed before the deadline (a leader without a quorum?)".into();
+                    break;
+                }
+            };
+            let outcome = match write {
                 Ok(resp) => Some((resp.data, resp.log_id.index)),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
                     match fwd.leader_node.map(|n| n.addr).or_else(|| self.leader_addr().map(|(_, a)| a)) {
@@ -241,7 +253,10 @@ impl ClusterNode {
                                 }
                             }
                         }
-                        _ => None,
+                        _ => {
+                            last_err = "no quorum leader known".into();
+                            None
+                        }
                     }
                 }
                 Err(e) => {
@@ -397,10 +412,12 @@ impl ClusterNode {
     /// While leader: fence brokers silent past the session timeout, unfence those back.
     async fn controller_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut epochs: HashMap<NodeId, u64> = HashMap::new();
         loop {
             tick.tick().await;
             if !self.is_leader() {
                 *self.leader_since.lock().expect("leader lock") = None;
+                epochs.clear();
                 continue;
             }
             let now = Instant::now();
@@ -412,6 +429,10 @@ impl ClusterNode {
             });
             let image = self.image();
             for broker in image.brokers.values() {
+                // A (re-)registration is a sign of life: start its session now.
+                if epochs.insert(broker.id, broker.epoch).is_some_and(|e| e != broker.epoch) {
+                    self.record_heartbeat(broker.id);
+                }
                 let last = self.last_seen.lock().expect("heartbeat lock").get(&broker.id).copied().unwrap_or(since);
                 let alive = now.duration_since(last) < self.cfg.session_timeout;
                 let cmd = if !broker.fenced && !alive {
@@ -470,13 +491,16 @@ impl RequestHandler for ClusterNode {
             Request::AppendEntries(rpc) => Response::AppendEntries(self.raft.append_entries(rpc).await),
             Request::Vote(rpc) => Response::Vote(self.raft.vote(rpc).await),
             Request::InstallSnapshot(rpc) => Response::InstallSnapshot(self.raft.install_snapshot(rpc).await),
-            Request::Propose(cmd) => Response::Propose(match self.raft.client_write(cmd).await {
-                Ok(resp) => Ok((resp.data, resp.log_id.index)),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                    Err(ForwardError::NotLeader { leader: f.leader_id })
-                }
-                Err(e) => Err(ForwardError::Failed(e.to_string())),
-            }),
+            Request::Propose(cmd) => {
+                Response::Propose(match tokio::time::timeout(RPC_TIMEOUT, self.raft.client_write(cmd)).await {
+                    Err(_) => Err(ForwardError::Failed("not committed in time (no quorum?)".into())),
+                    Ok(Ok(resp)) => Ok((resp.data, resp.log_id.index)),
+                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                        Err(ForwardError::NotLeader { leader: f.leader_id })
+                    }
+                    Ok(Err(e)) => Err(ForwardError::Failed(e.to_string())),
+                })
+            }
             Request::AddLearner { node_id, raft_addr } => {
                 Response::AddLearner(match self.raft.add_learner(node_id, BasicNode::new(raft_addr), false).await {
                     Ok(_) => Ok(()),
