@@ -127,7 +127,7 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 // The cluster harness.
 // ---------------------------------------------------------------------------------------
 
-const IPS: [&str; 3] = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+const IPS: [&str; 4] = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"];
 
 struct Broker {
     id: u64,
@@ -175,7 +175,12 @@ impl Cluster {
     }
 
     fn new(name: &'static str, n: usize) -> Self {
-        assert!(n <= IPS.len());
+        Self::with_voters(name, n, n.min(3))
+    }
+
+    /// `n` brokers of which the first `voters` are raft voters; the others join as learners.
+    fn with_voters(name: &'static str, n: usize, voters: usize) -> Self {
+        assert!(n <= IPS.len() && voters <= n);
         let dir = tempfile::Builder::new().prefix(&format!("weir-{name}-")).tempdir().unwrap();
         let mut held = Vec::new();
         let brokers: Vec<Broker> = (0..n)
@@ -196,7 +201,7 @@ impl Cluster {
             })
             .collect();
         drop(held);
-        let voters = brokers.iter().map(|b| format!("{}@{}", b.id, b.raft)).collect::<Vec<_>>().join(",");
+        let voters = brokers.iter().take(voters).map(|b| format!("{}@{}", b.id, b.raft)).collect::<Vec<_>>().join(",");
         eprintln!("[{name}] cluster in {} with --voters {voters}", dir.path().display());
         Self { name, dir, voters, brokers }
     }
@@ -748,4 +753,30 @@ fn write_through_a_lone_follower_fails_fast_and_succeeds_when_a_voter_returns() 
         "[lone-follower] broker {other} restarted; a write through {lone} succeeded {:?} after the restart",
         restarted_at.elapsed()
     );
+}
+
+/// A broker outside `--voters` joins as a learner: it registers, receives the metadata log,
+/// forwards its writes to the leader, and is not counted among the voters.
+#[test]
+fn a_broker_outside_the_voters_joins_as_a_learner() {
+    let mut c = Cluster::with_voters("learner", 4, 3);
+    for i in 0..4 {
+        c.spawn(i);
+    }
+    c.wait_for_quorum(&[0, 1, 2, 3], Duration::from_secs(30));
+    let view = c.cluster_view(3).expect("cluster view from the learner");
+    assert_eq!(ids(&view["quorum"]["voters"]), vec![0, 1, 2], "the learner must not vote: {view}");
+    // A write through the learner is forwarded to the leader and visible everywhere.
+    create_topic(c.http(3), &topic_body("via-learner", 4, 2, json!({"retention.ms": "3600000"})));
+    let reference = topics(c.http(0)).expect("topics from broker 0");
+    c.wait_until("the same topics on every broker", Duration::from_secs(10), |c| {
+        for i in 1..4 {
+            let t = topics(c.http(i))?;
+            if t != reference {
+                return Err(format!("broker {i} has {t:?}, broker 0 has {reference:?}"));
+            }
+        }
+        Ok(())
+    });
+    assert!(reference.iter().any(|t| t["name"] == "via-learner"));
 }

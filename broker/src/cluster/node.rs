@@ -72,6 +72,7 @@ struct ClusterMetrics {
     leader_changes: IntCounter,
     fenced_brokers: IntGauge,
     propose_seconds: Histogram,
+    apply_seconds: Histogram,
 }
 
 impl ClusterMetrics {
@@ -95,6 +96,13 @@ impl ClusterMetrics {
                 HistogramOpts::new("weir_raft_propose_seconds", "Latency of metadata writes from propose to applied")
                     .buckets(prometheus::exponential_buckets(0.0005, 2.0, 14)?),
             )?,
+            apply_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "weir_raft_apply_seconds",
+                    "Latency of applying and persisting a batch of committed metadata entries",
+                )
+                .buckets(prometheus::exponential_buckets(0.0001, 2.0, 14)?),
+            )?,
         };
         registry.register(Box::new(m.term.clone()))?;
         registry.register(Box::new(m.last_applied.clone()))?;
@@ -102,6 +110,7 @@ impl ClusterMetrics {
         registry.register(Box::new(m.leader_changes.clone()))?;
         registry.register(Box::new(m.fenced_brokers.clone()))?;
         registry.register(Box::new(m.propose_seconds.clone()))?;
+        registry.register(Box::new(m.apply_seconds.clone()))?;
         Ok(m)
     }
 }
@@ -133,7 +142,8 @@ impl ClusterNode {
     ) -> Result<Arc<Self>, ClusterError> {
         let db = store::open_db(&cfg.data_dir.join("raft"))?;
         let log_store = LogStore::new(db.clone(), METADATA_GROUP);
-        let sm = StateMachineStore::open(db, METADATA_GROUP)?;
+        let metrics = ClusterMetrics::new(registry)?;
+        let sm = StateMachineStore::open(db, METADATA_GROUP)?.with_apply_histogram(metrics.apply_seconds.clone());
         let raft_config = openraft::Config {
             cluster_name: "weir-metadata".into(),
             // openraft 0.9 followers wait the leader lease (= election_timeout_max) plus an
@@ -152,7 +162,7 @@ impl ClusterNode {
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let node = Arc::new(Self {
-            metrics: ClusterMetrics::new(registry)?,
+            metrics,
             cfg,
             raft,
             sm,

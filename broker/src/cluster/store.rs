@@ -214,6 +214,8 @@ pub struct StateMachineStore {
     state: Arc<RwLock<PersistedState>>,
     image: Arc<RwLock<MetadataImage>>,
     version: watch::Sender<u64>,
+    /// Time to apply and persist one batch of committed entries.
+    apply_seconds: Option<prometheus::Histogram>,
 }
 
 impl StateMachineStore {
@@ -231,7 +233,13 @@ impl StateMachineStore {
         };
         let image = Arc::new(RwLock::new(state.image.clone()));
         let (version, _) = watch::channel(0);
-        Ok(Self { db, group, state: Arc::new(RwLock::new(state)), image, version })
+        Ok(Self { db, group, state: Arc::new(RwLock::new(state)), image, version, apply_seconds: None })
+    }
+
+    /// Observe apply latency into `histogram`.
+    pub fn with_apply_histogram(mut self, histogram: prometheus::Histogram) -> Self {
+        self.apply_seconds = Some(histogram);
+        self
     }
 
     /// The broker-wide read-only view of the image.
@@ -292,6 +300,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = std::time::Instant::now();
         let mut state = self.state.read().expect("state lock").clone();
         let mut out = Vec::new();
         for entry in entries {
@@ -309,6 +318,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.persist(&state)?;
         self.publish(&state);
         *self.state.write().expect("state lock") = state;
+        if let Some(h) = &self.apply_seconds {
+            h.observe(started.elapsed().as_secs_f64());
+        }
         Ok(out)
     }
 
