@@ -663,6 +663,66 @@ impl GroupCoordinator {
         })
     }
 
+    /// Groups this broker coordinates: (name, protocol type, state). Groups known only by
+    /// their committed offsets are listed as Empty.
+    pub fn list(&self) -> Vec<(String, String, &'static str)> {
+        let mut out: BTreeMap<String, (String, &'static str)> = BTreeMap::new();
+        for (name, g) in self.groups.lock().expect("groups lock").iter() {
+            if self.coordinator_of(name) == Some(self.node_id) {
+                out.insert(name.clone(), (g.protocol_type.clone().unwrap_or_default(), g.state.name()));
+            }
+        }
+        for partition in self.offsets.lock().expect("offsets lock").values() {
+            for (name, offsets) in partition {
+                if !offsets.is_empty() && self.coordinator_of(name) == Some(self.node_id) {
+                    out.entry(name.clone()).or_insert((String::new(), GroupState::Empty.name()));
+                }
+            }
+        }
+        out.into_iter().map(|(n, (t, s))| (n, t, s)).collect()
+    }
+
+    /// Delete an empty group and its committed offsets (tombstones in `__consumer_offsets`).
+    pub fn delete(&self, group: &str) -> i16 {
+        let err = self.check_coordinator(group);
+        if err != 0 {
+            return err;
+        }
+        let mut groups = self.groups.lock().expect("groups lock");
+        if groups.get(group).is_some_and(|g| !g.members.is_empty()) {
+            return code(ResponseError::NonEmptyGroup);
+        }
+        let partition = partition_for(group);
+        let mut loaded = self.offsets.lock().expect("offsets lock");
+        let committed: Vec<(String, i32)> =
+            loaded.get(&partition).and_then(|p| p.get(group)).map(|g| g.keys().cloned().collect()).unwrap_or_default();
+        if committed.is_empty() && !groups.contains_key(group) {
+            return code(ResponseError::GroupIdNotFound);
+        }
+        if !committed.is_empty() {
+            let Some(log) = self.logs.get(&TopicPartition::new(OFFSETS_TOPIC, partition)) else {
+                return code(ResponseError::CoordinatorNotAvailable);
+            };
+            let keys: Vec<Vec<u8>> = committed.iter().map(|(t, p)| offsets::encode_key(group, t, *p)).collect();
+            let records: Vec<batch::KeyValue<'_>> = keys.iter().map(|k| (Some(k.as_slice()), None)).collect();
+            let now = now_ms();
+            let mut tombstones = batch::build_batch(&records, now);
+            let epoch =
+                self.cluster.image().partition(OFFSETS_TOPIC, partition as u32).map(|p| p.leader_epoch).unwrap_or(0);
+            let written =
+                tokio::task::block_in_place(|| log.lock().expect("log lock").append(&mut tombstones, epoch, now));
+            if let Err(e) = written {
+                tracing::error!(group, error = %e, "writing group deletion failed");
+                return code(ResponseError::KafkaStorageError);
+            }
+        }
+        if let Some(p) = loaded.get_mut(&partition) {
+            p.remove(group);
+        }
+        groups.remove(group);
+        0
+    }
+
     /// Expire members past their session timeout; complete joins whose time has come.
     async fn sweeper(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_millis(100));

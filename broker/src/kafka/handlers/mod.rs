@@ -9,6 +9,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod fetch;
 pub mod find_coordinator;
+pub mod group_admin;
 pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
@@ -42,6 +43,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::LeaveGroup, 0, 5),
     (ApiKey::OffsetCommit, 2, 8),
     (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -172,6 +176,21 @@ async fn dispatch(
         ApiKey::OffsetFetch => {
             let req = codec::decode_body(body, version)?;
             let resp = offsets::fetch(ctx, req, version);
+            codec::encode_response(api_key, version, corr, &resp).map(Some)
+        }
+        ApiKey::DescribeGroups => {
+            let req = codec::decode_body(body, version)?;
+            let resp = group_admin::describe(ctx, req, version);
+            codec::encode_response(api_key, version, corr, &resp).map(Some)
+        }
+        ApiKey::ListGroups => {
+            let req = codec::decode_body(body, version)?;
+            let resp = group_admin::list(ctx, req, version);
+            codec::encode_response(api_key, version, corr, &resp).map(Some)
+        }
+        ApiKey::DeleteGroups => {
+            let req = codec::decode_body(body, version)?;
+            let resp = group_admin::delete(ctx, req);
             codec::encode_response(api_key, version, corr, &resp).map(Some)
         }
         other => Err(CodecError::Malformed(format!("{other:?} has no handler"))),
