@@ -52,6 +52,12 @@ impl TopicRecord {
 pub struct MetadataImage {
     pub brokers: BTreeMap<NodeId, BrokerRecord>,
     pub topics: BTreeMap<String, TopicRecord>,
+    /// The first producer id not handed out yet.
+    #[serde(default)]
+    pub next_producer_id: i64,
+    /// The last block of producer ids `[start, end)` handed to each broker.
+    #[serde(default)]
+    pub producer_id_blocks: BTreeMap<NodeId, (i64, i64)>,
 }
 
 /// Topic config keys beyond the log's own.
@@ -224,6 +230,17 @@ impl MetadataImage {
                     p.leader_epoch += 1;
                 }
                 p.partition_epoch += 1;
+                Ok(())
+            }
+            MetadataCommand::AllocateProducerIds { broker_id, count } => {
+                if *count == 0 {
+                    return Err(MetadataError::InvalidPartitionChange(
+                        "a producer id block needs at least one id".into(),
+                    ));
+                }
+                let start = self.next_producer_id;
+                self.next_producer_id += *count as i64;
+                self.producer_id_blocks.insert(*broker_id, (start, self.next_producer_id));
                 Ok(())
             }
             MetadataCommand::ChangePartition { topic, partition, partition_epoch, leader, isr } => {

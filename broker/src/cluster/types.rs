@@ -77,6 +77,11 @@ pub enum MetadataCommand {
         partition: u32,
         replicas: Vec<NodeId>,
     },
+    /// Hand `broker_id` the next `count` idempotent-producer ids (KIP-730's block allocation).
+    AllocateProducerIds {
+        broker_id: NodeId,
+        count: u32,
+    },
     /// Leader / ISR change proposed by a partition leader or the controller (KRaft's
     /// PartitionChangeRecord). Refused unless `partition_epoch` is the current one.
     ChangePartition {

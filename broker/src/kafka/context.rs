@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::group::GroupCoordinator;
+use super::producer_ids::ProducerIdManager;
 use crate::cluster::{ClusterNode, NodeId};
 use crate::log::LogManager;
 
@@ -41,6 +42,7 @@ pub struct KafkaContext {
     pub logs: Arc<LogManager>,
     pub config: KafkaConfig,
     pub groups: Arc<GroupCoordinator>,
+    pub producer_ids: ProducerIdManager,
     /// Bumped after every append, so fetches waiting for `min.bytes` wake up.
     appended: watch::Sender<u64>,
 }
@@ -49,7 +51,8 @@ impl KafkaContext {
     pub fn new(node_id: NodeId, cluster: Arc<ClusterNode>, logs: Arc<LogManager>, config: KafkaConfig) -> Arc<Self> {
         let (appended, _) = watch::channel(0);
         let groups = GroupCoordinator::new(node_id, cluster.clone(), logs.clone());
-        Arc::new(Self { node_id, cluster, logs, config, groups, appended })
+        let producer_ids = ProducerIdManager::new(node_id, cluster.clone());
+        Arc::new(Self { node_id, cluster, logs, config, groups, producer_ids, appended })
     }
 
     pub fn notify_appended(&self) {

@@ -12,6 +12,8 @@ pub fn log_error_code(e: &LogError) -> i16 {
         LogError::RecordTooLarge { .. } => ResponseError::MessageTooLarge.code(),
         LogError::InvalidTimestamp { .. } => ResponseError::InvalidTimestamp.code(),
         LogError::InvalidConfig { .. } => ResponseError::InvalidConfig.code(),
+        LogError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber.code(),
+        LogError::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch.code(),
         LogError::Io { .. } => ResponseError::KafkaStorageError.code(),
     }
 }

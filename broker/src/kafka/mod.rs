@@ -7,6 +7,7 @@ pub mod context;
 pub mod errors;
 pub mod group;
 pub mod handlers;
+pub mod producer_ids;
 pub mod server;
 
 pub use context::KafkaContext;

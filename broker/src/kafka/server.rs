@@ -22,8 +22,11 @@ pub async fn serve(listener: TcpListener, ctx: Arc<KafkaContext>) {
         };
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, ctx).await {
-                tracing::info!(%peer, error = %e, "closing Kafka connection");
+            match connection(stream, ctx).await {
+                Ok(()) => {}
+                // A client going away mid-request is ordinary; a bad request is worth a line.
+                Err(CodecError::Io(e)) => tracing::debug!(%peer, error = %e, "Kafka connection ended"),
+                Err(e) => tracing::info!(%peer, error = %e, "closing Kafka connection"),
             }
         });
     }

@@ -19,6 +19,12 @@ pub enum LogError {
     /// A topic config key or value that is not valid. Kafka: INVALID_CONFIG (40).
     #[error("invalid config {key}={value}: {reason}")]
     InvalidConfig { key: String, value: String, reason: String },
+    /// Idempotent producer: the sequence does not follow the last one. Kafka: OUT_OF_ORDER_SEQUENCE_NUMBER (45).
+    #[error("producer {producer_id}: sequence {got}, expected {expected}")]
+    OutOfOrderSequence { producer_id: i64, expected: i32, got: i32 },
+    /// Idempotent producer: an older epoch than the log has seen. Kafka: INVALID_PRODUCER_EPOCH (47).
+    #[error("producer {producer_id}: epoch {epoch} is older than {current}")]
+    ProducerFenced { producer_id: i64, epoch: i16, current: i16 },
     #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,

@@ -11,6 +11,7 @@ mod index_file;
 pub mod manager;
 pub mod metrics;
 pub mod offset_index;
+pub mod producer_state;
 pub mod segment;
 pub mod segmented_log;
 pub mod time_index;

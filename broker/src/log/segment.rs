@@ -319,9 +319,15 @@ impl LogSegment {
     }
 
     pub fn read_header(&self, position: u64) -> Result<BatchPosition> {
+        let h = self.header_bytes(position)?;
+        Ok(position_of(&BatchView::header_unchecked(&h), position))
+    }
+
+    /// The raw header of the batch at `position` (for producer state and other header fields).
+    pub fn header_bytes(&self, position: u64) -> Result<[u8; HEADER_SIZE]> {
         let mut h = [0u8; HEADER_SIZE];
         self.file.read_exact_at(&mut h, position).at(&self.log_path)?;
-        Ok(position_of(&BatchView::header_unchecked(&h), position))
+        Ok(h)
     }
 
     /// The first batch whose last offset is >= `offset`, searching from the index floor.

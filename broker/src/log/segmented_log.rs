@@ -11,6 +11,7 @@ use super::batch::{BatchMut, BatchView};
 use super::config::{LogConfig, TimestampType};
 use super::error::{IoContext, LogError, Result};
 use super::metrics::LogMetrics;
+use super::producer_state::{ProducerState, SequenceCheck};
 use super::segment::{BatchPosition, LogSegment};
 
 /// What one append wrote.
@@ -24,6 +25,9 @@ pub struct AppendInfo {
     pub batches: usize,
     pub records: u64,
     pub bytes: usize,
+    /// An idempotent producer's retry of a batch already in the log: nothing was written and
+    /// the offsets are the original ones.
+    pub duplicate: bool,
 }
 
 /// A byte range of a segment file holding whole batches (the last one may be cut by
@@ -72,6 +76,8 @@ pub struct Log {
     metrics: LogMetrics,
     /// The cleaner's progress on this log (in memory: after a restart it cleans once more).
     pub(crate) cleaner_state: super::cleaner::CleanerState,
+    /// Idempotent producers' sequences, rebuilt from the batch headers at open.
+    producers: ProducerState,
 }
 
 /// Parse `<20 digits>.<ext>` names.
@@ -178,7 +184,9 @@ impl Log {
             last_flush_ms: now_ms,
             metrics,
             cleaner_state: Default::default(),
+            producers: ProducerState::default(),
         };
+        log.rebuild_producer_state()?;
         log.recovery_point = log.log_end_offset();
         if log.log_start_offset > log.log_end_offset() {
             log.log_start_offset = log.log_end_offset();
@@ -186,6 +194,23 @@ impl Log {
         log.metrics.segments.add(log.segments.len() as i64);
         log.metrics.recovery_truncated_bytes.inc_by(report.truncated_bytes);
         Ok((log, report))
+    }
+
+    /// Read every batch header once to restore the idempotent producers' sequences.
+    fn rebuild_producer_state(&mut self) -> Result<()> {
+        self.producers.clear();
+        for seg in self.segments.values() {
+            let mut pos = 0u64;
+            while pos < seg.size() {
+                let h = seg.header_bytes(pos)?;
+                let v = BatchView::header_unchecked(&h);
+                if ProducerState::is_idempotent(&v) && v.last_offset() >= self.log_start_offset {
+                    self.producers.record(&v);
+                }
+                pos += v.size() as u64;
+            }
+        }
+        Ok(())
     }
 
     fn active(&self) -> &LogSegment {
@@ -262,6 +287,27 @@ impl Log {
         if count == 0 {
             return Err(LogError::CorruptRecord("no record batch".into()));
         }
+        // Idempotent producers send one batch per partition per request (as Kafka requires),
+        // so its sequence is checked alone; a retry of a batch already here writes nothing.
+        let first = BatchView::header_unchecked(batches);
+        let idempotent = ProducerState::is_idempotent(&first);
+        if idempotent {
+            if count > 1 {
+                return Err(LogError::CorruptRecord("an idempotent produce carries one batch per partition".into()));
+            }
+            if let SequenceCheck::Duplicate(b) = self.producers.check(&first)? {
+                return Ok(AppendInfo {
+                    first_offset: b.first_offset,
+                    last_offset: b.last_offset,
+                    max_timestamp: first.max_timestamp(),
+                    log_append_time: None,
+                    batches: 0,
+                    records: 0,
+                    bytes: 0,
+                    duplicate: true,
+                });
+            }
+        }
         let first_offset = self.log_end_offset();
         let last_offset = first_offset + offsets - 1;
         let incoming_ts =
@@ -284,6 +330,9 @@ impl Log {
             at += size;
         }
         self.active_mut().append(batches)?;
+        if idempotent {
+            self.producers.record(&BatchView::header_unchecked(batches));
+        }
 
         self.metrics.bytes_appended.inc_by(batches.len() as u64);
         self.metrics.batches_appended.inc_by(count as u64);
@@ -299,6 +348,7 @@ impl Log {
             batches: count,
             records,
             bytes: batches.len(),
+            duplicate: false,
         })
     }
 
@@ -525,7 +575,7 @@ impl Log {
             last.unseal()?;
         }
         self.recovery_point = self.recovery_point.min(self.log_end_offset());
-        Ok(())
+        self.rebuild_producer_state()
     }
 
     /// Clean close: flush and trim the active segment's indexes so their length is their

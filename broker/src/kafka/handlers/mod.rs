@@ -11,6 +11,7 @@ pub mod fetch;
 pub mod find_coordinator;
 pub mod group_admin;
 pub mod groups;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offsets;
@@ -46,6 +47,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::InitProducerId, 0, 4),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -191,6 +193,11 @@ async fn dispatch(
         ApiKey::DeleteGroups => {
             let req = codec::decode_body(body, version)?;
             let resp = group_admin::delete(ctx, req);
+            codec::encode_response(api_key, version, corr, &resp).map(Some)
+        }
+        ApiKey::InitProducerId => {
+            let req = codec::decode_body(body, version)?;
+            let resp = init_producer_id::handle(ctx, req, version).await;
             codec::encode_response(api_key, version, corr, &resp).map(Some)
         }
         other => Err(CodecError::Malformed(format!("{other:?} has no handler"))),
