@@ -31,7 +31,7 @@ pub async fn handle(ctx: &KafkaContext, req: MetadataRequest, version: i16) -> M
     match wanted {
         None => {
             for t in image.topics.values() {
-                topics.push(topic_entry(&image, t, version));
+                topics.push(topic_entry(ctx, &image, t, version));
             }
         }
         Some(list) => {
@@ -72,7 +72,7 @@ pub async fn handle(ctx: &KafkaContext, req: MetadataRequest, version: i16) -> M
                     None => image.topics.values().find(|t| topic_uuid(&t.topic_id) == id),
                 };
                 match found {
-                    Some(t) => topics.push(topic_entry(&image, t, version)),
+                    Some(t) => topics.push(topic_entry(ctx, &image, t, version)),
                     None => {
                         let mut e = MetadataResponseTopic::default();
                         e.name = name.as_deref().map(|n| TopicName(str_bytes(n)));
@@ -118,7 +118,7 @@ pub async fn handle(ctx: &KafkaContext, req: MetadataRequest, version: i16) -> M
 }
 
 /// Fields are set only in the versions that carry them: the encoder refuses the others.
-fn topic_entry(image: &MetadataImage, t: &TopicRecord, version: i16) -> MetadataResponseTopic {
+fn topic_entry(ctx: &KafkaContext, image: &MetadataImage, t: &TopicRecord, version: i16) -> MetadataResponseTopic {
     let mut e = MetadataResponseTopic::default();
     e.name = Some(TopicName(str_bytes(&t.name)));
     if version >= 10 {
@@ -148,8 +148,15 @@ fn topic_entry(image: &MetadataImage, t: &TopicRecord, version: i16) -> Metadata
                     .map(|r| BrokerId(*r as i32))
                     .collect();
             }
-            if p.leader == NO_LEADER {
+            // A partition this broker leads is only announced once its log exists: a client
+            // sent here a moment too early would get NOT_LEADER_OR_FOLLOWER and retry its
+            // batches out of order.
+            let local_log_missing = p.leader == ctx.node_id as i64
+                && ctx.logs.get(&crate::log::TopicPartition::new(&t.name, i as i32)).is_none();
+            if p.leader == NO_LEADER || local_log_missing {
+                // As Kafka: no leader id with this error, or clients send to it anyway.
                 m.error_code = ResponseError::LeaderNotAvailable.code();
+                m.leader_id = BrokerId(-1);
             }
             m
         })

@@ -101,8 +101,9 @@ async fn dispatch(
         ApiKey::Produce => {
             let req = codec::decode_body(body, version)?;
             match produce::handle(ctx, req, version).await {
-                Some(resp) => codec::encode_response(api_key, version, corr, &resp).map(Some),
-                None => Ok(None),
+                Ok(Some(resp)) => codec::encode_response(api_key, version, corr, &resp).map(Some),
+                Ok(None) => Ok(None),
+                Err(why) => Err(CodecError::Malformed(why)),
             }
         }
         ApiKey::Fetch => {

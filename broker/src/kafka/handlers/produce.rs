@@ -14,7 +14,8 @@ use crate::kafka::context::KafkaContext;
 use crate::kafka::errors::log_error_code;
 use crate::log::{now_ms, TopicPartition};
 
-pub async fn handle(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+/// `Err` closes the connection (a failed acks=0 produce).
+pub async fn handle(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Result<Option<ProduceResponse>, String> {
     let image = ctx.cluster.image();
     let mut appended = false;
     let mut responses = Vec::with_capacity(req.topic_data.len());
@@ -79,6 +80,9 @@ pub async fn handle(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Op
                     }
                 },
             };
+            if code != 0 {
+                tracing::debug!(topic = %name, partition = p.index, code, "produce error");
+            }
             out.error_code = code;
             partitions.push(out);
         }
@@ -91,11 +95,17 @@ pub async fn handle(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Op
         ctx.notify_appended();
     }
     if req.acks == 0 {
-        return None;
+        // No response to carry the error: Kafka closes the connection instead, so the client
+        // notices (and refreshes its metadata) rather than losing messages silently.
+        let failed = responses.iter().flat_map(|t| t.partition_responses.iter()).find(|p| p.error_code != 0);
+        if let Some(p) = failed {
+            return Err(format!("acks=0 produce failed with error {} on partition {}", p.error_code, p.index));
+        }
+        return Ok(None);
     }
     let mut resp = ProduceResponse::default();
     resp.responses = responses;
-    Some(resp)
+    Ok(Some(resp))
 }
 
 /// Error messages exist in the response from v8 on; the encoder refuses them before.
