@@ -1,0 +1,263 @@
+"""Start and stop a real weir-broker process for the client tests, plus small helpers.
+
+Everything here is bounded in time: every wait has a deadline and fails with the last state
+it saw, every subprocess has a timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Every Broker made in this process, so a failed test can show their log tails.
+ALL_BROKERS: list["Broker"] = []
+
+
+def broker_binary() -> Path:
+    """The weir-broker binary: $WEIR_BROKER_BIN, else the usual cargo target dirs."""
+    env = os.environ.get("WEIR_BROKER_BIN")
+    if env:
+        return Path(env)
+    target = os.environ.get("CARGO_TARGET_DIR", "/var/cache/weir-target")
+    for candidate in (Path(target) / "debug" / "weir-broker", REPO / "target" / "debug" / "weir-broker"):
+        if candidate.exists():
+            return candidate
+    return Path(target) / "debug" / "weir-broker"
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """n distinct ports that were free on host a moment ago (all bound at once, then closed)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError(f"connection closed after {len(buf)} of {n} bytes")
+        buf += chunk
+    return buf
+
+
+def kafka_roundtrip(host: str, port: int, frame: bytes, timeout: float = 5.0) -> bytes:
+    """Send one size-prefixed request frame on a fresh connection, return the response frame."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.settimeout(timeout)
+        s.sendall(struct.pack(">i", len(frame)) + frame)
+        size = struct.unpack(">i", recv_exact(s, 4))[0]
+        return recv_exact(s, size)
+
+
+def metadata_v1_frame(correlation_id: int, client_id: bytes = b"weir-e2e") -> bytes:
+    """Metadata v1 request for all topics (null topic array), request header v1."""
+    header = struct.pack(">hhih", 3, 1, correlation_id, len(client_id)) + client_id
+    return header + struct.pack(">i", -1)
+
+
+def metadata_brokers(host: str, port: int, timeout: float = 5.0) -> list[tuple[int, str, int]]:
+    """(node_id, host, port) of every broker in a Metadata v1 answer."""
+    resp = kafka_roundtrip(host, port, metadata_v1_frame(4242), timeout)
+    corr, count = struct.unpack_from(">ii", resp, 0)
+    if corr != 4242:
+        raise AssertionError(f"metadata answer has correlation id {corr}, expected 4242")
+    pos, out = 8, []
+    for _ in range(count):
+        node_id, hlen = struct.unpack_from(">ih", resp, pos)
+        pos += 6
+        bhost = resp[pos : pos + hlen].decode()
+        pos += hlen
+        (bport, rlen) = struct.unpack_from(">ih", resp, pos)
+        pos += 6 + max(rlen, 0)
+        out.append((node_id, bhost, bport))
+    return out
+
+
+class Broker:
+    """One weir-broker process on 127.0.0.1 with its own data dir, ports and log file.
+
+    A restart reuses the data dir and the ports and appends to the log after a
+    `===== start #k =====` line.
+    """
+
+    def __init__(self, workdir: Path, node_id: int = 0, binary: Path | None = None):
+        self.binary = Path(binary or broker_binary())
+        if not self.binary.exists():
+            raise FileNotFoundError(
+                f"weir-broker binary not found at {self.binary}: build it with "
+                "`cargo build -p weir-broker --bin weir-broker` or set WEIR_BROKER_BIN"
+            )
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = self.workdir / "data"
+        self.log_path = self.workdir / "broker.log"
+        self.node_id = node_id
+        self.host = "127.0.0.1"
+        self.kafka_port, self.http_port, self.raft_port, self.amqp_port = free_ports(4, self.host)
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        ALL_BROKERS.append(self)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.kafka_port}"
+
+    def args(self) -> list[str]:
+        h = self.host
+        return [
+            str(self.binary),
+            "--node-id", str(self.node_id),
+            "--data-dir", str(self.data_dir),
+            "--kafka-listen", f"{h}:{self.kafka_port}",
+            "--http-listen", f"{h}:{self.http_port}",
+            "--raft-listen", f"{h}:{self.raft_port}",
+            "--amqp-listen", f"{h}:{self.amqp_port}",
+        ]  # fmt: skip
+
+    def start(self, ready_timeout: float = 60.0) -> "Broker":
+        assert self.proc is None or self.proc.poll() is not None, "broker already running"
+        self.starts += 1
+        env = dict(os.environ)
+        env["RUST_LOG"] = os.environ.get("WEIR_TEST_RUST_LOG", "info")
+        with open(self.log_path, "ab") as log:
+            log.write(f"===== start #{self.starts} =====\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                self.args(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            )
+        self.wait_ready(ready_timeout)
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        """Until GET /readyz is 200 and a Metadata request lists this broker."""
+        deadline = time.monotonic() + timeout
+        last = "nothing tried yet"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"weir-broker exited with {self.proc.returncode} before it was ready\n{self.tail()}"
+                )
+            try:
+                with urllib.request.urlopen(f"http://{self.host}:{self.http_port}/readyz", timeout=2) as r:
+                    status = r.status
+            except urllib.error.HTTPError as e:
+                status = e.code
+            except OSError as e:
+                status = None
+                last = f"/readyz: {e}"
+            if status == 200:
+                try:
+                    brokers = metadata_brokers(self.host, self.kafka_port, timeout=3)
+                    if any(b[0] == self.node_id and b[2] == self.kafka_port for b in brokers):
+                        return
+                    last = f"metadata lists brokers {brokers}"
+                except (OSError, ConnectionError, struct.error) as e:
+                    last = f"metadata: {e!r}"
+            elif status is not None:
+                last = f"/readyz answered {status}"
+            time.sleep(0.1)
+        raise TimeoutError(f"weir-broker not ready after {timeout}s (last: {last})\n{self.tail()}")
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Send sig and wait for the exit; returns the exit code (negative: killed by a signal)."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+                raise TimeoutError(f"weir-broker ignored signal {sig} for {timeout}s\n{self.tail()}")
+        return self.proc.returncode
+
+    def kill(self) -> int:
+        return self.stop(signal.SIGKILL, timeout=10)
+
+    def tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except OSError as e:
+            return f"(no log at {self.log_path}: {e})"
+        return f"--- last {lines} lines of {self.log_path} ---\n" + "\n".join(text[-lines:])
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+def kcat(*args: str, bootstrap: str, timeout: float = 60.0, input: bytes | None = None, check: bool = True):
+    """Run kcat against the broker; returns the CompletedProcess (stdout/stderr as bytes)."""
+    cmd = ["kcat", "-b", bootstrap, *args]
+    proc = subprocess.run(cmd, input=input, capture_output=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {proc.returncode}\nstderr: {proc.stderr.decode(errors='replace')[-3000:]}"
+        )
+    return proc
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
+    """Poll predicate() until it returns a truthy value or timeout passes."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not reached within {timeout}s (last: {last!r})")
+
+
+def create_topic_ready(bootstrap: str, name: str, partitions: int = 1, config: dict | None = None,
+                       timeout: float = 20.0) -> None:
+    """CreateTopics, then wait until every partition answers ListOffsets, i.e. the leader's
+    log exists. Producing with pipelined batches before that can meet NOT_LEADER_OR_FOLLOWER
+    and reorder a non-idempotent producer's batches (see test_confluent_kafka.py::
+    test_produce_right_after_create_topics_keeps_order); tests that are about something else
+    start from a ready topic."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    (future,) = admin.create_topics([NewTopic(name, partitions, 1, config=config or {})], operation_timeout=10).values()
+    future.result(timeout)
+    deadline = time.monotonic() + timeout
+    for p in range(partitions):
+        while True:
+            # A new client per try: librdkafka does not refresh the metadata of a partition it
+            # saw without a leader for a client that has not assigned it.
+            consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "weir-e2e-ready"})
+            try:
+                consumer.get_watermark_offsets(TopicPartition(name, p), timeout=2, cached=False)
+                break
+            except KafkaException as e:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name}/{p} not ready after {timeout}s: {e}") from e
+                time.sleep(0.05)
+            finally:
+                consumer.close()
