@@ -519,6 +519,9 @@ fn log_config(args: &LogArgs) -> LogConfig {
     LogConfig { segment_bytes: args.segment_bytes, ..LogConfig::default() }
 }
 
+/// A record for `batch::build_batch`: (key, value).
+type Record<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
 /// What the append phase writes.
 #[derive(Clone, Copy)]
 enum Shape {
@@ -540,7 +543,7 @@ fn build_bench_batch(records: usize, shape: Shape, ts: i64) -> Result<Vec<u8>> {
                 v
             })
             .collect();
-        let recs: Vec<(Option<&[u8]>, Option<&[u8]>)> = values.iter().map(|v| (None, Some(v.as_slice()))).collect();
+        let recs: Vec<Record<'_>> = values.iter().map(|v| (None, Some(v.as_slice()))).collect();
         batch::build_batch(&recs, ts)
     };
     match shape {
@@ -990,7 +993,6 @@ fn render_table(args: &LogArgs, f: &Facts, b: &Breakdown, warmup: Option<&WriteP
     });
     row("Offset lookup `read(o, 1)` p50 / p99 / max (µs)", &|r| r.offset_lookup.cell_fine());
     row("Timestamp lookup p50 / p99 / max (µs)", &|r| r.ts_lookup.cell_fine());
-    drop(row);
     let _ = writeln!(
         s,
         "\nOutside the log (after the warm-up; {} per loop, no sync): `BatchView::parse` (CRC-32C) of a \

@@ -260,6 +260,16 @@ impl StateMachineStore {
             .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))
     }
 
+    /// Keep `snapshot` as the current one (synced): openraft sends it to lagging followers.
+    fn store_snapshot(&self, snapshot: &StoredSnapshot) -> StorageResult<()> {
+        let cf = self.db.cf_handle(CF_SM).expect("column family exists");
+        let bytes =
+            serde_json::to_vec(snapshot).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        self.db
+            .put_cf_opt(cf, key(self.group, b"snapshot"), bytes, &synced())
+            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))
+    }
+
     fn publish(&self, state: &PersistedState) {
         *self.image.write().expect("image lock") = state.image.clone();
         self.version.send_modify(|v| *v += 1);
@@ -277,12 +287,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         let meta =
             SnapshotMeta { last_log_id: state.last_applied, last_membership: state.membership.clone(), snapshot_id };
         let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
-        let cf = self.db.cf_handle(CF_SM).expect("column family exists");
-        let bytes =
-            serde_json::to_vec(&stored).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
-        self.db
-            .put_cf_opt(cf, key(self.group, b"snapshot"), bytes, &synced())
-            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        self.store_snapshot(&stored)?;
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
@@ -344,12 +349,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         state.membership = meta.last_membership.clone();
         self.persist(&state)?;
         let stored = StoredSnapshot { meta: meta.clone(), data };
-        let cf = self.db.cf_handle(CF_SM).expect("column family exists");
-        let bytes =
-            serde_json::to_vec(&stored).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
-        self.db
-            .put_cf_opt(cf, key(self.group, b"snapshot"), bytes, &synced())
-            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        self.store_snapshot(&stored)?;
         self.publish(&state);
         *self.state.write().expect("state lock") = state;
         Ok(())

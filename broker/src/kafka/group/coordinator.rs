@@ -54,6 +54,13 @@ struct Member {
     joined: bool,
 }
 
+impl Member {
+    /// The member's metadata for `protocol` (empty when it does not support it).
+    fn metadata_for(&self, protocol: Option<&str>) -> Bytes {
+        self.protocols.iter().find(|(n, _)| Some(n.as_str()) == protocol).map(|(_, b)| b.clone()).unwrap_or_default()
+    }
+}
+
 pub struct JoinResult {
     pub error: i16,
     pub generation: i32,
@@ -176,15 +183,7 @@ impl Group {
         let members: Vec<(String, Option<String>, Bytes)> = self
             .members
             .iter()
-            .map(|(id, m)| {
-                let meta = m
-                    .protocols
-                    .iter()
-                    .find(|(n, _)| Some(n) == protocol.as_ref())
-                    .map(|(_, b)| b.clone())
-                    .unwrap_or_default();
-                (id.clone(), m.instance_id.clone(), meta)
-            })
+            .map(|(id, m)| (id.clone(), m.instance_id.clone(), m.metadata_for(protocol.as_deref())))
             .collect();
         for m in self.members.values_mut() {
             m.assignment = Bytes::new();
@@ -650,12 +649,7 @@ impl GroupCoordinator {
                     .members
                     .iter()
                     .map(|(id, m)| {
-                        let meta = m
-                            .protocols
-                            .iter()
-                            .find(|(n, _)| Some(n) == g.protocol.as_ref())
-                            .map(|(_, b)| b.clone())
-                            .unwrap_or_default();
+                        let meta = m.metadata_for(g.protocol.as_deref());
                         (id.clone(), m.instance_id.clone(), m.client_id.clone(), meta, m.assignment.clone())
                     })
                     .collect(),

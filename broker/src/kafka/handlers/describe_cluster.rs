@@ -4,7 +4,7 @@
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 
-use super::str_bytes;
+use super::{kafka_endpoint, str_bytes};
 use crate::kafka::context::KafkaContext;
 
 pub async fn handle(ctx: &KafkaContext, req: DescribeClusterRequest, version: i16) -> DescribeClusterResponse {
@@ -21,11 +21,11 @@ pub async fn handle(ctx: &KafkaContext, req: DescribeClusterRequest, version: i1
         .values()
         .filter(|b| include_fenced || !b.fenced)
         .filter_map(|b| {
-            let (host, port) = b.kafka_addr.rsplit_once(':')?;
+            let (host, port) = kafka_endpoint(b)?;
             let mut e = DescribeClusterBroker::default();
             e.broker_id = BrokerId(b.id as i32);
-            e.host = str_bytes(host.trim_start_matches('[').trim_end_matches(']'));
-            e.port = port.parse().ok()?;
+            e.host = str_bytes(&host);
+            e.port = port;
             e.rack = b.rack.as_deref().map(str_bytes);
             if version >= 2 {
                 e.is_fenced = b.fenced;

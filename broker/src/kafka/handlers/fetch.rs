@@ -11,10 +11,10 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 
+use super::led_partition;
 use crate::cluster::image::MetadataImage;
 use crate::kafka::context::KafkaContext;
 use crate::kafka::errors::log_error_code;
-use crate::log::TopicPartition;
 
 pub async fn handle(ctx: &KafkaContext, req: FetchRequest, version: i16) -> FetchResponse {
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
@@ -44,7 +44,6 @@ fn collect(
     let mut responses = Vec::with_capacity(req.topics.len());
     for topic in &req.topics {
         let name = topic.topic.0.as_str();
-        let record = image.topics.get(name);
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for p in &topic.partitions {
             let mut out = PartitionData::default();
@@ -55,19 +54,13 @@ fn collect(
             out.preferred_read_replica = BrokerId(-1);
             out.aborted_transactions = if req.isolation_level == 1 { Some(Vec::new()) } else { None };
             out.records = Some(Bytes::new());
-            let part = record.and_then(|t| t.partitions.get(p.partition as usize));
-            let log = ctx.logs.get(&TopicPartition::new(name, p.partition));
-            out.error_code = match (part, log) {
-                (None, _) => ResponseError::UnknownTopicOrPartition.code(),
-                (Some(part), _) if part.leader != ctx.node_id as i64 => ResponseError::NotLeaderOrFollower.code(),
-                (Some(_), None) => ResponseError::NotLeaderOrFollower.code(),
-                (Some(part), _) if p.current_leader_epoch >= 0 && p.current_leader_epoch < part.leader_epoch => {
+            out.error_code = match led_partition(ctx, image, name, p.partition) {
+                Err(code) => code,
+                Ok((part, _)) if p.current_leader_epoch >= 0 && p.current_leader_epoch < part.leader_epoch => {
                     ResponseError::FencedLeaderEpoch.code()
                 }
-                (Some(part), _) if p.current_leader_epoch > part.leader_epoch => {
-                    ResponseError::UnknownLeaderEpoch.code()
-                }
-                (Some(_), Some(log)) => {
+                Ok((part, _)) if p.current_leader_epoch > part.leader_epoch => ResponseError::UnknownLeaderEpoch.code(),
+                Ok((_, log)) => {
                     let room = max_total.saturating_sub(total);
                     let result = tokio::task::block_in_place(|| {
                         let log = log.lock().expect("log lock");

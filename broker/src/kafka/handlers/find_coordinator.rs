@@ -6,7 +6,7 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::ResponseError;
 
-use super::str_bytes;
+use super::{kafka_endpoint, str_bytes};
 use crate::kafka::context::KafkaContext;
 
 struct Found {
@@ -35,10 +35,7 @@ async fn find(ctx: &KafkaContext, key: &str, key_type: i8) -> Found {
         return fail(ResponseError::CoordinatorNotAvailable.code(), "the group's offsets partition has no leader");
     };
     let image = ctx.cluster.image();
-    let Some((host, port)) = image.brokers.get(&node).and_then(|b| {
-        let (h, p) = b.kafka_addr.rsplit_once(':')?;
-        Some((h.trim_start_matches('[').trim_end_matches(']').to_string(), p.parse().ok()?))
-    }) else {
+    let Some((host, port)) = image.brokers.get(&node).and_then(kafka_endpoint) else {
         return fail(ResponseError::CoordinatorNotAvailable.code(), "coordinator address unknown");
     };
     Found { error: 0, message: None, node: node as i32, host, port }

@@ -6,11 +6,11 @@ use bytes::Bytes;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::records::RecordBatchDecoder;
-use kafka_protocol::ResponseError;
 
+use super::led_partition;
 use crate::kafka::context::KafkaContext;
 use crate::kafka::errors::log_error_code;
-use crate::log::{Log, LogError, TopicPartition};
+use crate::log::{Log, LogError};
 
 pub const LATEST: i64 = -1;
 pub const EARLIEST: i64 = -2;
@@ -20,7 +20,6 @@ pub async fn handle(ctx: &KafkaContext, req: ListOffsetsRequest, version: i16) -
     let mut topics = Vec::with_capacity(req.topics.len());
     for topic in &req.topics {
         let name = topic.name.0.as_str();
-        let record = image.topics.get(name);
         let mut partitions = Vec::new();
         for p in &topic.partitions {
             let mut out = ListOffsetsPartitionResponse::default();
@@ -28,13 +27,9 @@ pub async fn handle(ctx: &KafkaContext, req: ListOffsetsRequest, version: i16) -
             out.timestamp = -1;
             out.offset = -1;
             out.leader_epoch = -1;
-            let part = record.and_then(|t| t.partitions.get(p.partition_index as usize));
-            let log = ctx.logs.get(&TopicPartition::new(name, p.partition_index));
-            out.error_code = match (part, log) {
-                (None, _) => ResponseError::UnknownTopicOrPartition.code(),
-                (Some(part), _) if part.leader != ctx.node_id as i64 => ResponseError::NotLeaderOrFollower.code(),
-                (Some(_), None) => ResponseError::NotLeaderOrFollower.code(),
-                (Some(part), Some(log)) => {
+            out.error_code = match led_partition(ctx, &image, name, p.partition_index) {
+                Err(code) => code,
+                Ok((part, log)) => {
                     if version >= 4 {
                         out.leader_epoch = part.leader_epoch;
                     }

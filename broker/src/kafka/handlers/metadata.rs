@@ -10,7 +10,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::ResponseError;
 
-use super::{str_bytes, topic_uuid};
+use super::{kafka_endpoint, str_bytes, topic_uuid};
 use crate::cluster::image::{validate_topic_name, MetadataImage, TopicRecord, NO_LEADER};
 use crate::cluster::{MetadataError, ProposeError};
 use crate::kafka::context::KafkaContext;
@@ -96,11 +96,11 @@ pub async fn handle(ctx: &KafkaContext, req: MetadataRequest, version: i16) -> M
         .values()
         .filter(|b| !b.fenced)
         .filter_map(|b| {
-            let (host, port) = b.kafka_addr.rsplit_once(':')?;
+            let (host, port) = kafka_endpoint(b)?;
             let mut e = MetadataResponseBroker::default();
             e.node_id = BrokerId(b.id as i32);
-            e.host = str_bytes(host.trim_start_matches('[').trim_end_matches(']'));
-            e.port = port.parse().ok()?;
+            e.host = str_bytes(&host);
+            e.port = port;
             if version >= 1 {
                 e.rack = b.rack.as_deref().map(str_bytes);
             }

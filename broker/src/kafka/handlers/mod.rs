@@ -17,12 +17,17 @@ pub mod metadata;
 pub mod offsets;
 pub mod produce;
 
+use std::sync::{Arc, Mutex};
+
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 
 use super::codec::{self, CodecError};
 use super::context::KafkaContext;
+use crate::cluster::image::{BrokerRecord, MetadataImage, PartitionRecord};
+use crate::log::{Log, TopicPartition};
 
 /// (API, lowest version, highest version) served by this broker.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
@@ -203,6 +208,33 @@ async fn dispatch(
         }
         other => Err(CodecError::Malformed(format!("{other:?} has no handler"))),
     }
+}
+
+/// The partition record and local log of a partition this broker leads, or the error code a
+/// client gets otherwise: UNKNOWN_TOPIC_OR_PARTITION, or NOT_LEADER_OR_FOLLOWER (also while
+/// the replica manager has not created the log yet, so the client retries).
+pub(crate) fn led_partition<'a>(
+    ctx: &KafkaContext,
+    image: &'a MetadataImage,
+    topic: &str,
+    partition: i32,
+) -> Result<(&'a PartitionRecord, Arc<Mutex<Log>>), i16> {
+    let part = image
+        .topics
+        .get(topic)
+        .and_then(|t| t.partitions.get(partition as usize))
+        .ok_or(ResponseError::UnknownTopicOrPartition.code())?;
+    if part.leader != ctx.node_id as i64 {
+        return Err(ResponseError::NotLeaderOrFollower.code());
+    }
+    let log = ctx.logs.get(&TopicPartition::new(topic, partition)).ok_or(ResponseError::NotLeaderOrFollower.code())?;
+    Ok((part, log))
+}
+
+/// Host and port of a broker's Kafka listener, as Metadata and FindCoordinator announce it.
+pub(crate) fn kafka_endpoint(b: &BrokerRecord) -> Option<(String, i32)> {
+    let (host, port) = b.kafka_addr.rsplit_once(':')?;
+    Some((host.trim_start_matches('[').trim_end_matches(']').to_string(), port.parse().ok()?))
 }
 
 pub(crate) fn str_bytes(s: &str) -> StrBytes {

@@ -9,10 +9,10 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
-use super::str_bytes;
+use super::{led_partition, str_bytes};
 use crate::kafka::context::KafkaContext;
 use crate::kafka::errors::log_error_code;
-use crate::log::{now_ms, TopicPartition};
+use crate::log::now_ms;
 
 /// `Err` closes the connection (a failed acks=0 produce).
 pub async fn handle(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Result<Option<ProduceResponse>, String> {
@@ -31,14 +31,9 @@ pub async fn handle(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Re
             out.base_offset = -1;
             out.log_append_time_ms = -1;
             out.log_start_offset = -1;
-            let part = record.and_then(|t| t.partitions.get(p.index as usize));
-            let log = ctx.logs.get(&TopicPartition::new(&name, p.index));
-            let code = match (part, log) {
-                (None, _) => ResponseError::UnknownTopicOrPartition.code(),
-                (Some(part), _) if part.leader != ctx.node_id as i64 => ResponseError::NotLeaderOrFollower.code(),
-                // The replica manager has not created the log yet: the client retries.
-                (Some(_), None) => ResponseError::NotLeaderOrFollower.code(),
-                (Some(part), Some(_)) if req.acks == -1 && part.isr.len() < min_isr => {
+            let code = match led_partition(ctx, &image, &name, p.index) {
+                Err(code) => code,
+                Ok((part, _)) if req.acks == -1 && part.isr.len() < min_isr => {
                     set_message(
                         &mut out,
                         version,
@@ -46,11 +41,11 @@ pub async fn handle(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Re
                     );
                     ResponseError::NotEnoughReplicas.code()
                 }
-                (Some(part), Some(_)) if req.acks == -1 && part.isr.iter().any(|r| *r != ctx.node_id) => {
+                Ok((part, _)) if req.acks == -1 && part.isr.iter().any(|r| *r != ctx.node_id) => {
                     set_message(&mut out, version, "follower replication is not implemented yet");
                     ResponseError::NotEnoughReplicas.code()
                 }
-                (Some(part), Some(log)) => match p.records {
+                Ok((part, log)) => match p.records {
                     None => ResponseError::CorruptMessage.code(),
                     Some(records) => {
                         // One copy at most: the frame's bytes are shared, so they are copied
