@@ -458,6 +458,42 @@ mod tests {
     }
 
     #[test]
+    fn unclean_election_only_when_the_topic_allows_it() {
+        let mut img = MetadataImage::default();
+        for id in 0..2 {
+            register(&mut img, id);
+        }
+        for (name, unclean) in [("clean", "false"), ("unclean", "true")] {
+            let mut configs = BTreeMap::new();
+            configs.insert("unclean.leader.election.enable".to_string(), unclean.to_string());
+            img.apply(&MetadataCommand::CreateTopic {
+                name: name.into(),
+                topic_id: "id".into(),
+                assignment: vec![vec![0, 1]],
+                configs,
+            })
+            .unwrap();
+            // Broker 1 falls out of the ISR (its leader proposes the shrink).
+            let epoch = img.partition(name, 0).unwrap().partition_epoch;
+            img.apply(&MetadataCommand::ChangePartition {
+                topic: name.into(),
+                partition: 0,
+                partition_epoch: epoch,
+                leader: None,
+                isr: Some(vec![0]),
+            })
+            .unwrap();
+        }
+        img.apply(&MetadataCommand::FenceBroker { broker_id: 0 }).unwrap();
+        // Without unclean election the out-of-sync replica never leads: no leader.
+        let clean = img.partition("clean", 0).unwrap();
+        assert_eq!((clean.leader, clean.isr.clone()), (NO_LEADER, vec![0]));
+        // With it, the live out-of-sync replica leads and the ISR restarts from it.
+        let unclean = img.partition("unclean", 0).unwrap();
+        assert_eq!((unclean.leader, unclean.isr.clone()), (1, vec![1]));
+    }
+
+    #[test]
     fn partition_changes_need_the_current_epoch_and_a_live_isr_leader() {
         let mut img = MetadataImage::default();
         for id in 0..3 {
