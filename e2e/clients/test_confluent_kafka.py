@@ -498,7 +498,12 @@ def test_consumer_group_subscribe_commit_and_resume(broker, topic_name):
 
 def test_produce_right_after_create_topics_keeps_order(broker, topic_name):
     """A non-idempotent producer that starts right after CreateTopics (the usual pattern of
-    an application or an auto-created topic) gets every partition in the order it sent."""
+    an application or an auto-created topic) gets every partition in the order it sent.
+
+    Regression test (timing dependent: before the fix it failed in most runs) for Metadata
+    naming this broker leader before the partition's log existed: Produce answered
+    NOT_LEADER_OR_FOLLOWER and librdkafka retried those batches behind later ones. Fixed in
+    20de1b8 (LEADER_NOT_AVAILABLE until the log exists, broker/src/kafka/handlers/metadata.rs)."""
     a = admin(broker)
     partitions, per_partition, rounds = 32, 40, 6
     failures = []

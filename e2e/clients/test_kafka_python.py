@@ -254,6 +254,9 @@ def _next_request_answered(sock) -> bool:
 
 
 def test_failed_acks0_produce_closes_the_connection(broker, topic_name):
+    """An acks=0 Produce gets no response, so when it fails (here MESSAGE_TOO_LARGE) Kafka
+    closes the connection for the client to notice. Regression test: the broker used to drop
+    it silently (fixed in 20de1b8, broker/src/kafka/handlers/produce.rs)."""
     create_topic_ready(broker.bootstrap, topic_name, config={"max.message.bytes": "1000"})
     # Control: a valid acks=0 produce gets no answer and leaves the connection usable.
     with socket.create_connection(("127.0.0.1", broker.kafka_port), timeout=10) as s:

@@ -91,6 +91,17 @@ def metadata_brokers(host: str, port: int, timeout: float = 5.0) -> list[tuple[i
     return out
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL the broker when the test process dies, so a pytest
+    that is killed (or ended by pytest-timeout) leaves no broker behind (Linux prctl)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class Broker:
     """One weir-broker process on 127.0.0.1 with its own data dir, ports and log file.
 
@@ -141,7 +152,8 @@ class Broker:
             log.write(f"===== start #{self.starts} =====\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                self.args(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+                self.args(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                preexec_fn=_die_with_parent,
             )
         self.wait_ready(ready_timeout)
         return self
@@ -236,10 +248,9 @@ def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "co
 def create_topic_ready(bootstrap: str, name: str, partitions: int = 1, config: dict | None = None,
                        timeout: float = 20.0) -> None:
     """CreateTopics, then wait until every partition answers ListOffsets, i.e. the leader's
-    log exists. Producing with pipelined batches before that can meet NOT_LEADER_OR_FOLLOWER
-    and reorder a non-idempotent producer's batches (see test_confluent_kafka.py::
-    test_produce_right_after_create_topics_keeps_order); tests that are about something else
-    start from a ready topic."""
+    log exists. Tests that are about something else start from a ready topic; producing
+    right after creation is tested on its own (test_confluent_kafka.py::
+    test_produce_right_after_create_topics_keeps_order)."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition
     from confluent_kafka.admin import AdminClient, NewTopic
 
