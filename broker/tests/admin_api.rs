@@ -3,13 +3,15 @@
 //! over HTTP, their partition logs appearing and disappearing on disk, every error answered
 //! as JSON with a stable code, and the topics surviving a restart on the same data dir.
 
+mod common;
+
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::HttpResponse;
 use serde_json::{json, Value};
 
 /// Start-up, quorum election and registration; generous for a loaded CI machine.
@@ -156,18 +158,8 @@ impl Broker {
     }
 }
 
-struct HttpResponse {
-    status: u16,
-    /// Header lines, names lower-cased.
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
+/// Assertions of this suite on the shared response type.
 impl HttpResponse {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-
     fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
@@ -190,7 +182,7 @@ impl HttpResponse {
     }
 }
 
-/// A minimal HTTP/1.1 client: one request per connection (`Connection: close`).
+/// One request; writes wait for the quorum (up to 15 s when it is unavailable).
 fn http(
     addr: SocketAddr,
     method: &str,
@@ -198,57 +190,7 @@ fn http(
     body: Option<&str>,
     content_type: Option<&str>,
 ) -> std::io::Result<HttpResponse> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-    // Writes wait for the quorum (up to 15 s when it is unavailable).
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(body) = body {
-        if let Some(ct) = content_type {
-            req.push_str(&format!("Content-Type: {ct}\r\n"));
-        }
-        req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    } else {
-        req.push_str("\r\n");
-    }
-    s.write_all(req.as_bytes())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| bad("no end of headers"))?;
-    let head = std::str::from_utf8(&raw[..end]).map_err(|_| bad("non-UTF-8 headers"))?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|r| r.get(..3))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| bad(&format!("bad status line {status_line:?}")))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let mut body = raw[end + 4..].to_vec();
-    if headers.iter().any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked")) {
-        body = dechunk(&body).ok_or_else(|| bad("bad chunked body"))?;
-    }
-    let body = String::from_utf8(body).map_err(|_| bad("non-UTF-8 body"))?;
-    Ok(HttpResponse { status, headers, body })
-}
-
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = data.windows(2).position(|w| w == b"\r\n")?;
-        let size_field = std::str::from_utf8(&data[..eol]).ok()?;
-        let size = usize::from_str_radix(size_field.split(';').next()?.trim(), 16).ok()?;
-        data = &data[eol + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(data.get(..size)?);
-        data = data.get(size + 2..)?;
-    }
+    common::request(addr, method, path, body, content_type, Duration::from_secs(30))
 }
 
 /// Poll `check` until it returns true; panics with `what` after the timeout.

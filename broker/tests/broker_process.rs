@@ -1,12 +1,14 @@
 //! Starts the real `weir-broker` binary: probes, metrics, clean shutdown on SIGTERM with the
 //! clean-shutdown marker, the marker consumed at the next start, and bad flags rejected.
 
-use std::io::{Read, Write};
+mod common;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use common::HttpResponse;
 use weir_broker::log::checkpoint::CLEAN_SHUTDOWN_FILE;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -66,63 +68,9 @@ fn start(data_dir: &Path) -> Broker {
     Broker { child, http }
 }
 
-struct HttpResponse {
-    status: u16,
-    /// Header lines, names lower-cased.
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl HttpResponse {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-}
-
-/// A minimal HTTP/1.1 GET with `Connection: close`.
+/// A GET with `Connection: close`.
 fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<HttpResponse> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| bad("no end of headers"))?;
-    let head = std::str::from_utf8(&raw[..end]).map_err(|_| bad("non-UTF-8 headers"))?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|r| r.get(..3))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| bad(&format!("bad status line {status_line:?}")))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let mut body = raw[end + 4..].to_vec();
-    let chunked = headers.iter().any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    if chunked {
-        body = dechunk(&body).ok_or_else(|| bad("bad chunked body"))?;
-    }
-    let body = String::from_utf8(body).map_err(|_| bad("non-UTF-8 body"))?;
-    Ok(HttpResponse { status, headers, body })
-}
-
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = data.windows(2).position(|w| w == b"\r\n")?;
-        let size_field = std::str::from_utf8(&data[..eol]).ok()?;
-        let size = usize::from_str_radix(size_field.split(';').next()?.trim(), 16).ok()?;
-        data = &data[eol + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(data.get(..size)?);
-        data = data.get(size + 2..)?;
-    }
+    common::request(addr, "GET", path, None, None, Duration::from_secs(5))
 }
 
 /// Poll `/readyz` until it answers 200; panics if the broker exits or the timeout passes.

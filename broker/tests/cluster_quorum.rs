@@ -10,14 +10,17 @@
 //! `RUST_LOG` (default `info`); `WEIR_TEST_KEEP=1` keeps the temp dir (data and logs). Run
 //! with `--nocapture` to see the measured times. See `e2e/local/README.md`.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::HttpResponse;
 use serde_json::{json, Value};
 
 /// `--broker-session-timeout-ms` for these tests (the default, 9 s, would make them slow).
@@ -38,12 +41,6 @@ const LOG_TAIL_LINES: usize = 60;
 // HTTP/1.1 over std::net::TcpStream, `Connection: close`.
 // ---------------------------------------------------------------------------------------
 
-#[derive(Debug)]
-struct HttpResponse {
-    status: u16,
-    body: String,
-}
-
 impl HttpResponse {
     fn json(&self) -> Result<Value, String> {
         serde_json::from_str(&self.body).map_err(|e| format!("body is not JSON ({e}): {:?}", self.body))
@@ -57,52 +54,8 @@ fn http(
     body: Option<&Value>,
     timeout: Duration,
 ) -> std::io::Result<HttpResponse> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut req =
-        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/json\r\n");
-    if body.is_some() {
-        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", payload.len()));
-    }
-    req.push_str("\r\n");
-    req.push_str(&payload);
-    s.write_all(req.as_bytes())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| bad("no end of headers".into()))?;
-    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
-    let chunked = lines
-        .filter_map(|l| l.split_once(':'))
-        .any(|(n, v)| n.trim().eq_ignore_ascii_case("transfer-encoding") && v.trim().eq_ignore_ascii_case("chunked"));
-    let mut body = raw[end + 4..].to_vec();
-    if chunked {
-        body = dechunk(&body).ok_or_else(|| bad("bad chunked body".into()))?;
-    }
-    Ok(HttpResponse { status, body: String::from_utf8_lossy(&body).into_owned() })
-}
-
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = data.windows(2).position(|w| w == b"\r\n")?;
-        let size = usize::from_str_radix(std::str::from_utf8(&data[..eol]).ok()?.split(';').next()?.trim(), 16).ok()?;
-        data = &data[eol + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(data.get(..size)?);
-        data = data.get(size + 2..)?;
-    }
+    let payload = body.map(Value::to_string);
+    common::request(addr, method, path, payload.as_deref(), Some("application/json"), timeout)
 }
 
 /// GET `path` and parse the JSON body of a 200 answer.
