@@ -21,7 +21,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::http::AdminState;
-use crate::cluster::image::{topic_config_keys, validate_topic_configs, validate_topic_name, TopicRecord, NO_LEADER};
+use crate::cluster::image::{
+    topic_config_keys, validate_topic_configs, validate_topic_name, BrokerRecord, TopicRecord, NO_LEADER,
+};
 use crate::cluster::{ClusterNode, MetadataCommand, MetadataError, NodeId, ProposeError};
 use crate::log::{LogManager, TopicPartition};
 
@@ -250,16 +252,11 @@ pub struct QuorumView {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerView {
-    pub id: NodeId,
-    pub raft_addr: String,
-    pub kafka_addr: String,
-    pub http_addr: String,
-    pub rack: Option<String>,
-    pub fenced: bool,
+    /// The broker as the metadata image holds it (id, addresses, rack, fenced, epoch).
+    #[serde(flatten)]
+    pub broker: BrokerRecord,
     /// Not fenced: the quorum leader hears its heartbeats.
     pub alive: bool,
-    /// Bumped at every registration (restart).
-    pub epoch: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -477,21 +474,8 @@ async fn delete_topic(
 async fn cluster(State(state): State<Arc<AdminState>>) -> Result<Json<ClusterView>, ApiError> {
     let cluster = cluster_of(&state)?;
     let (leader, voters) = cluster.quorum();
-    let brokers = cluster
-        .image()
-        .brokers
-        .values()
-        .map(|b| BrokerView {
-            id: b.id,
-            raft_addr: b.raft_addr.clone(),
-            kafka_addr: b.kafka_addr.clone(),
-            http_addr: b.http_addr.clone(),
-            rack: b.rack.clone(),
-            fenced: b.fenced,
-            alive: !b.fenced,
-            epoch: b.epoch,
-        })
-        .collect();
+    let brokers =
+        cluster.image().brokers.values().map(|b| BrokerView { broker: b.clone(), alive: !b.fenced }).collect();
     Ok(Json(ClusterView { node_id: cluster.node_id(), quorum: QuorumView { leader, voters }, brokers }))
 }
 
