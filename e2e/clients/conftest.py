@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -39,26 +40,27 @@ def _cleanup(broker: Broker, root: Path) -> None:
             print(f"\nkept {root}")
 
 
-@pytest.fixture(scope="session")
-def broker():
-    root = _tmp_root("weir-e2e-clients-")
+@contextlib.contextmanager
+def _running_broker(prefix: str):
+    root = _tmp_root(prefix)
     b = Broker(root / "broker-0")
     try:
         b.start()
         yield b
     finally:
         _cleanup(b, root)
+
+
+@pytest.fixture(scope="session")
+def broker():
+    with _running_broker("weir-e2e-clients-") as b:
+        yield b
 
 
 @pytest.fixture()
 def fresh_broker():
-    root = _tmp_root("weir-e2e-clients-own-")
-    b = Broker(root / "broker-0")
-    try:
-        b.start()
+    with _running_broker("weir-e2e-clients-own-") as b:
         yield b
-    finally:
-        _cleanup(b, root)
 
 
 @pytest.fixture()
