@@ -532,3 +532,25 @@ def test_produce_right_after_create_topics_keeps_order(broker, topic_name):
         if bad:
             failures.append(f"{topic}: partitions {bad} out of order or incomplete, e.g. {got[bad[0]][:12]}")
     assert failures == []
+
+
+def test_list_offsets_max_timestamp(broker, topic_name):
+    """ListOffsets v7 with -3: the offset of the first record carrying the partition's largest
+    timestamp, which is not the last record here."""
+    from confluent_kafka.admin import OffsetSpec
+
+    create_topic_ready(broker.bootstrap, topic_name)
+    a = admin(broker)
+    tp = TopicPartition(topic_name, 0)
+    (empty,) = a.list_offsets({tp: OffsetSpec.max_timestamp()}).values()
+    assert empty.result(30).offset == -1, "an empty partition has no max-timestamp record"
+
+    now = int(time.time() * 1000)
+    stamps = [now - 5000, now - 1000, now - 3000, now - 1000, now - 4000]
+    p = producer(broker, **{"linger.ms": 0})
+    for i, ts in enumerate(stamps):
+        err, _ = produce_one(p, topic_name, f"v{i}".encode(), timestamp=ts)
+        assert err is None, err
+    (future,) = a.list_offsets({tp: OffsetSpec.max_timestamp()}).values()
+    got = future.result(30)
+    assert (got.offset, got.timestamp) == (1, now - 1000), "the first of the two records with the max timestamp"

@@ -440,6 +440,11 @@ impl Log {
         Ok(None)
     }
 
+    /// The largest record timestamp in the log (-1 when it holds none): ListOffsets -3.
+    pub fn max_timestamp(&self) -> i64 {
+        self.segments.values().map(|s| s.max_timestamp()).max().unwrap_or(-1).max(-1)
+    }
+
     /// The first batch whose max timestamp is >= `timestamp` (ListOffsets by time).
     pub fn find_batch_by_timestamp(&self, timestamp: i64) -> Result<Option<BatchPosition>> {
         for seg in self.segments.values() {

@@ -1,7 +1,10 @@
 //! The group coordinator for the classic protocol (JoinGroup, SyncGroup, Heartbeat,
-//! LeaveGroup, OffsetCommit, OffsetFetch). Membership lives in memory, as a rebalance
-//! rebuilds it; committed offsets are written to `__consumer_offsets` before they are
-//! acknowledged and are replayed from it when a partition is first used after a start.
+//! LeaveGroup, OffsetCommit, OffsetFetch). Membership is served from memory. Committed
+//! offsets are written to `__consumer_offsets` before they are acknowledged; the group's
+//! metadata (generation, leader, members and assignments) is written there when a
+//! rebalance completes and when the group empties. Both are replayed when a partition is
+//! first used after a start, so a restarted coordinator knows its members: they go on
+//! heartbeating in their generation and are expired only if their session runs out.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -11,17 +14,36 @@ use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
 
+use super::group_record::{self, StoredGroup, StoredMember};
 use super::offsets::{self, CommittedOffset, PartitionOffsets};
 use super::{partition_for, OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS};
 use crate::cluster::assignment::random_usize;
 use crate::cluster::{ClusterNode, MetadataError, NodeId, ProposeError};
-use crate::log::{batch, now_ms, LogManager, TopicPartition};
+use crate::log::{batch, now_ms, LogError, LogManager, TopicPartition};
 
 /// `group.initial.rebalance.delay.ms`: a new group waits this long for more members.
 pub const INITIAL_REBALANCE_DELAY: Duration = Duration::from_millis(3000);
 
 fn code(e: ResponseError) -> i16 {
     e.code()
+}
+
+/// Why a write to `__consumer_offsets` failed.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error("{OFFSETS_TOPIC}-{0} has no local log")]
+    NoLocalLog(i32),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+impl WriteError {
+    fn code(&self) -> i16 {
+        match self {
+            WriteError::NoLocalLog(_) => code(ResponseError::CoordinatorNotAvailable),
+            WriteError::Log(_) => code(ResponseError::KafkaStorageError),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +77,24 @@ struct Member {
 }
 
 impl Member {
+    fn from_stored(m: &StoredMember, protocol: Option<&str>, now: Instant) -> Self {
+        let ms = |v: i32| Duration::from_millis(v.max(0) as u64);
+        Self {
+            instance_id: m.instance_id.clone(),
+            client_id: m.client_id.clone(),
+            session_timeout: ms(m.session_timeout_ms),
+            rebalance_timeout: ms(m.rebalance_timeout_ms),
+            // The record keeps only the chosen protocol's metadata, which is all a later
+            // rejoin compares against.
+            protocols: protocol.map(|p| vec![(p.to_string(), m.subscription.clone())]).unwrap_or_default(),
+            assignment: m.assignment.clone(),
+            last_heartbeat: now,
+            joined: true,
+        }
+    }
+}
+
+impl Member {
     /// The member's metadata for `protocol` (empty when it does not support it).
     fn metadata_for(&self, protocol: Option<&str>) -> Bytes {
         self.protocols.iter().find(|(n, _)| Some(n.as_str()) == protocol).map(|(_, b)| b.clone()).unwrap_or_default()
@@ -70,6 +110,9 @@ pub struct JoinResult {
     pub member_id: String,
     /// (member id, group instance id, metadata): only for the leader.
     pub members: Vec<(String, Option<String>, Bytes)>,
+    /// A static leader rejoining a stable group gets the members but must not reassign
+    /// (KIP-814, JoinGroup v9+).
+    pub skip_assignment: bool,
 }
 
 impl JoinResult {
@@ -82,6 +125,7 @@ impl JoinResult {
             leader: String::new(),
             member_id,
             members: Vec::new(),
+            skip_assignment: false,
         }
     }
 }
@@ -114,6 +158,9 @@ struct Group {
     rebalance_deadline: Instant,
     /// A new group does not complete its first join before this.
     join_not_before: Instant,
+    /// Set when the group reached a state worth a group metadata record (Stable or Empty);
+    /// the coordinator writes it before releasing the group.
+    persist_needed: bool,
 }
 
 impl Group {
@@ -131,7 +178,76 @@ impl Group {
             sync_waiters: HashMap::new(),
             rebalance_deadline: now,
             join_not_before: now,
+            persist_needed: false,
         }
+    }
+
+    /// The group as its last group metadata record left it: Stable with its members (whose
+    /// sessions start now), or Empty.
+    fn restore(stored: &StoredGroup, now: Instant) -> Self {
+        let mut g = Self::new(now);
+        g.generation = stored.generation;
+        g.protocol_type = Some(stored.protocol_type.clone()).filter(|t| !t.is_empty());
+        if stored.members.is_empty() {
+            return g;
+        }
+        g.state = GroupState::Stable;
+        g.protocol = stored.protocol.clone();
+        g.leader = stored.leader.clone();
+        for m in &stored.members {
+            if let Some(inst) = &m.instance_id {
+                g.static_members.insert(inst.clone(), m.member_id.clone());
+            }
+            g.members.insert(m.member_id.clone(), Member::from_stored(m, stored.protocol.as_deref(), now));
+        }
+        g
+    }
+
+    fn to_stored(&self) -> StoredGroup {
+        let protocol = self.protocol.as_deref();
+        StoredGroup {
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            generation: self.generation,
+            protocol: self.protocol.clone(),
+            leader: self.leader.clone(),
+            state_timestamp: now_ms(),
+            members: self
+                .members
+                .iter()
+                .map(|(id, m)| StoredMember {
+                    member_id: id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: String::new(),
+                    rebalance_timeout_ms: m.rebalance_timeout.as_millis().min(i32::MAX as u128) as i32,
+                    session_timeout_ms: m.session_timeout.as_millis().min(i32::MAX as u128) as i32,
+                    subscription: m.metadata_for(protocol),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Give a restarted static member a new id in place of its old one (KIP-345): the old
+    /// instance is fenced, the member keeps its assignment and, if it led, the leadership.
+    fn replace_static_member(&mut self, instance_id: &str, old_id: &str, new_id: String) {
+        let Some(member) = self.members.remove(old_id) else { return };
+        if let Some(tx) = self.join_waiters.remove(old_id) {
+            let _ = tx.send(JoinResult::error(code(ResponseError::FencedInstanceId), old_id.to_string()));
+        }
+        if let Some(tx) = self.sync_waiters.remove(old_id) {
+            let _ = tx.send(SyncResult::error(code(ResponseError::FencedInstanceId)));
+        }
+        if self.leader.as_deref() == Some(old_id) {
+            self.leader = Some(new_id.clone());
+        }
+        self.static_members.insert(instance_id.to_string(), new_id.clone());
+        self.members.insert(new_id, member);
+    }
+
+    /// FENCED_INSTANCE_ID when a request names a static instance now held by another member id.
+    fn fenced(&self, member_id: &str, instance_id: Option<&str>) -> bool {
+        instance_id.and_then(|i| self.static_members.get(i)).is_some_and(|holder| holder != member_id)
     }
 
     fn prepare_rebalance(&mut self, now: Instant) {
@@ -164,6 +280,7 @@ impl Group {
             self.state = GroupState::Empty;
             self.protocol = None;
             self.leader = None;
+            self.persist_needed = true;
             return;
         }
         // The first protocol of the first member that every member supports.
@@ -198,6 +315,7 @@ impl Group {
                 leader: leader.clone(),
                 members: if id == leader { members.clone() } else { Vec::new() },
                 member_id: id,
+                skip_assignment: false,
             });
         }
     }
@@ -231,6 +349,7 @@ impl Group {
             self.state = GroupState::Empty;
             self.protocol = None;
             self.leader = None;
+            self.persist_needed = true;
             for (_, tx) in self.sync_waiters.drain() {
                 let _ = tx.send(SyncResult::error(code(ResponseError::RebalanceInProgress)));
             }
@@ -251,6 +370,8 @@ pub struct JoinRequest {
     pub protocols: Vec<(String, Bytes)>,
     /// v4+: an unknown joiner first gets MEMBER_ID_REQUIRED with its id (KIP-394).
     pub require_known_member: bool,
+    /// v9+: a rejoining static leader can be told to keep the current assignment (KIP-814).
+    pub supports_skip_assignment: bool,
 }
 
 /// A topic's partitions with their committed offset, if any.
@@ -329,6 +450,8 @@ impl GroupCoordinator {
     }
 
     fn ensure_loaded(&self, partition: i32) -> Result<(), i16> {
+        // Lock order everywhere: groups, then offsets, then a log.
+        let mut groups = self.groups.lock().expect("groups lock");
         let mut offsets = self.offsets.lock().expect("offsets lock");
         if offsets.contains_key(&partition) {
             return Ok(());
@@ -338,9 +461,22 @@ impl GroupCoordinator {
         };
         let loaded = tokio::task::block_in_place(|| offsets::load(&log.lock().expect("log lock")));
         match loaded {
-            Ok(o) => {
-                tracing::info!(partition, groups = o.len(), "loaded committed offsets");
-                offsets.insert(partition, o);
+            Ok(loaded) => {
+                let now = Instant::now();
+                let mut restored = 0;
+                for (name, stored) in &loaded.groups {
+                    if !groups.contains_key(name) {
+                        groups.insert(name.clone(), Group::restore(stored, now));
+                        restored += 1;
+                    }
+                }
+                tracing::info!(
+                    partition,
+                    groups_with_offsets = loaded.offsets.len(),
+                    groups_restored = restored,
+                    "loaded __consumer_offsets partition"
+                );
+                offsets.insert(partition, loaded.offsets);
                 Ok(())
             }
             Err(e) => {
@@ -375,8 +511,18 @@ impl GroupCoordinator {
             }
             let member_id = if req.member_id.is_empty() {
                 match req.instance_id.as_ref().and_then(|i| g.static_members.get(i)).cloned() {
-                    // A static member restarting keeps its place (KIP-345).
-                    Some(existing) => existing,
+                    // A static member restarting keeps its place under a new id (KIP-345).
+                    Some(existing) => {
+                        let inst = req.instance_id.as_deref().expect("static");
+                        let new_id =
+                            format!("{}-{:016x}{:016x}", req.client_id, random_usize() as u64, random_usize() as u64);
+                        g.replace_static_member(inst, &existing, new_id.clone());
+                        if let Some(result) = Self::rejoin_stable_static(g, &new_id, &req, now) {
+                            self.persist_if_needed(&req.group, g);
+                            return result;
+                        }
+                        new_id
+                    }
                     None => {
                         let id =
                             format!("{}-{:016x}{:016x}", req.client_id, random_usize() as u64, random_usize() as u64);
@@ -387,6 +533,8 @@ impl GroupCoordinator {
                         id
                     }
                 }
+            } else if g.fenced(&req.member_id, req.instance_id.as_deref()) {
+                return JoinResult::error(code(ResponseError::FencedInstanceId), req.member_id);
             } else if g.members.contains_key(&req.member_id) || g.pending.contains(&req.member_id) {
                 req.member_id.clone()
             } else {
@@ -425,10 +573,78 @@ impl GroupCoordinator {
             }
             if g.ready_to_complete(now) {
                 g.complete_join();
+                self.persist_if_needed(&req.group, g);
             }
             rx
         };
         rx.await.unwrap_or_else(|_| JoinResult::error(code(ResponseError::CoordinatorNotAvailable), String::new()))
+    }
+
+    /// A static member rejoined (already under its new id) a Stable group with the same
+    /// subscription: no rebalance, it gets the current generation back and its assignment
+    /// from SyncGroup. A rejoining leader on JoinGroup below v9 cannot be told to keep the
+    /// assignment, so it rebalances (None).
+    fn rejoin_stable_static(g: &mut Group, member_id: &str, req: &JoinRequest, now: Instant) -> Option<JoinResult> {
+        if g.state != GroupState::Stable || g.protocol_type.as_deref() != Some(req.protocol_type.as_str()) {
+            return None;
+        }
+        let chosen = g.protocol.clone()?;
+        let member = g.members.get(member_id)?;
+        let same_subscription =
+            req.protocols.iter().any(|(n, meta)| *n == chosen && *meta == member.metadata_for(Some(&chosen)));
+        let is_leader = g.leader.as_deref() == Some(member_id);
+        if !same_subscription || (is_leader && !req.supports_skip_assignment) {
+            return None;
+        }
+        let member = g.members.get_mut(member_id).expect("checked");
+        member.protocols = req.protocols.clone();
+        member.session_timeout = req.session_timeout;
+        member.rebalance_timeout = req.rebalance_timeout;
+        member.last_heartbeat = now;
+        // The member id changed: record it, so a coordinator restart fences the old one too.
+        g.persist_needed = true;
+        let members = if is_leader {
+            g.members.iter().map(|(id, m)| (id.clone(), m.instance_id.clone(), m.metadata_for(Some(&chosen)))).collect()
+        } else {
+            Vec::new()
+        };
+        Some(JoinResult {
+            error: 0,
+            generation: g.generation,
+            protocol_type: g.protocol_type.clone(),
+            protocol_name: Some(chosen),
+            leader: g.leader.clone().unwrap_or_default(),
+            member_id: member_id.to_string(),
+            members,
+            skip_assignment: is_leader,
+        })
+    }
+
+    /// Write the group's metadata record if a state change asked for one. A failed write is
+    /// logged and the group goes on from memory; the next change writes it again.
+    fn persist_if_needed(&self, name: &str, g: &mut Group) {
+        if !g.persist_needed {
+            return;
+        }
+        g.persist_needed = false;
+        let key = group_record::encode_key(name);
+        let value = group_record::encode_value(&g.to_stored());
+        if let Err(e) = self.append_records(partition_for(name), &[(Some(key.as_slice()), Some(value.as_slice()))]) {
+            tracing::error!(group = name, error = %e, "writing group metadata failed");
+        }
+    }
+
+    /// Append one batch of records to this coordinator's `__consumer_offsets` partition.
+    fn append_records(&self, partition: i32, records: &[batch::KeyValue<'_>]) -> Result<(), WriteError> {
+        let Some(log) = self.logs.get(&TopicPartition::new(OFFSETS_TOPIC, partition)) else {
+            return Err(WriteError::NoLocalLog(partition));
+        };
+        let now = now_ms();
+        let mut batch = batch::build_batch(records, now);
+        let epoch =
+            self.cluster.image().partition(OFFSETS_TOPIC, partition as u32).map(|p| p.leader_epoch).unwrap_or(0);
+        tokio::task::block_in_place(|| log.lock().expect("log lock").append(&mut batch, epoch, now))?;
+        Ok(())
     }
 
     pub async fn sync(
@@ -436,6 +652,7 @@ impl GroupCoordinator {
         group: &str,
         generation: i32,
         member_id: &str,
+        instance_id: Option<&str>,
         assignments: Vec<(String, Bytes)>,
     ) -> SyncResult {
         let err = self.check_coordinator(group);
@@ -445,6 +662,9 @@ impl GroupCoordinator {
         let rx = {
             let mut groups = self.groups.lock().expect("groups lock");
             let Some(g) = groups.get_mut(group) else { return SyncResult::error(code(ResponseError::UnknownMemberId)) };
+            if g.fenced(member_id, instance_id) {
+                return SyncResult::error(code(ResponseError::FencedInstanceId));
+            }
             if !g.members.contains_key(member_id) {
                 return SyncResult::error(code(ResponseError::UnknownMemberId));
             }
@@ -470,6 +690,9 @@ impl GroupCoordinator {
                     m.assignment = given.remove(id).unwrap_or_default();
                 }
                 g.state = GroupState::Stable;
+                // Written before anyone learns the assignment, as Kafka does.
+                g.persist_needed = true;
+                self.persist_if_needed(group, g);
                 let waiting: Vec<_> = g.sync_waiters.drain().collect();
                 for (id, tx) in waiting {
                     let a = g.members.get(&id).map(|m| m.assignment.clone()).unwrap_or_default();
@@ -484,13 +707,16 @@ impl GroupCoordinator {
         rx.await.unwrap_or_else(|_| SyncResult::error(code(ResponseError::CoordinatorNotAvailable)))
     }
 
-    pub fn heartbeat(&self, group: &str, generation: i32, member_id: &str) -> i16 {
+    pub fn heartbeat(&self, group: &str, generation: i32, member_id: &str, instance_id: Option<&str>) -> i16 {
         let err = self.check_coordinator(group);
         if err != 0 {
             return err;
         }
         let mut groups = self.groups.lock().expect("groups lock");
         let Some(g) = groups.get_mut(group) else { return code(ResponseError::UnknownMemberId) };
+        if g.fenced(member_id, instance_id) {
+            return code(ResponseError::FencedInstanceId);
+        }
         let Some(m) = g.members.get_mut(member_id) else { return code(ResponseError::UnknownMemberId) };
         m.last_heartbeat = Instant::now();
         if generation != g.generation {
@@ -513,6 +739,10 @@ impl GroupCoordinator {
         let mut codes = Vec::with_capacity(members.len());
         let mut removed = false;
         for (id, inst) in members {
+            if !id.is_empty() && g.fenced(&id, inst.as_deref()) {
+                codes.push(code(ResponseError::FencedInstanceId));
+                continue;
+            }
             let id = if id.is_empty() {
                 inst.and_then(|i| g.static_members.get(&i).cloned()).unwrap_or_default()
             } else {
@@ -528,6 +758,7 @@ impl GroupCoordinator {
         }
         if removed {
             g.after_departure(Instant::now());
+            self.persist_if_needed(group, g);
         }
         Ok(codes)
     }
@@ -560,9 +791,6 @@ impl GroupCoordinator {
             }
         }
         let partition = partition_for(group);
-        let Some(log) = self.logs.get(&TopicPartition::new(OFFSETS_TOPIC, partition)) else {
-            return all(code(ResponseError::CoordinatorNotAvailable));
-        };
         let now = now_ms();
         let entries: Vec<(Vec<u8>, Vec<u8>, CommittedOffset)> = offsets
             .iter()
@@ -581,15 +809,11 @@ impl GroupCoordinator {
         }
         let records: Vec<batch::KeyValue<'_>> =
             entries.iter().map(|(k, v, _)| (Some(k.as_slice()), Some(v.as_slice()))).collect();
-        let mut batch = batch::build_batch(&records, now);
-        let epoch =
-            self.cluster.image().partition(OFFSETS_TOPIC, partition as u32).map(|p| p.leader_epoch).unwrap_or(0);
         // The offsets lock orders commits of a partition: memory follows the log.
         let mut loaded = self.offsets.lock().expect("offsets lock");
-        let written = tokio::task::block_in_place(|| log.lock().expect("log lock").append(&mut batch, epoch, now));
-        if let Err(e) = written {
+        if let Err(e) = self.append_records(partition, &records) {
             tracing::error!(group, error = %e, "writing committed offsets failed");
-            return all(code(ResponseError::KafkaStorageError));
+            return all(e.code());
         }
         let groups = loaded.entry(partition).or_default();
         let g = groups.entry(group.to_string()).or_default();
@@ -693,21 +917,16 @@ impl GroupCoordinator {
         if committed.is_empty() && !groups.contains_key(group) {
             return code(ResponseError::GroupIdNotFound);
         }
-        if !committed.is_empty() {
-            let Some(log) = self.logs.get(&TopicPartition::new(OFFSETS_TOPIC, partition)) else {
-                return code(ResponseError::CoordinatorNotAvailable);
-            };
-            let keys: Vec<Vec<u8>> = committed.iter().map(|(t, p)| offsets::encode_key(group, t, *p)).collect();
+        // Tombstones for every commit and for the group metadata record, in one batch.
+        let mut keys: Vec<Vec<u8>> = committed.iter().map(|(t, p)| offsets::encode_key(group, t, *p)).collect();
+        if groups.contains_key(group) {
+            keys.push(group_record::encode_key(group));
+        }
+        if !keys.is_empty() {
             let records: Vec<batch::KeyValue<'_>> = keys.iter().map(|k| (Some(k.as_slice()), None)).collect();
-            let now = now_ms();
-            let mut tombstones = batch::build_batch(&records, now);
-            let epoch =
-                self.cluster.image().partition(OFFSETS_TOPIC, partition as u32).map(|p| p.leader_epoch).unwrap_or(0);
-            let written =
-                tokio::task::block_in_place(|| log.lock().expect("log lock").append(&mut tombstones, epoch, now));
-            if let Err(e) = written {
+            if let Err(e) = self.append_records(partition, &records) {
                 tracing::error!(group, error = %e, "writing group deletion failed");
-                return code(ResponseError::KafkaStorageError);
+                return e.code();
             }
         }
         if let Some(p) = loaded.get_mut(&partition) {
@@ -728,6 +947,7 @@ impl GroupCoordinator {
                 if g.state == GroupState::PreparingRebalance {
                     if g.ready_to_complete(now) {
                         g.complete_join();
+                        self.persist_if_needed(name, g);
                         tracing::info!(group = %name, generation = g.generation, members = g.members.len(), "rebalance complete");
                     }
                     continue;
@@ -744,6 +964,7 @@ impl GroupCoordinator {
                         g.remove_member(id);
                     }
                     g.after_departure(now);
+                    self.persist_if_needed(name, g);
                 }
             }
         }

@@ -1,8 +1,9 @@
 //! Classic consumer groups: the coordinator's membership state machine (`coordinator.rs`)
-//! and committed offsets kept as records in the compacted `__consumer_offsets` topic
-//! (`offsets.rs`).
+//! and committed offsets (`offsets.rs`) and group metadata (`group_record.rs`) kept as
+//! records in the compacted `__consumer_offsets` topic.
 
 pub mod coordinator;
+pub mod group_record;
 pub mod offsets;
 
 pub use coordinator::GroupCoordinator;

@@ -1,13 +1,15 @@
 //! Committed offsets as records of `__consumer_offsets`, in Kafka's formats: key version 1
 //! (group, topic, partition), value version 3 (offset, leader epoch, metadata, commit
 //! time). A null value (tombstone) deletes a commit. The compacted topic keeps the newest
-//! record per key, so replaying a partition rebuilds every group's offsets.
+//! record per key, so replaying a partition rebuilds every group's offsets (and, through the
+//! group metadata records of `group_record.rs`, every group's last stable membership).
 
 use std::collections::HashMap;
 
 use bytes::{Buf, BufMut, Bytes};
 use kafka_protocol::records::RecordBatchDecoder;
 
+use super::group_record::{self, StoredGroup};
 use crate::log::{Log, LogError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,12 +23,29 @@ pub struct CommittedOffset {
 /// Offsets of every group of one `__consumer_offsets` partition.
 pub type PartitionOffsets = HashMap<String, HashMap<(String, i32), CommittedOffset>>;
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
+/// What replaying one `__consumer_offsets` partition gives back.
+#[derive(Debug, Default)]
+pub struct LoadedPartition {
+    pub offsets: PartitionOffsets,
+    /// The newest group metadata record of each group not deleted since.
+    pub groups: HashMap<String, StoredGroup>,
+}
+
+/// The two kinds of record key in `__consumer_offsets`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RecordKey {
+    /// Key versions 0 and 1: a committed offset.
+    Offset { group: String, topic: String, partition: i32 },
+    /// Key version 2: group metadata.
+    Group(String),
+}
+
+pub(super) fn put_str(out: &mut Vec<u8>, s: &str) {
     out.put_i16(s.len() as i16);
     out.extend_from_slice(s.as_bytes());
 }
 
-fn get_str(b: &mut Bytes) -> Option<String> {
+pub(super) fn get_str(b: &mut Bytes) -> Option<String> {
     if b.remaining() < 2 {
         return None;
     }
@@ -59,9 +78,8 @@ pub fn encode_value(o: &CommittedOffset) -> Vec<u8> {
     v
 }
 
-/// (group, topic, partition) of an offset-commit key; None for other record kinds (group
-/// metadata, version 2) and for garbage.
-pub fn decode_key(mut k: Bytes) -> Option<(String, String, i32)> {
+/// The key of a record; None for unknown key versions and garbage.
+pub fn decode_key(mut k: Bytes) -> Option<RecordKey> {
     if k.remaining() < 2 {
         return None;
     }
@@ -69,8 +87,9 @@ pub fn decode_key(mut k: Bytes) -> Option<(String, String, i32)> {
         0 | 1 => {
             let group = get_str(&mut k)?;
             let topic = get_str(&mut k)?;
-            (k.remaining() >= 4).then(|| (group, topic, k.get_i32()))
+            (k.remaining() >= 4).then(|| RecordKey::Offset { group, topic, partition: k.get_i32() })
         }
+        group_record::KEY_VERSION => Some(RecordKey::Group(get_str(&mut k)?)),
         _ => None,
     }
 }
@@ -91,8 +110,8 @@ pub fn decode_value(mut v: Bytes) -> Option<CommittedOffset> {
 }
 
 /// Replay a whole `__consumer_offsets` partition.
-pub fn load(log: &Log) -> Result<PartitionOffsets, LogError> {
-    let mut out: PartitionOffsets = HashMap::new();
+pub fn load(log: &Log) -> Result<LoadedPartition, LogError> {
+    let mut out = LoadedPartition::default();
     let mut offset = log.log_start_offset();
     let end = log.log_end_offset();
     while offset < end {
@@ -109,17 +128,26 @@ pub fn load(log: &Log) -> Result<PartitionOffsets, LogError> {
             let set = RecordBatchDecoder::decode(&mut one)
                 .map_err(|e| LogError::CorruptRecord(format!("__consumer_offsets batch: {e}")))?;
             for r in set.records {
-                let Some(key) = r.key.and_then(decode_key) else { continue };
-                let (group, topic, partition) = key;
-                match r.value.and_then(decode_value) {
-                    Some(v) => {
-                        out.entry(group).or_default().insert((topic, partition), v);
-                    }
-                    None => {
-                        if let Some(g) = out.get_mut(&group) {
-                            g.remove(&(topic, partition));
+                match r.key.and_then(decode_key) {
+                    Some(RecordKey::Offset { group, topic, partition }) => match r.value.and_then(decode_value) {
+                        Some(v) => {
+                            out.offsets.entry(group).or_default().insert((topic, partition), v);
                         }
-                    }
+                        None => {
+                            if let Some(g) = out.offsets.get_mut(&group) {
+                                g.remove(&(topic, partition));
+                            }
+                        }
+                    },
+                    Some(RecordKey::Group(group)) => match r.value.and_then(group_record::decode_value) {
+                        Some(g) => {
+                            out.groups.insert(group, g);
+                        }
+                        None => {
+                            out.groups.remove(&group);
+                        }
+                    },
+                    None => {}
                 }
             }
             next = last + 1;
@@ -139,12 +167,16 @@ mod tests {
     #[test]
     fn key_and_value_round_trip() {
         let k = encode_key("g", "orders", 7);
-        assert_eq!(decode_key(Bytes::from(k)), Some(("g".into(), "orders".into(), 7)));
+        assert_eq!(
+            decode_key(Bytes::from(k)),
+            Some(RecordKey::Offset { group: "g".into(), topic: "orders".into(), partition: 7 })
+        );
         let v = CommittedOffset { offset: 42, leader_epoch: 3, metadata: "m".into(), commit_timestamp: 1000 };
         assert_eq!(decode_value(Bytes::from(encode_value(&v))), Some(v));
         let mut group_metadata_key = Vec::new();
         group_metadata_key.put_i16(2);
         put_str(&mut group_metadata_key, "g");
-        assert_eq!(decode_key(Bytes::from(group_metadata_key)), None);
+        assert_eq!(decode_key(Bytes::from(group_metadata_key)), Some(RecordKey::Group("g".into())));
+        assert_eq!(decode_key(Bytes::from_static(b"\x00\x07junk")), None);
     }
 }

@@ -29,6 +29,7 @@ pub async fn join(ctx: &KafkaContext, req: JoinGroupRequest, version: i16, clien
             protocol_type: req.protocol_type.as_str().to_string(),
             protocols: req.protocols.iter().map(|p| (p.name.as_str().to_string(), p.metadata.clone())).collect(),
             require_known_member: version >= 4,
+            supports_skip_assignment: version >= 9,
         })
         .await;
     let mut resp = JoinGroupResponse::default();
@@ -42,6 +43,9 @@ pub async fn join(ctx: &KafkaContext, req: JoinGroupRequest, version: i16, clien
     }
     resp.leader = str_bytes(&result.leader);
     resp.member_id = str_bytes(&result.member_id);
+    if version >= 9 {
+        resp.skip_assignment = result.skip_assignment;
+    }
     resp.members = result
         .members
         .into_iter()
@@ -61,7 +65,11 @@ pub async fn join(ctx: &KafkaContext, req: JoinGroupRequest, version: i16, clien
 pub async fn sync(ctx: &KafkaContext, req: SyncGroupRequest, version: i16) -> SyncGroupResponse {
     let assignments =
         req.assignments.iter().map(|a| (a.member_id.as_str().to_string(), a.assignment.clone())).collect();
-    let r = ctx.groups.sync(req.group_id.0.as_str(), req.generation_id, req.member_id.as_str(), assignments).await;
+    let instance_id = req.group_instance_id.as_ref().map(|s| s.as_str());
+    let r = ctx
+        .groups
+        .sync(req.group_id.0.as_str(), req.generation_id, req.member_id.as_str(), instance_id, assignments)
+        .await;
     let mut resp = SyncGroupResponse::default();
     resp.error_code = r.error;
     resp.assignment = r.assignment;
@@ -74,7 +82,9 @@ pub async fn sync(ctx: &KafkaContext, req: SyncGroupRequest, version: i16) -> Sy
 
 pub fn heartbeat(ctx: &KafkaContext, req: HeartbeatRequest) -> HeartbeatResponse {
     let mut resp = HeartbeatResponse::default();
-    resp.error_code = ctx.groups.heartbeat(req.group_id.0.as_str(), req.generation_id, req.member_id.as_str());
+    let instance_id = req.group_instance_id.as_ref().map(|s| s.as_str());
+    resp.error_code =
+        ctx.groups.heartbeat(req.group_id.0.as_str(), req.generation_id, req.member_id.as_str(), instance_id);
     resp
 }
 

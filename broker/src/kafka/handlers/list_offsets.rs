@@ -1,6 +1,8 @@
-//! ListOffsets (key 2), versions 1–6: earliest (-2), latest (-1), and by timestamp (the
-//! first record whose timestamp is at or after it, found through the time index and then
-//! inside the batch). Max-timestamp (-3, v7+) is not served yet, so v7+ is not advertised.
+//! ListOffsets (key 2), versions 1–7: earliest (-2), latest (-1), by timestamp (the first
+//! record whose timestamp is at or after it, found through the time index and then inside
+//! the batch) and max timestamp (-3, v7+: the first record carrying the log's largest
+//! timestamp). v8+ add the tiered-storage specs (-4, -5); Weir has no tiered storage and
+//! does not advertise them.
 
 use bytes::Bytes;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
@@ -14,6 +16,7 @@ use crate::log::{Log, LogError};
 
 pub const LATEST: i64 = -1;
 pub const EARLIEST: i64 = -2;
+pub const MAX_TIMESTAMP: i64 = -3;
 
 pub async fn handle(ctx: &KafkaContext, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let image = ctx.cluster.image();
@@ -61,6 +64,12 @@ pub fn lookup(log: &Log, timestamp: i64) -> Result<(i64, i64), LogError> {
     match timestamp {
         LATEST => Ok((-1, log.log_end_offset())),
         EARLIEST => Ok((-1, log.log_start_offset())),
+        // The first batch whose max timestamp reaches the log's maximum holds the first record
+        // carrying it; the by-timestamp path below finds that record.
+        MAX_TIMESTAMP => match log.max_timestamp() {
+            ts if ts >= 0 => lookup(log, ts),
+            _ => Ok((-1, -1)),
+        },
         ts if ts >= 0 => {
             let Some(batch) = log.find_batch_by_timestamp(ts)? else { return Ok((-1, -1)) };
             let Some(slice) =
@@ -83,7 +92,7 @@ pub fn lookup(log: &Log, timestamp: i64) -> Result<(i64, i64), LogError> {
         _ => Err(LogError::InvalidConfig {
             key: "timestamp".into(),
             value: timestamp.to_string(),
-            reason: "only -1 (latest), -2 (earliest) and timestamps >= 0 are served".into(),
+            reason: "only -1 (latest), -2 (earliest), -3 (max timestamp) and timestamps >= 0 are served".into(),
         }),
     }
 }

@@ -1,0 +1,179 @@
+"""Classic-group membership details with librdkafka (confluent-kafka): a member that dies
+without leaving is expired after its session timeout; a static member (group.instance.id)
+restarts into its old assignment without a rebalance (KIP-345); and the coordinator writes
+the group's metadata to __consumer_offsets, so after a broker restart the running members
+go on in their generation with the same member ids and no rebalance."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+ck = pytest.importorskip("confluent_kafka")
+from confluent_kafka import ConsumerGroupState  # noqa: E402
+from confluent_kafka.admin import AdminClient  # noqa: E402
+
+from weir_harness import create_topic_ready, wait_until  # noqa: E402
+
+
+class Member:
+    """A subscribed consumer that counts its rebalance callbacks."""
+
+    def __init__(self, broker, group, topic, client_id, **extra):
+        conf = {
+            "bootstrap.servers": broker.bootstrap,
+            "group.id": group,
+            "client.id": client_id,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 500,
+            # The classic protocol's eager assignor: every rebalance revokes and assigns.
+            "partition.assignment.strategy": "range",
+        }
+        conf.update(extra)
+        self.consumer = ck.Consumer(conf)
+        self.assigns = 0
+        self.revokes = 0
+        self.consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    def _on_assign(self, consumer, partitions):
+        self.assigns += 1
+
+    def _on_revoke(self, consumer, partitions):
+        self.revokes += 1
+
+    def partitions(self):
+        return sorted(tp.partition for tp in self.consumer.assignment())
+
+    def poll(self, seconds=0.1):
+        m = self.consumer.poll(seconds)
+        assert m is None or not m.error(), m.error()
+        return m
+
+
+def poll_all(members, until, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for m in members:
+            m.poll(0.05)
+        if until():
+            return
+    raise AssertionError(f"{what} not reached in {timeout}s: {[m.partitions() for m in members]}")
+
+
+def describe(broker, group):
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    return admin.describe_consumer_groups([group])[group].result(30)
+
+
+def test_killed_member_is_expired_after_its_session_timeout(broker, topic_name):
+    """A consumer process SIGKILLed sends no LeaveGroup: only session expiry can hand its
+    partitions to the survivor, and that takes about session.timeout.ms (6 s here)."""
+    create_topic_ready(broker.bootstrap, topic_name, partitions=4)
+    group = f"g-{topic_name}"
+    script = textwrap.dedent(
+        f"""
+        import sys, confluent_kafka as ck
+        c = ck.Consumer({{"bootstrap.servers": "{broker.bootstrap}", "group.id": "{group}",
+                          "client.id": "victim", "session.timeout.ms": 6000, "heartbeat.interval.ms": 500,
+                          "partition.assignment.strategy": "range"}})
+        c.subscribe(["{topic_name}"])
+        while True:
+            c.poll(0.1)
+            if c.assignment():
+                print("assigned", len(c.assignment()), flush=True)
+        """
+    )
+    victim = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    survivor = Member(broker, group, topic_name, "survivor")
+    try:
+        poll_all([survivor], lambda: len(survivor.partitions()) == 2, 45, "a 2/2 split with the victim")
+        assert victim.poll() is None, "the victim consumer process exited early"
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        killed_at = time.monotonic()
+        poll_all([survivor], lambda: len(survivor.partitions()) == 4, 30, "the survivor taking all 4 partitions")
+        took = time.monotonic() - killed_at
+        # Not before the session could have run out (minus the victim's heartbeat interval and
+        # the coordinator's sweep), and not long after it.
+        assert took >= 4.5, f"partitions moved {took:.1f}s after the kill: before the 6s session timeout"
+        assert took <= 20, f"expiry took {took:.1f}s for a 6s session timeout"
+        desc = describe(broker, group)
+        assert [m.client_id for m in desc.members] == ["survivor"]
+        assert desc.state == ConsumerGroupState.STABLE
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+        survivor.consumer.close()
+
+
+def test_static_member_restart_keeps_assignment_without_rebalance(broker, topic_name):
+    create_topic_ready(broker.bootstrap, topic_name, partitions=4)
+    group = f"g-{topic_name}"
+    # Client ids order the member ids, so "a" is the group leader and "b" the static member
+    # that restarts (a restarting leader on JoinGroup < v9 rebalances, as in Kafka).
+    a = Member(broker, group, topic_name, "a")
+    b = Member(broker, group, topic_name, "b", **{"group.instance.id": "pod-b", "session.timeout.ms": 10000})
+    try:
+        poll_all([a, b], lambda: len(a.partitions()) == 2 and len(b.partitions()) == 2, 45, "a 2/2 split")
+        before = (a.partitions(), b.partitions())
+        a_assigns = a.assigns
+        old_ids = {m.client_id: m.member_id for m in describe(broker, group).members}
+
+        # A static member leaves no LeaveGroup behind on close (KIP-345).
+        b.consumer.close()
+        b = Member(broker, group, topic_name, "b", **{"group.instance.id": "pod-b", "session.timeout.ms": 10000})
+        poll_all([a, b], lambda: b.partitions() == before[1], 30, "the restarted static member's old partitions")
+        # Keep polling a while: a rebalance, had one been started, would show up here.
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            a.poll(0.05)
+            b.poll(0.05)
+        assert (a.partitions(), b.partitions()) == before
+        assert a.assigns == a_assigns and a.revokes == 0, "the other member saw a rebalance"
+        members = {m.client_id: m for m in describe(broker, group).members}
+        assert members["b"].group_instance_id == "pod-b"
+        assert members["b"].member_id != old_ids["b"], "a restarted static member gets a new member id"
+        assert members["a"].member_id == old_ids["a"]
+    finally:
+        a.consumer.close()
+        b.consumer.close()
+
+
+def test_members_keep_their_generation_across_a_broker_restart(fresh_broker, topic_name):
+    """Group metadata is replayed from __consumer_offsets: after SIGKILL and restart the
+    coordinator knows the members, their heartbeats succeed, and nobody rebalances."""
+    create_topic_ready(fresh_broker.bootstrap, topic_name, partitions=4)
+    group = f"g-{topic_name}"
+    members = [Member(fresh_broker, group, topic_name, c, **{"session.timeout.ms": 30000}) for c in ("a", "b")]
+    try:
+        poll_all(members, lambda: all(len(m.partitions()) == 2 for m in members), 45, "a 2/2 split")
+        ids = sorted(m.member_id for m in describe(fresh_broker, group).members)
+        assigns = [m.assigns for m in members]
+        split = [m.partitions() for m in members]
+
+        fresh_broker.stop(signal.SIGKILL)
+        fresh_broker.start()
+        # Before the members could have rejoined: the restarted coordinator already knows them.
+        desc = describe(fresh_broker, group)
+        assert desc.state == ConsumerGroupState.STABLE, desc.state
+        assert sorted(m.member_id for m in desc.members) == ids
+
+        # The members reconnect and heartbeat in their old generation: no rebalance.
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            for m in members:
+                m.poll(0.05)
+        assert [m.assigns for m in members] == assigns, "a member was reassigned after the restart"
+        assert [m.revokes for m in members] == [0, 0]
+        assert [m.partitions() for m in members] == split
+        assert sorted(m.member_id for m in describe(fresh_broker, group).members) == ids
+    finally:
+        for m in members:
+            m.consumer.close()
