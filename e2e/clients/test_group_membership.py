@@ -113,6 +113,49 @@ def test_killed_member_is_expired_after_its_session_timeout(broker, topic_name):
         survivor.consumer.close()
 
 
+def test_member_that_does_not_rejoin_is_dropped_after_the_rebalance_timeout(broker, topic_name):
+    """A frozen member (SIGSTOP) with a 45 s session but an 8 s rebalance timeout
+    (max.poll.interval.ms) cannot rejoin when a third member arrives: the coordinator ends
+    the join phase at the rebalance timeout without it, long before its session would
+    expire. After SIGCONT it finds itself fenced (UNKNOWN_MEMBER_ID) and rejoins."""
+    create_topic_ready(broker.bootstrap, topic_name, partitions=4)
+    group = f"g-{topic_name}"
+    # kafka-python, because librdkafka refuses max.poll.interval.ms below session.timeout.ms.
+    script = textwrap.dedent(
+        f"""
+        import kafka
+        c = kafka.KafkaConsumer("{topic_name}", bootstrap_servers="{broker.bootstrap}", group_id="{group}",
+                                client_id="frozen", session_timeout_ms=45000, heartbeat_interval_ms=500,
+                                max_poll_interval_ms=8000, request_timeout_ms=60000)
+        while True:
+            c.poll(100)
+        """
+    )
+    frozen = subprocess.Popen([sys.executable, "-c", script])
+    quick = {"session.timeout.ms": 6000, "max.poll.interval.ms": 8000}
+    a = Member(broker, group, topic_name, "a", **quick)
+    c = None
+    try:
+        poll_all([a], lambda: len(a.partitions()) == 2, 45, "a 2/2 split with the frozen member")
+        frozen.send_signal(signal.SIGSTOP)
+        c = Member(broker, group, topic_name, "c", **quick)
+        joined_at = time.monotonic()
+        poll_all([a, c], lambda: len(a.partitions()) == 2 and len(c.partitions()) == 2, 40, "a and c sharing all 4")
+        took = time.monotonic() - joined_at
+        assert took < 25, f"the join phase waited {took:.1f}s: for the frozen member's session, not the rebalance timeout"
+        assert sorted(m.client_id for m in describe(broker, group).members) == ["a", "c"]
+
+        frozen.send_signal(signal.SIGCONT)
+        wait_until(lambda: len(describe(broker, group).members) == 3, 40, what="the frozen member rejoining")
+    finally:
+        if frozen.poll() is None:
+            frozen.send_signal(signal.SIGCONT)
+            frozen.kill()
+        a.consumer.close()
+        if c is not None:
+            c.consumer.close()
+
+
 def test_static_member_restart_keeps_assignment_without_rebalance(broker, topic_name):
     create_topic_ready(broker.bootstrap, topic_name, partitions=4)
     group = f"g-{topic_name}"
