@@ -8,6 +8,7 @@ pub mod cleaner;
 pub mod config;
 pub mod error;
 mod index_file;
+pub mod leader_epoch;
 pub mod manager;
 pub mod metrics;
 pub mod offset_index;

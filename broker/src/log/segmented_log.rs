@@ -10,6 +10,7 @@ use std::time::Instant;
 use super::batch::{BatchMut, BatchView};
 use super::config::{LogConfig, TimestampType};
 use super::error::{IoContext, LogError, Result};
+use super::leader_epoch::{EpochEntry, LeaderEpochCache};
 use super::metrics::LogMetrics;
 use super::producer_state::{ProducerState, SequenceCheck};
 use super::segment::{BatchPosition, LogSegment};
@@ -78,6 +79,8 @@ pub struct Log {
     pub(crate) cleaner_state: super::cleaner::CleanerState,
     /// Idempotent producers' sequences, rebuilt from the batch headers at open.
     producers: ProducerState,
+    /// First offset of every leader epoch (`leader-epoch-checkpoint`).
+    epochs: LeaderEpochCache,
 }
 
 /// Parse `<20 digits>.<ext>` names.
@@ -185,20 +188,24 @@ impl Log {
             metrics,
             cleaner_state: Default::default(),
             producers: ProducerState::default(),
+            epochs: LeaderEpochCache::empty(dir),
         };
-        log.rebuild_producer_state()?;
+        let scanned_epochs = log.rebuild_producer_state()?;
         log.recovery_point = log.log_end_offset();
         if log.log_start_offset > log.log_end_offset() {
             log.log_start_offset = log.log_end_offset();
         }
+        log.load_leader_epochs(scanned_epochs, &mut report)?;
         log.metrics.segments.add(log.segments.len() as i64);
         log.metrics.recovery_truncated_bytes.inc_by(report.truncated_bytes);
         Ok((log, report))
     }
 
-    /// Read every batch header once to restore the idempotent producers' sequences.
-    fn rebuild_producer_state(&mut self) -> Result<()> {
+    /// Read every batch header once to restore the idempotent producers' sequences. Returns
+    /// where each leader epoch first appears in the batches (for the leader-epoch cache).
+    fn rebuild_producer_state(&mut self) -> Result<Vec<EpochEntry>> {
         self.producers.clear();
+        let mut epochs: Vec<EpochEntry> = Vec::new();
         for seg in self.segments.values() {
             let mut pos = 0u64;
             while pos < seg.size() {
@@ -207,7 +214,44 @@ impl Log {
                 if ProducerState::is_idempotent(&v) && v.last_offset() >= self.log_start_offset {
                     self.producers.record(&v);
                 }
+                let epoch = v.partition_leader_epoch();
+                if epoch >= 0 && epochs.last().is_none_or(|e| epoch > e.epoch) {
+                    epochs.push(EpochEntry { epoch, start_offset: v.base_offset().max(self.log_start_offset) });
+                }
                 pos += v.size() as u64;
+            }
+        }
+        Ok(epochs)
+    }
+
+    /// Load `leader-epoch-checkpoint` and make it agree with the log as recovered: entries
+    /// past the log end (a crash between the checkpoint and the data reaching disk) or
+    /// below the log start go; epochs newer than the checkpoint's latest, seen in the batch
+    /// headers, are added. A missing or damaged file is rebuilt from the headers alone.
+    fn load_leader_epochs(&mut self, scanned: Vec<EpochEntry>, report: &mut RecoveryReport) -> Result<()> {
+        match LeaderEpochCache::load(&self.dir)? {
+            Some(mut cache) => {
+                let before = cache.entries().to_vec();
+                let mut changed = false;
+                for e in scanned {
+                    if cache.latest_epoch().is_none_or(|latest| e.epoch > latest) {
+                        changed |= cache.assign_in_memory(e.epoch, e.start_offset);
+                    }
+                }
+                if changed {
+                    cache.flush()?;
+                }
+                cache.truncate_from_end(self.log_end_offset())?;
+                cache.truncate_from_start(self.log_start_offset)?;
+                if cache.entries() != before.as_slice() {
+                    report.repairs.push(format!("leader-epoch cache {before:?} -> {:?}", cache.entries()));
+                }
+                self.epochs = cache;
+            }
+            None => {
+                report.repairs.push("leader-epoch checkpoint damaged; rebuilt from the batch headers".into());
+                self.epochs.set_entries(scanned);
+                self.epochs.flush()?;
             }
         }
         Ok(())
@@ -247,6 +291,18 @@ impl Log {
     }
     pub fn segment_base_offsets(&self) -> Vec<i64> {
         self.segments.keys().copied().collect()
+    }
+    pub fn leader_epochs(&self) -> &LeaderEpochCache {
+        &self.epochs
+    }
+    /// The latest leader epoch that wrote to this log.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest_epoch()
+    }
+    /// OffsetForLeaderEpoch against this log: `(epoch, end offset)`, see
+    /// `LeaderEpochCache::end_offset_for`.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.epochs.end_offset_for(epoch, self.log_end_offset())
     }
     pub(crate) fn metrics(&self) -> &LogMetrics {
         &self.metrics
@@ -310,6 +366,9 @@ impl Log {
         }
         let first_offset = self.log_end_offset();
         let last_offset = first_offset + offsets - 1;
+        // A new leader epoch starts here (Kafka records it before the data, so a crash leaves
+        // an entry past the log end at worst, which the next open drops).
+        self.epochs.assign(leader_epoch, first_offset)?;
         let incoming_ts =
             if self.config.timestamp_type == TimestampType::LogAppendTime { now_ms } else { max_timestamp };
         self.maybe_roll(batches.len() as u64, last_offset, incoming_ts, now_ms)?;
@@ -546,6 +605,7 @@ impl Log {
             let first = *self.segments.keys().next().expect("the active segment remains");
             self.log_start_offset = self.log_start_offset.max(first);
             self.recovery_point = self.recovery_point.max(self.log_start_offset);
+            self.epochs.truncate_from_start(self.log_start_offset)?;
             self.metrics.segments.sub(doomed.len() as i64);
             self.metrics.segments_deleted.inc_by(doomed.len() as u64);
         }
@@ -580,7 +640,8 @@ impl Log {
             last.unseal()?;
         }
         self.recovery_point = self.recovery_point.min(self.log_end_offset());
-        self.rebuild_producer_state()
+        self.epochs.truncate_from_end(self.log_end_offset())?;
+        self.rebuild_producer_state().map(|_| ())
     }
 
     /// Clean close: flush and trim the active segment's indexes so their length is their

@@ -14,6 +14,7 @@ pub mod groups;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_for_leader_epoch;
 pub mod offsets;
 pub mod produce;
 
@@ -53,6 +54,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -204,6 +206,11 @@ async fn dispatch(
         ApiKey::InitProducerId => {
             let req = codec::decode_body(body, version)?;
             let resp = init_producer_id::handle(ctx, req, version).await;
+            codec::encode_response(api_key, version, corr, &resp).map(Some)
+        }
+        ApiKey::OffsetForLeaderEpoch => {
+            let req = codec::decode_body(body, version)?;
+            let resp = offset_for_leader_epoch::handle(ctx, req).await;
             codec::encode_response(api_key, version, corr, &resp).map(Some)
         }
         other => Err(CodecError::Malformed(format!("{other:?} has no handler"))),
