@@ -32,6 +32,18 @@ pub struct BrokerArgs {
     #[arg(long, env = "WEIR_AMQP_LISTEN", value_name = "ADDR", default_value = "0.0.0.0:5672")]
     pub amqp_listen: SocketAddr,
 
+    /// AMQP users besides `guest`/`guest`, as `USER:PASSWORD` separated by commas.
+    #[arg(long, env = "WEIR_AMQP_USERS", value_name = "USER:PASSWORD,...", value_delimiter = ',')]
+    pub amqp_users: Vec<String>,
+
+    /// Allow the `guest` user only from loopback addresses, as RabbitMQ does by default.
+    #[arg(long, env = "WEIR_AMQP_GUEST_LOOPBACK_ONLY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub amqp_guest_loopback_only: bool,
+
+    /// Heartbeat interval the AMQP server proposes in connection.tune, in seconds (0: none).
+    #[arg(long, env = "WEIR_AMQP_HEARTBEAT", value_name = "SECONDS", default_value_t = 60)]
+    pub amqp_heartbeat: u16,
+
     /// Address of the HTTP admin server (/healthz, /readyz, /metrics).
     #[arg(long, env = "WEIR_HTTP_LISTEN", value_name = "ADDR", default_value = "0.0.0.0:9644")]
     pub http_listen: SocketAddr,

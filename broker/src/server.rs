@@ -54,8 +54,9 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         kafka_advertised = %kafka_advertised,
         amqp_listen = %args.amqp_listen,
         raft_listen = %args.raft_listen,
-        "the AMQP listener is configured but not opened: AMQP is not served yet"
+        "listeners configured"
     );
+    let amqp_config = amqp_config(&args)?;
 
     // Signals first, so that a SIGTERM during log loading is ours to handle.
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -140,6 +141,12 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     let kafka = KafkaContext::new(node_id as NodeId, cluster.clone(), manager.clone(), KafkaConfig::default());
     tokio::spawn(crate::kafka::server::serve(kafka_listener, kafka));
     info!(kafka_listen = %args.kafka_listen, kafka_advertised = %kafka_advertised, "Kafka listener open");
+    let amqp_listener = tokio::net::TcpListener::bind(args.amqp_listen)
+        .await
+        .with_context(|| format!("binding --amqp-listen {}", args.amqp_listen))?;
+    let amqp = crate::amqp::AmqpCore::new(amqp_config);
+    tokio::spawn(crate::amqp::server::serve(amqp_listener, amqp));
+    info!(amqp_listen = %args.amqp_listen, "AMQP listener open");
     // Ready once the quorum knows this broker: before that, writes and placement fail.
     tokio::select! {
         _ = cluster.wait_registered() => {}
@@ -200,6 +207,21 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// The AMQP settings from the command line: `guest`/`guest` plus `--amqp-users`.
+fn amqp_config(args: &BrokerArgs) -> anyhow::Result<crate::amqp::AmqpConfig> {
+    let mut config = crate::amqp::AmqpConfig {
+        guest_loopback_only: args.amqp_guest_loopback_only,
+        heartbeat_secs: args.amqp_heartbeat,
+        ..Default::default()
+    };
+    for entry in args.amqp_users.iter().filter(|e| !e.is_empty()) {
+        let (user, password) =
+            entry.split_once(':').with_context(|| format!("--amqp-users entry '{entry}' is not USER:PASSWORD"))?;
+        config.users.insert(user.to_string(), password.to_string());
+    }
+    Ok(config)
 }
 
 /// Tell the admin server to stop accepting and wait (bounded) for open requests.

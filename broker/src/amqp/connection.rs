@@ -1,0 +1,621 @@
+//! One AMQP connection: the protocol header, the handshake (start, tune, open), heartbeats
+//! both ways, channel open/close, content assembly (method + header + body frames), and
+//! the mapping of channel and connection exceptions to channel.close / connection.close.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amq_protocol::frame::AMQPContentHeader;
+use amq_protocol::protocol::{access, basic, channel, confirm, connection, exchange, queue, tx, AMQPClass};
+use amq_protocol::types::{AMQPValue, FieldTable, LongString};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::auth;
+use super::broker::{AmqpCore, ConnId};
+use super::errors::{code, not_implemented, AmqpException, AmqpResult};
+use super::frames::{self, read_frame, FrameError, InFrame, PROTOCOL_HEADER};
+use crate::routing::Destination;
+
+/// How long a client has for each handshake step.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long we wait for close-ok after sending connection.close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Frame size accepted before tune-ok (the spec's minimum is 4096).
+const PRE_TUNE_FRAME_MAX: u32 = 131_072;
+
+/// A message being received on a channel: its publish method, then header, then body.
+struct Content {
+    publish: basic::Publish,
+    header: Option<AMQPContentHeader>,
+    body: Vec<Bytes>,
+    received: u64,
+}
+
+enum ChannelLocal {
+    Open {
+        content: Option<Content>,
+    },
+    /// We sent channel.close; everything but close / close-ok is dropped until close-ok.
+    Closing,
+}
+
+struct Conn {
+    core: Arc<AmqpCore>,
+    id: ConnId,
+    out: mpsc::UnboundedSender<Bytes>,
+    channels: HashMap<u16, ChannelLocal>,
+    channel_max: u16,
+}
+
+fn method(channel: u16, m: AMQPClass) -> Bytes {
+    frames::method_frame(channel, m)
+}
+
+fn close_frame(e: &AmqpException) -> Bytes {
+    method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+            reply_code: e.code,
+            reply_text: e.reply_text().into(),
+            class_id: e.class_id,
+            method_id: e.method_id,
+        })),
+    )
+}
+
+fn server_properties() -> FieldTable {
+    let mut caps = FieldTable::default();
+    for c in [
+        "publisher_confirms",
+        "exchange_exchange_bindings",
+        "basic.nack",
+        "consumer_cancel_notify",
+        "authentication_failure_close",
+        "per_consumer_qos",
+    ] {
+        caps.insert(c.into(), AMQPValue::Boolean(true));
+    }
+    let mut p = FieldTable::default();
+    let s = |v: &str| AMQPValue::LongString(LongString::from(v.as_bytes().to_vec()));
+    p.insert("product".into(), s("Weir"));
+    p.insert("version".into(), s(env!("CARGO_PKG_VERSION")));
+    p.insert("platform".into(), s("Rust"));
+    p.insert("information".into(), s("https://weir.dev"));
+    p.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+    p
+}
+
+/// Serve one client connection until it closes.
+pub async fn serve_connection(core: Arc<AmqpCore>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let (read_half, write_half) = stream.into_split();
+    let mut reader = BufReader::with_capacity(64 * 1024, read_half);
+    let (out_tx, out_rx) = mpsc::unbounded_channel::<Bytes>();
+    let (hb_tx, hb_rx) = tokio::sync::watch::channel(0u16);
+    let writer = tokio::spawn(write_loop(write_half, out_rx, hb_rx));
+
+    let result = run(&core, &mut reader, &out_tx, &hb_tx, peer).await;
+    if let Some(id) = result {
+        core.connection_closed(id);
+    }
+    drop(out_tx);
+    // The writer drains what is queued (a close frame, say) and then stops.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer).await;
+}
+
+/// Write queued frames, flushing when the queue runs dry; send a heartbeat when nothing was
+/// written for half the negotiated interval.
+async fn write_loop(
+    write_half: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    hb: tokio::sync::watch::Receiver<u16>,
+) {
+    let mut w = BufWriter::with_capacity(64 * 1024, write_half);
+    loop {
+        let interval = *hb.borrow();
+        let next = if interval == 0 {
+            rx.recv().await
+        } else {
+            match tokio::time::timeout(Duration::from_millis(interval as u64 * 500), rx.recv()).await {
+                Ok(x) => x,
+                Err(_) => Some(frames::heartbeat_frame()),
+            }
+        };
+        let Some(bytes) = next else { break };
+        if w.write_all(&bytes).await.is_err() {
+            return;
+        }
+        while let Ok(more) = rx.try_recv() {
+            if w.write_all(&more).await.is_err() {
+                return;
+            }
+        }
+        if w.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = w.flush().await;
+    let _ = w.shutdown().await;
+}
+
+async fn read_with_timeout<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+    frame_max: u32,
+    timeout: Duration,
+) -> Result<InFrame, FrameError> {
+    match tokio::time::timeout(timeout, read_frame(r, frame_max)).await {
+        Ok(x) => x,
+        Err(_) => Err(FrameError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))),
+    }
+}
+
+/// Send connection.close for `e` and wait (bounded) for close-ok.
+async fn close_with<R: tokio::io::AsyncRead + Unpin>(r: &mut R, out: &mpsc::UnboundedSender<Bytes>, e: &AmqpException) {
+    let _ = out.send(close_frame(e));
+    let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match read_with_timeout(r, PRE_TUNE_FRAME_MAX, left).await {
+            Ok(InFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)))) => return,
+            Ok(InFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Close(_)))) => {
+                let _ =
+                    out.send(method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {}))));
+                return;
+            }
+            Ok(_) => continue,
+            Err(_) => return,
+        }
+    }
+}
+
+/// The handshake, then the frame loop. Returns the connection id once registered.
+async fn run<R: tokio::io::AsyncRead + Unpin>(
+    core: &Arc<AmqpCore>,
+    r: &mut R,
+    out: &mpsc::UnboundedSender<Bytes>,
+    hb: &tokio::sync::watch::Sender<u16>,
+    peer: SocketAddr,
+) -> Option<ConnId> {
+    // Protocol header: anything but AMQP 0-9-1 gets ours back and the socket closed.
+    let mut header = [0u8; 8];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, r.read_exact(&mut header)).await {
+        Ok(Ok(_)) => {}
+        _ => return None,
+    }
+    if header != PROTOCOL_HEADER {
+        debug!(%peer, ?header, "wrong AMQP protocol header");
+        let _ = out.send(Bytes::from_static(&PROTOCOL_HEADER));
+        return None;
+    }
+    let cfg = &core.config;
+    let _ = out.send(method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::Start(connection::Start {
+            version_major: 0,
+            version_minor: 9,
+            server_properties: server_properties(),
+            mechanisms: auth::MECHANISMS.into(),
+            locales: "en_US".into(),
+        })),
+    ));
+    let start_ok = match read_with_timeout(r, PRE_TUNE_FRAME_MAX, HANDSHAKE_TIMEOUT).await {
+        Ok(InFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::StartOk(s)))) => s,
+        Ok(InFrame::Method(_, m)) => {
+            let e = AmqpException::connection(code::COMMAND_INVALID, "expected 'connection.start_ok'", Some(&m));
+            close_with(r, out, &e).await;
+            return None;
+        }
+        _ => return None,
+    };
+    let user = match auth::authenticate(cfg, start_ok.mechanism.as_str(), start_ok.response.as_bytes(), peer.ip()) {
+        Ok(u) => u,
+        Err(e) => {
+            info!(%peer, error = %e, "AMQP authentication failed");
+            let m = AMQPClass::Connection(connection::AMQPMethod::StartOk(start_ok));
+            close_with(r, out, &AmqpException::connection(code::ACCESS_REFUSED, e.to_string(), Some(&m))).await;
+            return None;
+        }
+    };
+    let _ = out.send(method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {
+            channel_max: cfg.channel_max,
+            frame_max: cfg.frame_max,
+            heartbeat: cfg.heartbeat_secs,
+        })),
+    ));
+    let tune_ok = match read_with_timeout(r, PRE_TUNE_FRAME_MAX, HANDSHAKE_TIMEOUT).await {
+        Ok(InFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::TuneOk(t)))) => t,
+        Ok(InFrame::Method(_, m)) => {
+            let e = AmqpException::connection(code::COMMAND_INVALID, "expected 'connection.tune_ok'", Some(&m));
+            close_with(r, out, &e).await;
+            return None;
+        }
+        _ => return None,
+    };
+    let tune_ok_method = AMQPClass::Connection(connection::AMQPMethod::TuneOk(tune_ok.clone()));
+    let frame_max = if tune_ok.frame_max == 0 { cfg.frame_max } else { tune_ok.frame_max };
+    if frame_max < 4096 || frame_max > cfg.frame_max {
+        let e = AmqpException::connection(
+            code::NOT_ALLOWED,
+            format!("frame_max={frame_max} outside the allowed range 4096..={}", cfg.frame_max),
+            Some(&tune_ok_method),
+        );
+        close_with(r, out, &e).await;
+        return None;
+    }
+    let channel_max = if tune_ok.channel_max == 0 { cfg.channel_max } else { tune_ok.channel_max.min(cfg.channel_max) };
+    let heartbeat = tune_ok.heartbeat;
+    let _ = hb.send(heartbeat);
+    // Missed heartbeats: nothing from the client for two intervals closes the connection.
+    let read_timeout =
+        if heartbeat == 0 { Duration::from_secs(u64::MAX / 4) } else { Duration::from_secs(heartbeat as u64 * 2) };
+
+    let open = match read_with_timeout(r, frame_max, HANDSHAKE_TIMEOUT).await {
+        Ok(InFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Open(o)))) => o,
+        Ok(InFrame::Method(_, m)) => {
+            let e = AmqpException::connection(code::COMMAND_INVALID, "expected 'connection.open'", Some(&m));
+            close_with(r, out, &e).await;
+            return None;
+        }
+        _ => return None,
+    };
+    let vhost = open.virtual_host.as_str().to_string();
+    let open_method = AMQPClass::Connection(connection::AMQPMethod::Open(open));
+    let Some(id) = core.connection_opened(&vhost, frame_max, out.clone()) else {
+        let e = AmqpException::connection(
+            code::NOT_ALLOWED,
+            format!("vhost '{vhost}' not found or access refused for user '{user}'"),
+            Some(&open_method),
+        );
+        close_with(r, out, &e).await;
+        return None;
+    };
+    let _ = out.send(method(0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {}))));
+    debug!(%peer, user, vhost, frame_max, channel_max, heartbeat, "AMQP connection open");
+
+    let mut conn = Conn { core: core.clone(), id, out: out.clone(), channels: HashMap::new(), channel_max };
+    loop {
+        let frame = match read_with_timeout(r, frame_max, read_timeout).await {
+            Ok(f) => f,
+            Err(FrameError::Protocol(e)) => {
+                warn!(%peer, error = %e, "AMQP frame error");
+                close_with(r, out, &e).await;
+                break;
+            }
+            Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                warn!(%peer, timeout_secs = heartbeat, "missed heartbeats from client; closing the connection");
+                break;
+            }
+            Err(_) => break,
+        };
+        match conn.handle(frame) {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Stop) => break,
+            Err(e) if e.connection => {
+                info!(%peer, error = %e, "AMQP connection exception");
+                close_with(r, out, &e).await;
+                break;
+            }
+            Err(e) => unreachable!("channel exceptions are handled per channel: {e}"),
+        }
+    }
+    Some(id)
+}
+
+enum Flow {
+    Continue,
+    Stop,
+}
+
+impl Conn {
+    fn send(&self, channel: u16, m: AMQPClass) {
+        let _ = self.out.send(method(channel, m));
+    }
+
+    /// Handle one frame. Channel exceptions are turned into channel.close here; connection
+    /// exceptions are returned.
+    fn handle(&mut self, frame: InFrame) -> AmqpResult<Flow> {
+        match frame {
+            InFrame::Heartbeat => Ok(Flow::Continue),
+            InFrame::Method(0, m) => self.connection_method(m),
+            InFrame::Method(ch, m) => {
+                if ch > self.channel_max {
+                    return Err(AmqpException::connection(
+                        code::CHANNEL_ERROR,
+                        format!("channel {ch} is above channel_max {}", self.channel_max),
+                        Some(&m),
+                    ));
+                }
+                self.channel_method(ch, m)
+            }
+            InFrame::Header(ch, h) => self.content_header(ch, h),
+            InFrame::Body(ch, b) => self.content_body(ch, b),
+        }
+    }
+
+    fn connection_method(&mut self, m: AMQPClass) -> AmqpResult<Flow> {
+        match m {
+            AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
+                self.send(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
+                Ok(Flow::Stop)
+            }
+            AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => Ok(Flow::Stop),
+            // Clients may tell us they are blocked; nothing to do.
+            AMQPClass::Connection(connection::AMQPMethod::Blocked(_) | connection::AMQPMethod::Unblocked(_)) => {
+                Ok(Flow::Continue)
+            }
+            AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(_)) => {
+                Err(not_implemented("connection.update-secret").with_method(&m))
+            }
+            other => {
+                Err(AmqpException::connection(code::COMMAND_INVALID, "unexpected method on channel 0", Some(&other)))
+            }
+        }
+    }
+
+    fn channel_method(&mut self, ch: u16, m: AMQPClass) -> AmqpResult<Flow> {
+        match self.channels.get(&ch) {
+            None => {
+                if let AMQPClass::Channel(channel::AMQPMethod::Open(_)) = m {
+                    self.channels.insert(ch, ChannelLocal::Open { content: None });
+                    self.core.channel_opened(self.id, ch);
+                    self.send(ch, AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})));
+                    return Ok(Flow::Continue);
+                }
+                return Err(AmqpException::connection(
+                    code::CHANNEL_ERROR,
+                    format!("expected 'channel.open' on channel {ch}"),
+                    Some(&m),
+                ));
+            }
+            Some(ChannelLocal::Closing) => {
+                match m {
+                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {
+                        self.channels.remove(&ch);
+                    }
+                    AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
+                        self.send(ch, AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})));
+                        self.channels.remove(&ch);
+                    }
+                    _ => {}
+                }
+                return Ok(Flow::Continue);
+            }
+            Some(ChannelLocal::Open { content: Some(_) }) => {
+                return Err(AmqpException::connection(
+                    code::UNEXPECTED_FRAME,
+                    format!("expected content header for class 60, got a method frame on channel {ch}"),
+                    Some(&m),
+                ));
+            }
+            Some(ChannelLocal::Open { content: None }) => {}
+        }
+        match self.channel_open_method(ch, &m) {
+            Ok(()) => Ok(Flow::Continue),
+            Err(e) => {
+                let e = e.with_method(&m);
+                if e.connection {
+                    return Err(e);
+                }
+                self.channel_exception(ch, &e);
+                Ok(Flow::Continue)
+            }
+        }
+    }
+
+    /// Close `ch` for a channel exception: channel.close to the client, the channel's
+    /// deliveries requeued, and frames ignored until close-ok.
+    fn channel_exception(&mut self, ch: u16, e: &AmqpException) {
+        debug!(channel = ch, error = %e, "AMQP channel exception");
+        self.send(
+            ch,
+            AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+                reply_code: e.code,
+                reply_text: e.reply_text().into(),
+                class_id: e.class_id,
+                method_id: e.method_id,
+            })),
+        );
+        self.channels.insert(ch, ChannelLocal::Closing);
+        self.core.channel_closed(self.id, ch);
+    }
+
+    fn channel_open_method(&mut self, ch: u16, m: &AMQPClass) -> AmqpResult<()> {
+        let core = self.core.clone();
+        let id = self.id;
+        match m {
+            AMQPClass::Channel(cm) => match cm {
+                channel::AMQPMethod::Open(_) => Err(AmqpException::connection(
+                    code::CHANNEL_ERROR,
+                    format!("second 'channel.open' seen on channel {ch}"),
+                    None,
+                )),
+                channel::AMQPMethod::Close(_) => {
+                    core.channel_closed(id, ch);
+                    self.channels.remove(&ch);
+                    self.send(ch, AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})));
+                    Ok(())
+                }
+                channel::AMQPMethod::CloseOk(_) => Ok(()),
+                channel::AMQPMethod::Flow(f) => {
+                    if !f.active {
+                        return Err(not_implemented("active=false"));
+                    }
+                    self.send(ch, AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk { active: true })));
+                    Ok(())
+                }
+                channel::AMQPMethod::FlowOk(_) => Ok(()),
+                _ => Err(AmqpException::connection(code::COMMAND_INVALID, "unexpected channel method", None)),
+            },
+            AMQPClass::Access(access::AMQPMethod::Request(_)) => {
+                self.send(ch, AMQPClass::Access(access::AMQPMethod::RequestOk(access::RequestOk {})));
+                Ok(())
+            }
+            AMQPClass::Exchange(em) => match em {
+                exchange::AMQPMethod::Declare(d) => core.exchange_declare(id, ch, d),
+                exchange::AMQPMethod::Delete(d) => core.exchange_delete(id, ch, d),
+                exchange::AMQPMethod::Bind(b) => core.bind(
+                    id,
+                    ch,
+                    b.source.as_str(),
+                    Destination::Exchange(b.destination.as_str().to_string()),
+                    b.routing_key.as_str(),
+                    &b.arguments,
+                    true,
+                    (!b.nowait).then_some(AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {}))),
+                ),
+                exchange::AMQPMethod::Unbind(b) => core.bind(
+                    id,
+                    ch,
+                    b.source.as_str(),
+                    Destination::Exchange(b.destination.as_str().to_string()),
+                    b.routing_key.as_str(),
+                    &b.arguments,
+                    false,
+                    (!b.nowait).then_some(AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {}))),
+                ),
+                _ => Err(AmqpException::connection(code::COMMAND_INVALID, "unexpected exchange method", None)),
+            },
+            AMQPClass::Queue(qm) => match qm {
+                queue::AMQPMethod::Declare(d) => core.queue_declare(id, ch, d).map(|_| ()),
+                queue::AMQPMethod::Bind(b) => core.bind(
+                    id,
+                    ch,
+                    b.exchange.as_str(),
+                    Destination::Queue(b.queue.as_str().to_string()),
+                    b.routing_key.as_str(),
+                    &b.arguments,
+                    true,
+                    (!b.nowait).then_some(AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {}))),
+                ),
+                queue::AMQPMethod::Unbind(b) => core.bind(
+                    id,
+                    ch,
+                    b.exchange.as_str(),
+                    Destination::Queue(b.queue.as_str().to_string()),
+                    b.routing_key.as_str(),
+                    &b.arguments,
+                    false,
+                    Some(AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {}))),
+                ),
+                queue::AMQPMethod::Purge(p) => core.queue_purge(id, ch, p),
+                queue::AMQPMethod::Delete(d) => core.queue_delete(id, ch, d),
+                _ => Err(AmqpException::connection(code::COMMAND_INVALID, "unexpected queue method", None)),
+            },
+            AMQPClass::Basic(bm) => match bm {
+                basic::AMQPMethod::Qos(q) => core.basic_qos(id, ch, q),
+                basic::AMQPMethod::Consume(c) => core.basic_consume(id, ch, c),
+                basic::AMQPMethod::Cancel(c) => core.basic_cancel(id, ch, c),
+                basic::AMQPMethod::Publish(p) => {
+                    self.channels.insert(
+                        ch,
+                        ChannelLocal::Open {
+                            content: Some(Content { publish: p.clone(), header: None, body: Vec::new(), received: 0 }),
+                        },
+                    );
+                    Ok(())
+                }
+                basic::AMQPMethod::Get(g) => core.basic_get(id, ch, g),
+                basic::AMQPMethod::Ack(a) => core.basic_ack(id, ch, a.delivery_tag, a.multiple),
+                basic::AMQPMethod::Nack(n) => core.basic_nack(id, ch, n.delivery_tag, n.multiple, n.requeue),
+                basic::AMQPMethod::Reject(rj) => core.basic_nack(id, ch, rj.delivery_tag, false, rj.requeue),
+                basic::AMQPMethod::Recover(_) => core.basic_recover(id, ch, true),
+                basic::AMQPMethod::RecoverAsync(_) => core.basic_recover(id, ch, false),
+                _ => Err(AmqpException::connection(code::COMMAND_INVALID, "unexpected basic method", None)),
+            },
+            AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => core.confirm_select(id, ch, s.nowait),
+            AMQPClass::Tx(t) => match t {
+                tx::AMQPMethod::Select(_) => core.tx_select(id, ch),
+                tx::AMQPMethod::Commit(_) => core.tx_end(id, ch, true),
+                tx::AMQPMethod::Rollback(_) => core.tx_end(id, ch, false),
+                _ => Err(AmqpException::connection(code::COMMAND_INVALID, "unexpected tx method", None)),
+            },
+            _ => Err(AmqpException::connection(code::COMMAND_INVALID, "unexpected method", None)),
+        }
+    }
+
+    fn unexpected(ch: u16, what: &str) -> AmqpException {
+        AmqpException::connection(code::UNEXPECTED_FRAME, format!("unexpected {what} frame on channel {ch}"), None)
+    }
+
+    fn content_header(&mut self, ch: u16, h: AMQPContentHeader) -> AmqpResult<Flow> {
+        match self.channels.get_mut(&ch) {
+            Some(ChannelLocal::Closing) => return Ok(Flow::Continue),
+            Some(ChannelLocal::Open { content: Some(c) }) if c.header.is_none() => {
+                if h.class_id != 60 {
+                    return Err(Self::unexpected(ch, "content header (class not basic)"));
+                }
+                let size = h.body_size;
+                c.header = Some(h);
+                if size > self.core.config.max_message_size {
+                    let publish = AMQPClass::Basic(basic::AMQPMethod::Publish(c.publish.clone()));
+                    let e = AmqpException::channel(
+                        code::PRECONDITION_FAILED,
+                        format!(
+                            "message size {size} is larger than configured max size {}",
+                            self.core.config.max_message_size
+                        ),
+                        Some(&publish),
+                    );
+                    self.channel_exception(ch, &e);
+                    return Ok(Flow::Continue);
+                }
+                if size == 0 {
+                    self.complete(ch)?;
+                }
+                Ok(Flow::Continue)
+            }
+            _ => Err(Self::unexpected(ch, "content header")),
+        }
+    }
+
+    fn content_body(&mut self, ch: u16, b: Bytes) -> AmqpResult<Flow> {
+        match self.channels.get_mut(&ch) {
+            Some(ChannelLocal::Closing) => Ok(Flow::Continue),
+            Some(ChannelLocal::Open { content: Some(c) }) if c.header.is_some() => {
+                let size = c.header.as_ref().map_or(0, |h| h.body_size);
+                c.received += b.len() as u64;
+                c.body.push(b);
+                if c.received > size {
+                    return Err(Self::unexpected(ch, "content body (longer than its header said)"));
+                }
+                if c.received == size {
+                    self.complete(ch)?;
+                }
+                Ok(Flow::Continue)
+            }
+            _ => Err(Self::unexpected(ch, "content body")),
+        }
+    }
+
+    /// A whole message arrived: publish it.
+    fn complete(&mut self, ch: u16) -> AmqpResult<()> {
+        let Some(ChannelLocal::Open { content }) = self.channels.get_mut(&ch) else { return Ok(()) };
+        let Some(c) = content.take() else { return Ok(()) };
+        let header = c.header.expect("complete after the header");
+        let body = if c.body.len() == 1 {
+            c.body.into_iter().next().expect("one")
+        } else {
+            let mut joined = BytesMut::with_capacity(c.received as usize);
+            for part in c.body {
+                joined.extend_from_slice(&part);
+            }
+            joined.freeze()
+        };
+        if let Err(e) = self.core.basic_publish(self.id, ch, &c.publish, header.properties, body) {
+            let e = e.with_method(&AMQPClass::Basic(basic::AMQPMethod::Publish(c.publish)));
+            if e.connection {
+                return Err(e);
+            }
+            self.channel_exception(ch, &e);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,12 @@
+//! AMQP 0-9-1: frames (decoded and encoded by `amq-protocol`), the connection and channel
+//! state machines, and the broker core that routes through `crate::routing` into
+//! `crate::queue`. See `docs/amqp.md`.
+
+pub mod auth;
+pub mod broker;
+pub mod connection;
+pub mod errors;
+pub mod frames;
+pub mod server;
+
+pub use broker::{AmqpConfig, AmqpCore};

@@ -1,0 +1,169 @@
+//! A classic queue: ready messages in order, the count of delivered-but-unacknowledged ones,
+//! and its consumers (keys into the channels that own them).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use amq_protocol::types::FieldTable;
+
+use super::{Message, QueueArgs};
+
+/// A consumer as the queue sees it: which connection, channel and tag.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ConsumerKey {
+    pub conn: u64,
+    pub channel: u16,
+    pub tag: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueuedMessage {
+    /// Position in the queue: requeued messages go back to their original place.
+    pub seq: u64,
+    pub msg: Arc<Message>,
+    pub redelivered: bool,
+    /// Absolute expiry in ms since the epoch (queue TTL or message expiration).
+    pub expires_at: Option<u64>,
+}
+
+#[derive(Debug)]
+pub struct Queue {
+    pub name: String,
+    pub durable: bool,
+    pub auto_delete: bool,
+    /// The connection owning an exclusive queue.
+    pub exclusive_owner: Option<u64>,
+    pub arguments: FieldTable,
+    pub args: QueueArgs,
+    pub ready: VecDeque<QueuedMessage>,
+    pub ready_bytes: u64,
+    pub unacked: u64,
+    pub consumers: Vec<ConsumerKey>,
+    /// Round-robin position among consumers.
+    pub next_consumer: usize,
+    /// An auto-delete queue is deleted when its last consumer goes, once it has had one.
+    pub had_consumer: bool,
+    /// Last use (declare, get, consume) for `x-expires`.
+    pub last_used_ms: u64,
+    next_seq: u64,
+}
+
+impl Queue {
+    pub fn new(
+        name: String,
+        durable: bool,
+        auto_delete: bool,
+        exclusive_owner: Option<u64>,
+        arguments: FieldTable,
+        args: QueueArgs,
+        now_ms: u64,
+    ) -> Self {
+        Self {
+            name,
+            durable,
+            auto_delete,
+            exclusive_owner,
+            arguments,
+            args,
+            ready: VecDeque::new(),
+            ready_bytes: 0,
+            unacked: 0,
+            consumers: Vec::new(),
+            next_consumer: 0,
+            had_consumer: false,
+            last_used_ms: now_ms,
+            next_seq: 0,
+        }
+    }
+
+    pub fn message_count(&self) -> u64 {
+        self.ready.len() as u64
+    }
+
+    /// Append a new message. Its expiry is the earlier of the queue TTL and its own.
+    pub fn push(&mut self, msg: Arc<Message>, message_ttl: Option<u64>, now_ms: u64) {
+        let ttl = match (self.args.message_ttl, message_ttl) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.ready_bytes += msg.size();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.ready.push_back(QueuedMessage { seq, msg, redelivered: false, expires_at: ttl.map(|t| now_ms + t) });
+    }
+
+    /// Put a delivered message back at its original position, marked redelivered.
+    pub fn requeue(&mut self, mut m: QueuedMessage) {
+        m.redelivered = true;
+        self.ready_bytes += m.msg.size();
+        let at = self.ready.partition_point(|x| x.seq < m.seq);
+        self.ready.insert(at, m);
+    }
+
+    pub fn pop(&mut self) -> Option<QueuedMessage> {
+        let m = self.ready.pop_front()?;
+        self.ready_bytes -= m.msg.size();
+        Some(m)
+    }
+
+    /// Whether the head has expired at `now_ms`.
+    pub fn head_expired(&self, now_ms: u64) -> bool {
+        self.ready.front().is_some_and(|m| m.expires_at.is_some_and(|e| e <= now_ms))
+    }
+
+    /// Whether the limits are exceeded (then drop-head removes from the head).
+    pub fn over_limits(&self) -> bool {
+        self.args.max_length.is_some_and(|l| self.ready.len() as u64 > l)
+            || self.args.max_length_bytes.is_some_and(|l| self.ready_bytes > l)
+    }
+
+    /// Whether one more message of `size` bytes would exceed the limits (reject-publish).
+    pub fn would_overflow(&self, size: u64) -> bool {
+        self.args.max_length.is_some_and(|l| self.ready.len() as u64 >= l)
+            || self.args.max_length_bytes.is_some_and(|l| self.ready_bytes + size > l)
+    }
+
+    pub fn purge(&mut self) -> u64 {
+        let n = self.ready.len() as u64;
+        self.ready.clear();
+        self.ready_bytes = 0;
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn msg(body: &str) -> Arc<Message> {
+        Arc::new(Message {
+            exchange: String::new(),
+            routing_key: "q".into(),
+            properties: Default::default(),
+            body: Bytes::from(body.to_string()),
+        })
+    }
+
+    #[test]
+    fn requeue_restores_order_and_ttl_takes_the_minimum() {
+        let mut q = Queue::new("q".into(), false, false, None, Default::default(), QueueArgs::default(), 0);
+        q.args.message_ttl = Some(100);
+        q.push(msg("a"), Some(50), 1000);
+        q.push(msg("b"), None, 1000);
+        q.push(msg("c"), Some(500), 1000);
+        assert_eq!(q.ready[0].expires_at, Some(1050));
+        assert_eq!(q.ready[1].expires_at, Some(1100));
+        assert_eq!(q.ready[2].expires_at, Some(1100));
+        let a = q.pop().unwrap();
+        let b = q.pop().unwrap();
+        q.requeue(b);
+        q.requeue(a);
+        let order: Vec<_> = q.ready.iter().map(|m| (m.msg.body.clone(), m.redelivered)).collect();
+        assert_eq!(order[0], (Bytes::from("a"), true));
+        assert_eq!(order[1], (Bytes::from("b"), true));
+        assert_eq!(order[2], (Bytes::from("c"), false));
+        assert_eq!(q.ready_bytes, 3);
+        assert!(q.head_expired(1050) && !q.head_expired(1049));
+    }
+}
