@@ -33,7 +33,7 @@ use crate::queue::{default_true, default_vhost};
     validation = Rule::new("has(self.name) == has(oldSelf.name) && (!has(self.name) || self.name == oldSelf.name)").message("spec.name is immutable: create a new Exchange to rename"),
     validation = Rule::new("self.vhost == oldSelf.vhost").message("vhost is immutable"),
     validation = Rule::new("self.type == oldSelf.type").message("type is immutable: AMQP refuses to redeclare an exchange with another type"),
-    validation = Rule::new("self.durable == oldSelf.durable && self.autoDelete == oldSelf.autoDelete").message("durable and autoDelete are immutable (AMQP refuses to redeclare an exchange with other properties)"),
+    validation = Rule::new("self.durable == oldSelf.durable && self.autoDelete == oldSelf.autoDelete && self.internal == oldSelf.internal").message("durable, autoDelete and internal are immutable (AMQP refuses to redeclare an exchange with other properties)"),
     validation = Rule::new("self.clusterRef == oldSelf.clusterRef").message("clusterRef is immutable"),
     validation = Rule::new("!has(self.name) || !self.name.startsWith('amq.')").message("exchange names starting with 'amq.' are reserved by AMQP")
 )]
@@ -58,6 +58,10 @@ pub struct ExchangeSpec {
     /// Deleted by the broker when its last binding goes. Immutable.
     #[serde(default)]
     pub auto_delete: bool,
+    /// Clients cannot publish to an internal exchange; only exchange-to-exchange bindings feed
+    /// it. Immutable.
+    #[serde(default)]
+    pub internal: bool,
     /// Exchange arguments (for example `alternate-exchange`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "crate::common::arguments_schema")]

@@ -1,1 +1,15 @@
-//! The Weir operator. Its controllers arrive with issue 7; this crate is an empty library until then.
+//! The Weir operator: reconciles `Topic`, `Queue`, `Exchange` and `Binding` resources
+//! (`weir.dev/v1alpha1`) against a broker cluster's admin API, and plans partition rebalancing
+//! as broker pods come and go.
+
+pub mod admin;
+pub mod binding;
+pub mod conditions;
+pub mod controller;
+pub mod exchange;
+pub mod leader;
+pub mod metrics;
+pub mod queue;
+pub mod resolver;
+pub mod sync;
+pub mod topic;

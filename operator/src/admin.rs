@@ -1,0 +1,452 @@
+//! Client of the broker's JSON admin API (`docs/admin-api.md`): topics, AMQP exchanges, queues
+//! and bindings. [`BrokerAdmin`] is the seam the reconcilers use; [`HttpAdmin`] speaks HTTP/1.1
+//! to a real broker, and tests substitute their own implementation.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::Value;
+
+/// An error from the admin API, or from reaching it.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum AdminError {
+    /// The broker answered with an error body `{"code", "message"}`.
+    #[error("broker refused ({status} {code}): {message}")]
+    Api { status: u16, code: String, message: String },
+    /// No answer: connection refused, timeout, bad URL.
+    #[error("broker admin API unreachable: {0}")]
+    Unreachable(String),
+    /// An answer that is not the documented JSON.
+    #[error("unexpected answer from the broker admin API: {0}")]
+    Protocol(String),
+}
+
+impl AdminError {
+    /// The stable error code, when the broker gave one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            AdminError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// Whether retrying later may succeed without a spec change (broker starting, no quorum,
+    /// network), as opposed to a refusal of the request itself.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            AdminError::Api { status, .. } => *status == 503 || *status >= 500,
+            AdminError::Unreachable(_) => true,
+            AdminError::Protocol(_) => false,
+        }
+    }
+
+    /// A short CamelCase reason for a condition: `Unavailable`, `Unreachable` or the code
+    /// (`invalid_config` → `InvalidConfig`).
+    pub fn reason(&self) -> String {
+        match self {
+            AdminError::Api { code, .. } => camel_case(code),
+            AdminError::Unreachable(_) => "BrokerUnreachable".to_string(),
+            AdminError::Protocol(_) => "BrokerProtocolError".to_string(),
+        }
+    }
+}
+
+fn camel_case(code: &str) -> String {
+    code.split('_')
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let mut c = w.chars();
+            match c.next() {
+                Some(f) => f.to_ascii_uppercase().to_string() + c.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect()
+}
+
+/// A topic as the broker shows it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct TopicInfo {
+    pub name: String,
+    pub topic_id: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    #[serde(default)]
+    pub configs: BTreeMap<String, String>,
+    #[serde(default)]
+    pub assignment: Vec<Vec<i32>>,
+}
+
+/// Body of `POST /api/v1/topics`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication_factor: Option<i32>,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// Body of `PATCH /api/v1/topics/{name}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TopicPatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<i32>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub configs: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub delete_configs: Vec<String>,
+}
+
+impl TopicPatch {
+    pub fn is_empty(&self) -> bool {
+        self.partitions.is_none() && self.configs.is_empty() && self.delete_configs.is_empty()
+    }
+}
+
+/// An exchange as the broker shows it (and, without `vhost`/`name`, the `PUT` body).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct ExchangeInfo {
+    #[serde(rename = "type")]
+    pub exchange_type: String,
+    pub durable: bool,
+    pub auto_delete: bool,
+    #[serde(default)]
+    pub internal: bool,
+    #[serde(default)]
+    pub arguments: BTreeMap<String, Value>,
+}
+
+/// A queue as the broker shows it; the `PUT` body is [`QueueDeclare`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct QueueInfo {
+    #[serde(rename = "type", default)]
+    pub queue_type: Option<String>,
+    pub durable: bool,
+    pub auto_delete: bool,
+    #[serde(default)]
+    pub arguments: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub messages: Option<u64>,
+    #[serde(default)]
+    pub consumers: Option<u64>,
+}
+
+/// Body of `PUT /api/v1/vhosts/{vhost}/queues/{name}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueueDeclare {
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub arguments: BTreeMap<String, Value>,
+}
+
+/// A binding, identified by all of its fields (the `POST`/`DELETE` body).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct BindingInfo {
+    pub source: String,
+    pub destination_type: String,
+    pub destination: String,
+    pub routing_key: String,
+    #[serde(default)]
+    pub arguments: BTreeMap<String, Value>,
+}
+
+/// Whether a declare created the object or found an equivalent one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Declared {
+    Created,
+    Existed,
+}
+
+/// Guards of a queue deletion (`?if_empty=true`, `?if_unused=true`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeleteGuards {
+    pub if_empty: bool,
+    pub if_unused: bool,
+}
+
+/// The admin operations the operator needs. `Ok(None)` from a getter means 404.
+#[async_trait]
+pub trait BrokerAdmin: Send + Sync {
+    async fn get_topic(&self, name: &str) -> Result<Option<TopicInfo>, AdminError>;
+    async fn create_topic(&self, topic: &NewTopic) -> Result<TopicInfo, AdminError>;
+    async fn patch_topic(&self, name: &str, patch: &TopicPatch) -> Result<TopicInfo, AdminError>;
+    /// `Ok(false)` when the topic did not exist.
+    async fn delete_topic(&self, name: &str) -> Result<bool, AdminError>;
+
+    async fn put_vhost(&self, vhost: &str) -> Result<(), AdminError>;
+
+    async fn get_exchange(&self, vhost: &str, name: &str) -> Result<Option<ExchangeInfo>, AdminError>;
+    async fn put_exchange(&self, vhost: &str, name: &str, decl: &ExchangeInfo) -> Result<Declared, AdminError>;
+    async fn delete_exchange(&self, vhost: &str, name: &str) -> Result<bool, AdminError>;
+
+    async fn get_queue(&self, vhost: &str, name: &str) -> Result<Option<QueueInfo>, AdminError>;
+    async fn put_queue(&self, vhost: &str, name: &str, decl: &QueueDeclare) -> Result<Declared, AdminError>;
+    async fn delete_queue(&self, vhost: &str, name: &str, guards: DeleteGuards) -> Result<bool, AdminError>;
+
+    async fn list_bindings(&self, vhost: &str, source: &str) -> Result<Vec<BindingInfo>, AdminError>;
+    async fn create_binding(&self, vhost: &str, binding: &BindingInfo) -> Result<Declared, AdminError>;
+    async fn delete_binding(&self, vhost: &str, binding: &BindingInfo) -> Result<bool, AdminError>;
+}
+
+/// Characters escaped in a path segment: everything but unreserved ones (`/` becomes `%2F`).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+fn seg(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+/// [`BrokerAdmin`] over HTTP/1.1 to one broker's admin listener, e.g. `http://weir.ns.svc:9644`.
+#[derive(Clone)]
+pub struct HttpAdmin {
+    base: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl HttpAdmin {
+    /// `base` is the scheme, host and port, without a trailing `/api/v1`.
+    pub fn new(base: impl Into<String>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        HttpAdmin { base: base.into().trim_end_matches('/').to_string(), client, timeout: Duration::from_secs(30) }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// One request; returns the status and the body bytes.
+    async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<(StatusCode, Bytes), AdminError> {
+        let uri = format!("{}/api/v1{}", self.base, path);
+        let mut req = Request::builder().method(method.clone()).uri(&uri).header(header::ACCEPT, "application/json");
+        let bytes = match body {
+            Some(v) => {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+                Bytes::from(serde_json::to_vec(v).expect("JSON values serialize"))
+            }
+            None => Bytes::new(),
+        };
+        let req = req.body(Full::new(bytes)).map_err(|e| AdminError::Unreachable(format!("{uri}: {e}")))?;
+        let send = async {
+            let resp =
+                self.client.request(req).await.map_err(|e| AdminError::Unreachable(format!("{method} {uri}: {e}")))?;
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| AdminError::Unreachable(format!("{method} {uri}: {e}")))?
+                .to_bytes();
+            Ok((status, body))
+        };
+        tokio::time::timeout(self.timeout, send)
+            .await
+            .map_err(|_| AdminError::Unreachable(format!("{method} {uri}: no answer within {:?}", self.timeout)))?
+    }
+
+    fn error(status: StatusCode, body: &[u8]) -> AdminError {
+        #[derive(Deserialize)]
+        struct ErrorBody {
+            code: String,
+            message: String,
+        }
+        match serde_json::from_slice::<ErrorBody>(body) {
+            Ok(e) => AdminError::Api { status: status.as_u16(), code: e.code, message: e.message },
+            Err(_) => AdminError::Api {
+                status: status.as_u16(),
+                code: format!("http_{}", status.as_u16()),
+                message: String::from_utf8_lossy(body).chars().take(200).collect(),
+            },
+        }
+    }
+
+    fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
+        serde_json::from_slice(body).map_err(|e| AdminError::Protocol(e.to_string()))
+    }
+
+    /// GET that maps 404 with one of `missing_codes` to `None`.
+    async fn get_opt<T: DeserializeOwned>(&self, path: &str, missing_codes: &[&str]) -> Result<Option<T>, AdminError> {
+        let (status, body) = self.call(Method::GET, path, None).await?;
+        match status {
+            StatusCode::OK => Self::parse(&body).map(Some),
+            _ => {
+                let err = Self::error(status, &body);
+                if status == StatusCode::NOT_FOUND && err.code().is_some_and(|c| missing_codes.contains(&c)) {
+                    Ok(None)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    async fn declare(&self, path: &str, body: &Value) -> Result<Declared, AdminError> {
+        let (status, resp) = self.call(Method::PUT, path, Some(body)).await?;
+        match status {
+            StatusCode::CREATED => Ok(Declared::Created),
+            StatusCode::OK => Ok(Declared::Existed),
+            _ => Err(Self::error(status, &resp)),
+        }
+    }
+
+    /// DELETE: `Ok(true)` on 204, `Ok(false)` on 404 with one of `missing_codes`.
+    async fn delete(&self, path: &str, body: Option<&Value>, missing_codes: &[&str]) -> Result<bool, AdminError> {
+        let (status, resp) = self.call(Method::DELETE, path, body).await?;
+        match status {
+            StatusCode::NO_CONTENT | StatusCode::OK => Ok(true),
+            _ => {
+                let err = Self::error(status, &resp);
+                if status == StatusCode::NOT_FOUND && err.code().is_some_and(|c| missing_codes.contains(&c)) {
+                    Ok(false)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+}
+
+fn to_value<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).expect("admin request bodies serialize")
+}
+
+#[async_trait]
+impl BrokerAdmin for HttpAdmin {
+    async fn get_topic(&self, name: &str) -> Result<Option<TopicInfo>, AdminError> {
+        self.get_opt(&format!("/topics/{}", seg(name)), &["unknown_topic"]).await
+    }
+
+    async fn create_topic(&self, topic: &NewTopic) -> Result<TopicInfo, AdminError> {
+        let (status, body) = self.call(Method::POST, "/topics", Some(&to_value(topic))).await?;
+        match status {
+            StatusCode::CREATED => Self::parse(&body),
+            _ => Err(Self::error(status, &body)),
+        }
+    }
+
+    async fn patch_topic(&self, name: &str, patch: &TopicPatch) -> Result<TopicInfo, AdminError> {
+        let (status, body) =
+            self.call(Method::PATCH, &format!("/topics/{}", seg(name)), Some(&to_value(patch))).await?;
+        match status {
+            StatusCode::OK => Self::parse(&body),
+            _ => Err(Self::error(status, &body)),
+        }
+    }
+
+    async fn delete_topic(&self, name: &str) -> Result<bool, AdminError> {
+        self.delete(&format!("/topics/{}", seg(name)), None, &["unknown_topic"]).await
+    }
+
+    async fn put_vhost(&self, vhost: &str) -> Result<(), AdminError> {
+        self.declare(&format!("/vhosts/{}", seg(vhost)), &serde_json::json!({})).await.map(|_| ())
+    }
+
+    async fn get_exchange(&self, vhost: &str, name: &str) -> Result<Option<ExchangeInfo>, AdminError> {
+        self.get_opt(&format!("/vhosts/{}/exchanges/{}", seg(vhost), seg(name)), &["unknown_exchange", "unknown_vhost"])
+            .await
+    }
+
+    async fn put_exchange(&self, vhost: &str, name: &str, decl: &ExchangeInfo) -> Result<Declared, AdminError> {
+        self.declare(&format!("/vhosts/{}/exchanges/{}", seg(vhost), seg(name)), &to_value(decl)).await
+    }
+
+    async fn delete_exchange(&self, vhost: &str, name: &str) -> Result<bool, AdminError> {
+        self.delete(
+            &format!("/vhosts/{}/exchanges/{}", seg(vhost), seg(name)),
+            None,
+            &["unknown_exchange", "unknown_vhost"],
+        )
+        .await
+    }
+
+    async fn get_queue(&self, vhost: &str, name: &str) -> Result<Option<QueueInfo>, AdminError> {
+        self.get_opt(&format!("/vhosts/{}/queues/{}", seg(vhost), seg(name)), &["unknown_queue", "unknown_vhost"]).await
+    }
+
+    async fn put_queue(&self, vhost: &str, name: &str, decl: &QueueDeclare) -> Result<Declared, AdminError> {
+        self.declare(&format!("/vhosts/{}/queues/{}", seg(vhost), seg(name)), &to_value(decl)).await
+    }
+
+    async fn delete_queue(&self, vhost: &str, name: &str, guards: DeleteGuards) -> Result<bool, AdminError> {
+        let mut query = Vec::new();
+        if guards.if_unused {
+            query.push("if_unused=true");
+        }
+        if guards.if_empty {
+            query.push("if_empty=true");
+        }
+        let query = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
+        self.delete(
+            &format!("/vhosts/{}/queues/{}{query}", seg(vhost), seg(name)),
+            None,
+            &["unknown_queue", "unknown_vhost"],
+        )
+        .await
+    }
+
+    async fn list_bindings(&self, vhost: &str, source: &str) -> Result<Vec<BindingInfo>, AdminError> {
+        #[derive(Deserialize)]
+        struct List {
+            bindings: Vec<BindingInfo>,
+        }
+        let path = format!("/vhosts/{}/bindings?source={}", seg(vhost), seg(source));
+        let (status, body) = self.call(Method::GET, &path, None).await?;
+        match status {
+            StatusCode::OK => Self::parse::<List>(&body).map(|l| l.bindings),
+            _ => Err(Self::error(status, &body)),
+        }
+    }
+
+    async fn create_binding(&self, vhost: &str, binding: &BindingInfo) -> Result<Declared, AdminError> {
+        let (status, body) =
+            self.call(Method::POST, &format!("/vhosts/{}/bindings", seg(vhost)), Some(&to_value(binding))).await?;
+        match status {
+            StatusCode::CREATED => Ok(Declared::Created),
+            StatusCode::OK => Ok(Declared::Existed),
+            _ => Err(Self::error(status, &body)),
+        }
+    }
+
+    async fn delete_binding(&self, vhost: &str, binding: &BindingInfo) -> Result<bool, AdminError> {
+        self.delete(&format!("/vhosts/{}/bindings", seg(vhost)), Some(&to_value(binding)), &["unknown_binding"]).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vhost_slash_is_percent_encoded_in_paths() {
+        assert_eq!(seg("/"), "%2F");
+        assert_eq!(seg("orders.eu"), "orders.eu");
+        assert_eq!(seg("a b"), "a%20b");
+    }
+
+    #[test]
+    fn error_codes_become_condition_reasons() {
+        let e = AdminError::Api { status: 400, code: "invalid_config".into(), message: "x".into() };
+        assert_eq!(e.reason(), "InvalidConfig");
+        assert!(!e.is_transient());
+        let e = AdminError::Api { status: 503, code: "unavailable".into(), message: "x".into() };
+        assert!(e.is_transient());
+        assert_eq!(AdminError::Unreachable("x".into()).reason(), "BrokerUnreachable");
+    }
+
+    #[test]
+    fn non_json_error_bodies_keep_the_status() {
+        let e = HttpAdmin::error(StatusCode::BAD_GATEWAY, b"<html>bad gateway</html>");
+        assert_eq!(e.code(), Some("http_502"));
+    }
+}

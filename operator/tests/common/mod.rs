@@ -1,0 +1,3 @@
+#![allow(dead_code)]
+pub mod fake_admin;
+pub mod mock_api;
