@@ -226,6 +226,18 @@ impl HttpAdmin {
         &self.base
     }
 
+    /// Whether the broker answers `/readyz` with 200 (registered with the metadata quorum).
+    pub async fn readyz(&self) -> Result<bool, AdminError> {
+        let uri = format!("{}/readyz", self.base);
+        let req =
+            Request::get(&uri).body(Full::new(Bytes::new())).map_err(|e| AdminError::Unreachable(e.to_string()))?;
+        let resp = tokio::time::timeout(self.timeout, self.client.request(req))
+            .await
+            .map_err(|_| AdminError::Unreachable(format!("GET {uri}: no answer")))?
+            .map_err(|e| AdminError::Unreachable(format!("GET {uri}: {e}")))?;
+        Ok(resp.status() == StatusCode::OK)
+    }
+
     /// One request; returns the status and the body bytes.
     async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<(StatusCode, Bytes), AdminError> {
         let uri = format!("{}/api/v1{}", self.base, path);
