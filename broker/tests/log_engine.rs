@@ -908,3 +908,27 @@ fn writes_documented_example_segment() {
     let on_disk = std::fs::read(dir.join("00000000000000000000.log")).unwrap();
     assert_eq!(on_disk, [first, second].concat());
 }
+
+#[test]
+fn log_slice_read_into_appends_the_range_and_reports_a_short_file() {
+    use std::io::Write;
+    use weir_broker::log::LogSlice;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("segment");
+    let content: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::File::create(&path).unwrap().write_all(&content).unwrap();
+    let file = std::sync::Arc::new(std::fs::File::open(&path).unwrap());
+    let slice = |position: u64, len: usize| LogSlice { file: file.clone(), position, len, first_batch_offset: 0 };
+
+    let mut buf = vec![1, 2, 3];
+    slice(17, 5000).read_into(&mut buf).unwrap();
+    assert_eq!(buf[..3], [1, 2, 3]);
+    assert_eq!(buf[3..], content[17..5017]);
+    assert_eq!(slice(0, 10_000).to_vec().unwrap(), content);
+
+    // Past the end of the file (truncated since the slice was located): an error, and the
+    // buffer keeps only what it had.
+    let err = slice(9_000, 2_000).read_into(&mut buf).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+    assert_eq!(buf.len(), 5003);
+}

@@ -40,7 +40,11 @@ async fn connection(stream: TcpStream, ctx: Arc<KafkaContext>) -> Result<(), Cod
     while let Some(mut frame) = codec::read_frame(&mut r, ctx.config.max_request_bytes).await? {
         let (api_key, header) = codec::decode_header(&mut frame)?;
         if let Some(response) = handlers::handle(&ctx, api_key, &header, frame).await? {
-            w.write_all(&response).await?;
+            // Small parts gather in the 64 KiB buffer; a part as large as the buffer (fetched
+            // records) goes from its own memory to the socket.
+            for part in response.parts() {
+                w.write_all(part).await?;
+            }
             w.flush().await?;
         }
     }

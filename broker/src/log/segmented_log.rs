@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,11 +42,48 @@ pub struct LogSlice {
 }
 
 impl LogSlice {
+    /// Append the slice's bytes to `buf`. They are read straight into the vector's spare
+    /// capacity: zero-filling it first would cost as much as a second copy (fetch reads up to
+    /// `max.partition.fetch.bytes` per partition on every request).
     pub fn read_into(&self, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        buf.reserve(self.len);
         let start = buf.len();
-        buf.resize(start + self.len, 0);
-        self.file.read_exact_at(&mut buf[start..], self.position)
+        let mut done = 0usize;
+        while done < self.len {
+            let spare = &mut buf.spare_capacity_mut()[done..self.len];
+            // SAFETY: `spare` is writable memory of `spare.len()` bytes owned by `buf`; pread
+            // writes at most that many bytes and the file descriptor stays open (`self.file`).
+            let n = unsafe {
+                libc::pread(
+                    self.file.as_raw_fd(),
+                    spare.as_mut_ptr().cast(),
+                    spare.len(),
+                    (self.position + done as u64) as libc::off_t,
+                )
+            };
+            match n {
+                n if n > 0 => done += n as usize,
+                0 => {
+                    // The file is shorter than the slice (truncated since it was located).
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "segment ended before the end of the slice",
+                    ));
+                }
+                _ => {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        // SAFETY: pread initialised exactly `self.len` bytes after `start`.
+        unsafe { buf.set_len(start + self.len) };
+        Ok(())
     }
+
     pub fn to_vec(&self) -> std::io::Result<Vec<u8>> {
         let mut v = Vec::with_capacity(self.len);
         self.read_into(&mut v)?;

@@ -1,15 +1,15 @@
 //! ApiVersions (key 18), versions 0–4. An unsupported request version is answered with
 //! UNSUPPORTED_VERSION in a v0 body listing our ranges, so the client can downgrade.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader};
 use kafka_protocol::ResponseError;
 
 use super::SUPPORTED;
-use crate::kafka::codec::{self, CodecError};
+use crate::kafka::codec::{self, CodecError, ResponseFrame};
 
-pub fn handle(header: &RequestHeader, mut body: Bytes) -> Result<BytesMut, CodecError> {
+pub fn handle(header: &RequestHeader, mut body: Bytes) -> Result<ResponseFrame, CodecError> {
     let version = header.request_api_version;
     let (lo, hi) = super::supported_range(ApiKey::ApiVersions).expect("listed");
     let mut resp = ApiVersionsResponse::default();

@@ -20,12 +20,12 @@ pub mod produce;
 
 use std::sync::{Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::codec::{self, CodecError};
+use super::codec::{self, CodecError, ResponseFrame};
 use super::context::KafkaContext;
 use crate::cluster::image::{BrokerRecord, MetadataImage, PartitionRecord};
 use crate::log::{Log, TopicPartition};
@@ -68,7 +68,7 @@ pub async fn handle(
     api_key: ApiKey,
     header: &RequestHeader,
     mut body: Bytes,
-) -> Result<Option<BytesMut>, CodecError> {
+) -> Result<Option<ResponseFrame>, CodecError> {
     let version = header.request_api_version;
     if api_key == ApiKey::ApiVersions {
         return api_versions::handle(header, body).map(Some);
@@ -98,7 +98,7 @@ async fn dispatch(
     corr: i32,
     client_id: &str,
     body: &mut Bytes,
-) -> Result<Option<BytesMut>, CodecError> {
+) -> Result<Option<ResponseFrame>, CodecError> {
     match api_key {
         ApiKey::Metadata => {
             let req = codec::decode_body(body, version)?;
@@ -116,7 +116,15 @@ async fn dispatch(
         ApiKey::Fetch => {
             let req = codec::decode_body(body, version)?;
             let resp = fetch::handle(ctx, req, version).await;
-            codec::encode_response(api_key, version, corr, &resp).map(Some)
+            // The records go out as they were read, without a copy into the encoded response.
+            let records: Vec<Bytes> = resp
+                .responses
+                .iter()
+                .flat_map(|t| t.partitions.iter())
+                .filter_map(|p| p.records.clone())
+                .filter(|r| !r.is_empty())
+                .collect();
+            codec::encode_response_sharing(api_key, version, corr, &resp, &records).map(Some)
         }
         ApiKey::ListOffsets => {
             let req = codec::decode_body(body, version)?;
