@@ -220,3 +220,25 @@ def test_members_keep_their_generation_across_a_broker_restart(fresh_broker, top
     finally:
         for m in members:
             m.consumer.close()
+
+
+def test_session_timeout_below_the_group_minimum_is_refused(broker, topic_name):
+    """group.min.session.timeout.ms is 6000, as in Kafka: a 3 s session gets
+    INVALID_SESSION_TIMEOUT, which librdkafka surfaces to the application."""
+    create_topic_ready(broker.bootstrap, topic_name)
+    c = ck.Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"g-{topic_name}",
+                     "session.timeout.ms": 3000, "heartbeat.interval.ms": 500})
+    try:
+        c.subscribe([topic_name])
+        deadline = time.monotonic() + 30
+        seen = []
+        while time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is not None and m.error():
+                seen.append(m.error().code())
+                if m.error().code() == ck.KafkaError.INVALID_SESSION_TIMEOUT:
+                    break
+        assert ck.KafkaError.INVALID_SESSION_TIMEOUT in seen, f"errors seen: {seen}"
+        assert c.assignment() == []
+    finally:
+        c.close()

@@ -23,6 +23,10 @@ use crate::log::{batch, now_ms, LogError, LogManager, TopicPartition};
 
 /// `group.initial.rebalance.delay.ms`: a new group waits this long for more members.
 pub const INITIAL_REBALANCE_DELAY: Duration = Duration::from_millis(3000);
+/// `group.min.session.timeout.ms` and `group.max.session.timeout.ms`: a joiner asking for a
+/// session outside them gets INVALID_SESSION_TIMEOUT, as from Kafka.
+pub const MIN_SESSION_TIMEOUT: Duration = Duration::from_millis(6000);
+pub const MAX_SESSION_TIMEOUT: Duration = Duration::from_millis(1_800_000);
 
 fn code(e: ResponseError) -> i16 {
     e.code()
@@ -490,6 +494,9 @@ impl GroupCoordinator {
         let err = self.check_coordinator(&req.group);
         if err != 0 {
             return JoinResult::error(err, req.member_id);
+        }
+        if !(MIN_SESSION_TIMEOUT..=MAX_SESSION_TIMEOUT).contains(&req.session_timeout) {
+            return JoinResult::error(code(ResponseError::InvalidSessionTimeout), req.member_id);
         }
         if req.protocols.is_empty() || req.protocol_type.is_empty() {
             return JoinResult::error(code(ResponseError::InconsistentGroupProtocol), req.member_id);
