@@ -145,6 +145,8 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding --amqp-listen {}", args.amqp_listen))?;
     let amqp = crate::amqp::AmqpCore::new(amqp_config);
+    crate::amqp::server::follow_cluster(amqp.clone(), cluster.clone());
+    admin_state.set_amqp(amqp.clone());
     tokio::spawn(crate::amqp::server::serve(amqp_listener, amqp));
     info!(amqp_listen = %args.amqp_listen, "AMQP listener open");
     // Ready once the quorum knows this broker: before that, writes and placement fail.

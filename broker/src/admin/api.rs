@@ -38,6 +38,7 @@ pub fn routes() -> Router<Arc<AdminState>> {
         .route("/topics/{name}", get(get_topic).patch(alter_topic).delete(delete_topic))
         .route("/cluster", get(cluster))
         .route("/partitions", get(partitions))
+        .merge(super::amqp::routes())
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
 }
@@ -493,7 +494,7 @@ fn partitions_filter(query: Option<&str>) -> Result<Option<String>, ApiError> {
 }
 
 /// `application/x-www-form-urlencoded` decoding of one query component.
-fn percent_decode(s: &str) -> Result<String, ApiError> {
+pub(crate) fn percent_decode(s: &str) -> Result<String, ApiError> {
     let bad = || ApiError::bad_request(format!("malformed query string component '{s}'"));
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

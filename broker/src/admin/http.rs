@@ -19,6 +19,8 @@ pub struct AdminState {
     /// Set once the metadata quorum client and the logs are up; the JSON API answers 503 before.
     cluster: std::sync::OnceLock<Arc<crate::cluster::ClusterNode>>,
     logs: std::sync::OnceLock<Arc<crate::log::LogManager>>,
+    /// The AMQP core, for the AMQP entity endpoints.
+    amqp: std::sync::OnceLock<Arc<crate::amqp::AmqpCore>>,
 }
 
 impl AdminState {
@@ -29,11 +31,18 @@ impl AdminState {
             registry,
             cluster: std::sync::OnceLock::new(),
             logs: std::sync::OnceLock::new(),
+            amqp: std::sync::OnceLock::new(),
         })
     }
     pub fn set_cluster(&self, cluster: Arc<crate::cluster::ClusterNode>, logs: Arc<crate::log::LogManager>) {
         let _ = self.cluster.set(cluster);
         let _ = self.logs.set(logs);
+    }
+    pub fn set_amqp(&self, core: Arc<crate::amqp::AmqpCore>) {
+        let _ = self.amqp.set(core);
+    }
+    pub fn amqp(&self) -> Option<&Arc<crate::amqp::AmqpCore>> {
+        self.amqp.get()
     }
     pub fn cluster(&self) -> Option<&Arc<crate::cluster::ClusterNode>> {
         self.cluster.get()

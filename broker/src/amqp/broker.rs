@@ -25,6 +25,10 @@ use crate::queue::classic::ConsumerKey;
 use crate::queue::{Message, Overflow, Queue, QueueArgs, QueuedMessage};
 use crate::routing::{headers, Binding, Destination, Exchange, ExchangeKind};
 
+#[path = "durable.rs"]
+mod durable;
+pub use durable::{BindingInfo, ExchangeInfo, QueueInfo};
+
 pub type ConnId = u64;
 
 /// Wall clock in ms since the epoch, for TTLs and `x-expires`.
@@ -165,15 +169,24 @@ struct CoreState {
     dead_letters: Vec<DeadLetter>,
     /// (vhost, queue) with an exclusive consumer.
     exclusive_consumers: HashSet<(String, String)>,
+    /// Deletions of durable queues the core decides itself, for the metadata quorum.
+    durable_sink: Option<UnboundedSender<crate::cluster::amqp_image::AmqpCommand>>,
 }
 
 /// Shared by every AMQP connection of the broker.
-#[derive(Debug)]
 pub struct AmqpCore {
     state: Mutex<CoreState>,
     pub config: AmqpConfig,
     next_conn: AtomicU64,
     next_name: AtomicU64,
+    /// The metadata quorum, where durable entities live (absent in unit tests).
+    cluster: std::sync::OnceLock<Arc<crate::cluster::ClusterNode>>,
+}
+
+impl std::fmt::Debug for AmqpCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpCore").field("config", &self.config).finish_non_exhaustive()
+    }
 }
 
 /// What a queue declaration answered.
@@ -234,14 +247,28 @@ impl AmqpCore {
     pub fn new(config: AmqpConfig) -> Arc<Self> {
         let mut state = CoreState::default();
         state.vhosts.insert("/".to_string(), Vhost::new("/"));
-        Arc::new(Self { state: Mutex::new(state), config, next_conn: AtomicU64::new(1), next_name: AtomicU64::new(1) })
+        Arc::new(Self {
+            state: Mutex::new(state),
+            config,
+            next_conn: AtomicU64::new(1),
+            next_name: AtomicU64::new(1),
+            cluster: std::sync::OnceLock::new(),
+        })
+    }
+
+    pub fn set_cluster(&self, cluster: Arc<crate::cluster::ClusterNode>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::ClusterNode>> {
+        self.cluster.get()
     }
 
     fn lock(&self) -> MutexGuard<'_, CoreState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn unique(&self, prefix: &str) -> String {
+    pub fn unique(&self, prefix: &str) -> String {
         let n = self.next_name.fetch_add(1, Ordering::Relaxed);
         format!("{prefix}{:016x}{n:x}", random_u64())
     }
@@ -448,7 +475,11 @@ impl AmqpCore {
             }
         }
         let ex = vh.exchanges.get_mut(source).ok_or_else(|| no_exchange(source, &vhost))?;
-        let b = Binding { destination, routing_key: routing_key.to_string(), arguments: arguments.clone() };
+        let b = Binding {
+            destination,
+            routing_key: routing_key.to_string(),
+            arguments: super::json_args::normalize(arguments),
+        };
         if bind {
             if ex.kind == ExchangeKind::Headers {
                 headers::x_match(arguments).map_err(precondition_failed)?;
@@ -941,6 +972,7 @@ impl AmqpCore {
             st.dispatch(&v, &q);
         }
         for (v, q) in idle {
+            st.note_durable_queue_deleted(&v, &q);
             st.delete_queue(&v, &q);
         }
         st.flush_dead_letters();
@@ -1102,6 +1134,7 @@ impl CoreState {
         q.last_used_ms = now();
         self.exclusive_consumers.remove(&(vhost.to_string(), queue.to_string()));
         if q.auto_delete && q.had_consumer && q.consumers.is_empty() {
+            self.note_durable_queue_deleted(vhost, queue);
             self.delete_queue(vhost, queue);
         }
     }

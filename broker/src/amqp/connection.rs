@@ -20,6 +20,9 @@ use super::auth;
 use super::broker::{AmqpCore, ConnId};
 use super::errors::{code, not_implemented, AmqpException, AmqpResult};
 use super::frames::{self, read_frame, FrameError, InFrame, PROTOCOL_HEADER};
+use super::json_args::table_to_json;
+use crate::cluster::amqp_image::{AmqpBindingRecord, AmqpCommand};
+use crate::cluster::{MetadataCommand, MetadataError, ProposeError};
 use crate::routing::Destination;
 
 /// How long a client has for each handshake step.
@@ -51,6 +54,26 @@ struct Conn {
     out: mpsc::UnboundedSender<Bytes>,
     channels: HashMap<u16, ChannelLocal>,
     channel_max: u16,
+}
+
+/// A refusal of the metadata quorum as the AMQP exception RabbitMQ would raise.
+fn propose_error(e: ProposeError) -> AmqpException {
+    match e {
+        ProposeError::Metadata(m) => {
+            let text = m.to_string();
+            match m {
+                MetadataError::UnknownExchange(_)
+                | MetadataError::UnknownQueue(_)
+                | MetadataError::UnknownBinding(_) => super::errors::not_found(text),
+                MetadataError::UnknownVhost(_) => super::errors::not_allowed(text),
+                MetadataError::AccessRefused(_) => super::errors::access_refused(text),
+                _ => super::errors::precondition_failed(text),
+            }
+        }
+        ProposeError::Unavailable(e) => {
+            AmqpException::connection(code::INTERNAL_ERROR, format!("metadata quorum unavailable: {e}"), None)
+        }
+    }
 }
 
 fn method(channel: u16, m: AMQPClass) -> Bytes {
@@ -295,7 +318,7 @@ async fn run<R: tokio::io::AsyncRead + Unpin>(
             }
             Err(_) => break,
         };
-        match conn.handle(frame) {
+        match conn.handle(frame).await {
             Ok(Flow::Continue) => {}
             Ok(Flow::Stop) => break,
             Err(e) if e.connection => {
@@ -321,7 +344,7 @@ impl Conn {
 
     /// Handle one frame. Channel exceptions are turned into channel.close here; connection
     /// exceptions are returned.
-    fn handle(&mut self, frame: InFrame) -> AmqpResult<Flow> {
+    async fn handle(&mut self, frame: InFrame) -> AmqpResult<Flow> {
         match frame {
             InFrame::Heartbeat => Ok(Flow::Continue),
             InFrame::Method(0, m) => self.connection_method(m),
@@ -333,7 +356,7 @@ impl Conn {
                         Some(&m),
                     ));
                 }
-                self.channel_method(ch, m)
+                self.channel_method(ch, m).await
             }
             InFrame::Header(ch, h) => self.content_header(ch, h),
             InFrame::Body(ch, b) => self.content_body(ch, b),
@@ -360,7 +383,7 @@ impl Conn {
         }
     }
 
-    fn channel_method(&mut self, ch: u16, m: AMQPClass) -> AmqpResult<Flow> {
+    async fn channel_method(&mut self, ch: u16, m: AMQPClass) -> AmqpResult<Flow> {
         match self.channels.get(&ch) {
             None => {
                 if let AMQPClass::Channel(channel::AMQPMethod::Open(_)) = m {
@@ -397,7 +420,7 @@ impl Conn {
             }
             Some(ChannelLocal::Open { content: None }) => {}
         }
-        match self.channel_open_method(ch, &m) {
+        match self.channel_open_method(ch, &m).await {
             Ok(()) => Ok(Flow::Continue),
             Err(e) => {
                 let e = e.with_method(&m);
@@ -427,7 +450,7 @@ impl Conn {
         self.core.channel_closed(self.id, ch);
     }
 
-    fn channel_open_method(&mut self, ch: u16, m: &AMQPClass) -> AmqpResult<()> {
+    async fn channel_open_method(&mut self, ch: u16, m: &AMQPClass) -> AmqpResult<()> {
         let core = self.core.clone();
         let id = self.id;
         match m {
@@ -459,54 +482,95 @@ impl Conn {
                 Ok(())
             }
             AMQPClass::Exchange(em) => match em {
-                exchange::AMQPMethod::Declare(d) => core.exchange_declare(id, ch, d),
-                exchange::AMQPMethod::Delete(d) => core.exchange_delete(id, ch, d),
-                exchange::AMQPMethod::Bind(b) => core.bind(
-                    id,
-                    ch,
-                    b.source.as_str(),
-                    Destination::Exchange(b.destination.as_str().to_string()),
-                    b.routing_key.as_str(),
-                    &b.arguments,
-                    true,
-                    (!b.nowait).then_some(AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {}))),
-                ),
-                exchange::AMQPMethod::Unbind(b) => core.bind(
-                    id,
-                    ch,
-                    b.source.as_str(),
-                    Destination::Exchange(b.destination.as_str().to_string()),
-                    b.routing_key.as_str(),
-                    &b.arguments,
-                    false,
-                    (!b.nowait).then_some(AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {}))),
-                ),
+                exchange::AMQPMethod::Declare(d) => {
+                    if let Some(record) = core.durable_exchange_to_create(id, d)? {
+                        let vhost = self.vhost();
+                        self.propose(AmqpCommand::DeclareExchange { vhost, exchange: record }).await?;
+                    }
+                    core.exchange_declare(id, ch, d)
+                }
+                exchange::AMQPMethod::Delete(d) => {
+                    let durable = core.exchange_is_durable(id, d.exchange.as_str());
+                    core.exchange_delete(id, ch, d)?;
+                    if durable {
+                        let (vhost, name) = (self.vhost(), d.exchange.as_str().to_string());
+                        self.propose_deletion(AmqpCommand::DeleteExchange { vhost, name }).await?;
+                    }
+                    Ok(())
+                }
+                exchange::AMQPMethod::Bind(b) => {
+                    let dest = Destination::Exchange(b.destination.as_str().to_string());
+                    let reply = AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {}));
+                    self.bind(
+                        ch,
+                        b.source.as_str(),
+                        dest,
+                        b.routing_key.as_str(),
+                        &b.arguments,
+                        true,
+                        (!b.nowait).then_some(reply),
+                    )
+                    .await
+                }
+                exchange::AMQPMethod::Unbind(b) => {
+                    let dest = Destination::Exchange(b.destination.as_str().to_string());
+                    let reply = AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {}));
+                    self.bind(
+                        ch,
+                        b.source.as_str(),
+                        dest,
+                        b.routing_key.as_str(),
+                        &b.arguments,
+                        false,
+                        (!b.nowait).then_some(reply),
+                    )
+                    .await
+                }
                 _ => Err(AmqpException::connection(code::COMMAND_INVALID, "unexpected exchange method", None)),
             },
             AMQPClass::Queue(qm) => match qm {
-                queue::AMQPMethod::Declare(d) => core.queue_declare(id, ch, d).map(|_| ()),
-                queue::AMQPMethod::Bind(b) => core.bind(
-                    id,
-                    ch,
-                    b.exchange.as_str(),
-                    Destination::Queue(b.queue.as_str().to_string()),
-                    b.routing_key.as_str(),
-                    &b.arguments,
-                    true,
-                    (!b.nowait).then_some(AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {}))),
-                ),
-                queue::AMQPMethod::Unbind(b) => core.bind(
-                    id,
-                    ch,
-                    b.exchange.as_str(),
-                    Destination::Queue(b.queue.as_str().to_string()),
-                    b.routing_key.as_str(),
-                    &b.arguments,
-                    false,
-                    Some(AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {}))),
-                ),
+                queue::AMQPMethod::Declare(d) => {
+                    if let Some(mut record) = core.durable_queue_to_create(id, d)? {
+                        record.node = core.cluster().map_or(0, |c| c.node_id());
+                        let vhost = self.vhost();
+                        let name = record.name.clone();
+                        self.propose(AmqpCommand::DeclareQueue { vhost, queue: record }).await?;
+                        let mut named = d.clone();
+                        named.queue = name.into();
+                        return core.queue_declare(id, ch, &named).map(|_| ());
+                    }
+                    core.queue_declare(id, ch, d).map(|_| ())
+                }
+                queue::AMQPMethod::Bind(b) => {
+                    let dest = Destination::Queue(b.queue.as_str().to_string());
+                    let reply = AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {}));
+                    self.bind(
+                        ch,
+                        b.exchange.as_str(),
+                        dest,
+                        b.routing_key.as_str(),
+                        &b.arguments,
+                        true,
+                        (!b.nowait).then_some(reply),
+                    )
+                    .await
+                }
+                queue::AMQPMethod::Unbind(b) => {
+                    let dest = Destination::Queue(b.queue.as_str().to_string());
+                    let reply = AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {}));
+                    self.bind(ch, b.exchange.as_str(), dest, b.routing_key.as_str(), &b.arguments, false, Some(reply))
+                        .await
+                }
                 queue::AMQPMethod::Purge(p) => core.queue_purge(id, ch, p),
-                queue::AMQPMethod::Delete(d) => core.queue_delete(id, ch, d),
+                queue::AMQPMethod::Delete(d) => {
+                    let durable = core.queue_is_durable(id, d.queue.as_str());
+                    core.queue_delete(id, ch, d)?;
+                    if durable {
+                        let (vhost, name) = (self.vhost(), d.queue.as_str().to_string());
+                        self.propose_deletion(AmqpCommand::DeleteQueue { vhost, name }).await?;
+                    }
+                    Ok(())
+                }
                 _ => Err(AmqpException::connection(code::COMMAND_INVALID, "unexpected queue method", None)),
             },
             AMQPClass::Basic(bm) => match bm {
@@ -538,6 +602,63 @@ impl Conn {
                 _ => Err(AmqpException::connection(code::COMMAND_INVALID, "unexpected tx method", None)),
             },
             _ => Err(AmqpException::connection(code::COMMAND_INVALID, "unexpected method", None)),
+        }
+    }
+
+    fn vhost(&self) -> String {
+        self.core.vhost_of_conn(self.id).unwrap_or_default()
+    }
+
+    /// Commit a change of durable entities through the metadata quorum, then bring the core
+    /// in line with the image (which includes the change once `propose` returns).
+    async fn propose(&self, cmd: AmqpCommand) -> AmqpResult<()> {
+        let Some(cluster) = self.core.cluster().cloned() else { return Ok(()) };
+        cluster.propose(MetadataCommand::Amqp(cmd)).await.map_err(propose_error)?;
+        self.core.sync_durable(&cluster.image().amqp);
+        Ok(())
+    }
+
+    /// As `propose`, for deletions already done in memory: "already gone" is success.
+    async fn propose_deletion(&self, cmd: AmqpCommand) -> AmqpResult<()> {
+        match self.propose(cmd).await {
+            Err(e) if e.code == code::NOT_FOUND => Ok(()),
+            other => other,
+        }
+    }
+
+    /// queue.bind / exchange.bind and their unbinds; bindings between durable entities go
+    /// through the quorum (before the bind-ok, after the in-memory unbind).
+    #[allow(clippy::too_many_arguments)]
+    async fn bind(
+        &self,
+        ch: u16,
+        source: &str,
+        dest: Destination,
+        routing_key: &str,
+        arguments: &FieldTable,
+        bind: bool,
+        reply: Option<AMQPClass>,
+    ) -> AmqpResult<()> {
+        let vhost = self.vhost();
+        let durable = self.core.binding_is_durable(&vhost, source, &dest);
+        let record = AmqpBindingRecord {
+            source: source.to_string(),
+            destination_type: dest.kind().to_string(),
+            destination: dest.name().to_string(),
+            routing_key: routing_key.to_string(),
+            arguments: table_to_json(arguments),
+        };
+        if bind {
+            if durable {
+                self.propose(AmqpCommand::Bind { vhost, binding: record }).await?;
+            }
+            self.core.bind(self.id, ch, source, dest, routing_key, arguments, true, reply)
+        } else {
+            self.core.bind(self.id, ch, source, dest, routing_key, arguments, false, reply)?;
+            if durable {
+                self.propose_deletion(AmqpCommand::Unbind { vhost, binding: record }).await?;
+            }
+            Ok(())
         }
     }
 

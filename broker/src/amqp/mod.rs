@@ -7,6 +7,7 @@ pub mod broker;
 pub mod connection;
 pub mod errors;
 pub mod frames;
+pub mod json_args;
 pub mod server;
 
 pub use broker::{AmqpConfig, AmqpCore};

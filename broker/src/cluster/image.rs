@@ -58,6 +58,9 @@ pub struct MetadataImage {
     /// The last block of producer ids `[start, end)` handed to each broker.
     #[serde(default)]
     pub producer_id_blocks: BTreeMap<NodeId, (i64, i64)>,
+    /// Durable AMQP entities.
+    #[serde(default)]
+    pub amqp: super::amqp_image::AmqpImage,
 }
 
 /// Topic config keys beyond the log's own.
@@ -243,6 +246,7 @@ impl MetadataImage {
                 self.producer_id_blocks.insert(*broker_id, (start, self.next_producer_id));
                 Ok(())
             }
+            MetadataCommand::Amqp(cmd) => self.amqp.apply(cmd),
             MetadataCommand::ChangePartition { topic, partition, partition_epoch, leader, isr } => {
                 let live: BTreeSet<NodeId> = self.live_brokers().into_iter().collect();
                 let p = self.partition_mut(topic, *partition)?;

@@ -1,6 +1,7 @@
 //! Cluster metadata: one replicated state machine (openraft + RocksDB) that every change
 //! to what exists in Weir goes through, and the broker membership built on it.
 
+pub mod amqp_image;
 pub mod assignment;
 pub mod image;
 pub mod network;

@@ -91,6 +91,8 @@ pub enum MetadataCommand {
         leader: Option<i64>,
         isr: Option<Vec<NodeId>>,
     },
+    /// A change to the durable AMQP entities (vhosts, exchanges, queues, bindings).
+    Amqp(super::amqp_image::AmqpCommand),
 }
 
 /// The state machine's answer to one command.
@@ -124,4 +126,18 @@ pub enum MetadataError {
     StalePartitionEpoch { given: i32, current: i32 },
     #[error("invalid partition change: {0}")]
     InvalidPartitionChange(String),
+    #[error("vhost '{0}' does not exist")]
+    UnknownVhost(String),
+    #[error("no exchange '{0}'")]
+    UnknownExchange(String),
+    #[error("no queue '{0}'")]
+    UnknownQueue(String),
+    #[error("no such binding: {0}")]
+    UnknownBinding(String),
+    #[error("{0}")]
+    InequivalentArguments(String),
+    #[error("{0}")]
+    AccessRefused(String),
+    #[error("{0}")]
+    InvalidName(String),
 }

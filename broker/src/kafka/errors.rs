@@ -34,6 +34,14 @@ pub fn metadata_error_code(e: &MetadataError) -> i16 {
         MetadataError::StalePartitionEpoch { .. } | MetadataError::InvalidPartitionChange(_) => {
             ResponseError::InvalidRequest.code()
         }
+        // AMQP entities never reach a Kafka answer.
+        MetadataError::UnknownVhost(_)
+        | MetadataError::UnknownExchange(_)
+        | MetadataError::UnknownQueue(_)
+        | MetadataError::UnknownBinding(_)
+        | MetadataError::InequivalentArguments(_)
+        | MetadataError::AccessRefused(_)
+        | MetadataError::InvalidName(_) => ResponseError::InvalidRequest.code(),
     }
 }
 
