@@ -214,6 +214,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
 /// The AMQP settings from the command line: `guest`/`guest` plus `--amqp-users`.
 fn amqp_config(args: &BrokerArgs) -> anyhow::Result<crate::amqp::AmqpConfig> {
     let mut config = crate::amqp::AmqpConfig {
+        data_dir: Some(args.data_dir.join("amqp")),
         guest_loopback_only: args.amqp_guest_loopback_only,
         heartbeat_secs: args.amqp_heartbeat,
         ..Default::default()

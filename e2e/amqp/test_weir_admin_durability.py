@@ -212,3 +212,36 @@ def test_auto_delete_durable_queue_leaves_the_quorum(own_weir, name):
     own_weir.stop(signal.SIGTERM)
     own_weir.start()
     assert http(own_weir, "GET", f"/vhosts/%2F/queues/{name}")[0] == 404
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["restart", "sigkill"])
+def test_confirmed_persistent_messages_survive(own_weir, name, sig):
+    persistent = pika.BasicProperties(delivery_mode=2)
+    with conn(own_weir) as c:
+        ch = c.channel()
+        ch.confirm_delivery()
+        ch.queue_declare(name, durable=True)
+        ch.queue_declare(f"{name}.transient-queue", durable=False)
+        for i in range(200):
+            ch.basic_publish("", name, b"%d" % i, persistent)  # returns once confirmed
+        ch.basic_publish("", name, b"transient message", pika.BasicProperties(delivery_mode=1))
+        ch.basic_publish("", f"{name}.transient-queue", b"x", persistent)
+        for _ in range(50):
+            m, _, _ = ch.basic_get(name)
+            ch.basic_ack(m.delivery_tag)
+        held = [ch.basic_get(name)[0] for _ in range(10)]  # unacknowledged when the broker stops
+        assert all(m is not None for m in held)
+        ch.basic_publish("", name, b"after", persistent)  # a confirm also orders the acks before it
+    own_weir.stop(sig)
+    own_weir.start()
+    with conn(own_weir) as c:
+        ch = c.channel()
+        got = []
+        while True:
+            m, _, body = ch.basic_get(name, auto_ack=True)
+            if m is None:
+                break
+            got.append(body)
+        assert got == [b"%d" % i for i in range(50, 200)] + [b"after"]
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker):
+            ch.queue_declare(f"{name}.transient-queue", passive=True)

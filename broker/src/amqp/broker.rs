@@ -56,6 +56,8 @@ pub struct AmqpConfig {
     pub heartbeat_secs: u16,
     /// Largest message body accepted (RabbitMQ's `max_message_size` default, 128 MiB).
     pub max_message_size: u64,
+    /// Where durable queues keep their persistent messages (none: in memory only).
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for AmqpConfig {
@@ -67,6 +69,7 @@ impl Default for AmqpConfig {
             channel_max: 2047,
             heartbeat_secs: 60,
             max_message_size: 128 << 20,
+            data_dir: None,
         }
     }
 }
@@ -171,6 +174,8 @@ struct CoreState {
     exclusive_consumers: HashSet<(String, String)>,
     /// Deletions of durable queues the core decides itself, for the metadata quorum.
     durable_sink: Option<UnboundedSender<crate::cluster::amqp_image::AmqpCommand>>,
+    /// Copied from the config: where durable queues keep their messages.
+    data_dir: Option<std::path::PathBuf>,
 }
 
 /// Shared by every AMQP connection of the broker.
@@ -245,7 +250,7 @@ fn long_str(s: &str) -> AMQPValue {
 
 impl AmqpCore {
     pub fn new(config: AmqpConfig) -> Arc<Self> {
-        let mut state = CoreState::default();
+        let mut state = CoreState { data_dir: config.data_dir.clone(), ..Default::default() };
         state.vhosts.insert("/".to_string(), Vhost::new("/"));
         Arc::new(Self {
             state: Mutex::new(state),
@@ -784,10 +789,15 @@ impl AmqpCore {
         }
         let got = q.pop();
         let remaining = q.message_count() as u32;
-        if got.is_some() && !m.no_ack {
-            q.unacked += 1;
+        match &got {
+            Some(_) if !m.no_ack => q.unacked += 1,
+            Some(qm) => q.settle(qm),
+            None => {}
         }
         let dlx = dead_letter_target(q);
+        for e in &expired {
+            q.settle(e);
+        }
         for e in expired {
             st.dead_letters.extend(make_dead_letter(&vhost, qname, &dlx, e, "expired"));
         }
@@ -1142,7 +1152,10 @@ impl CoreState {
     /// Remove a queue, its bindings, and tell its consumers (basic.cancel from the server).
     fn delete_queue(&mut self, vhost: &str, name: &str) {
         let Some(vh) = self.vhosts.get_mut(vhost) else { return };
-        let Some(q) = vh.queues.remove(name) else { return };
+        let Some(mut q) = vh.queues.remove(name) else { return };
+        if let Some(store) = q.store.take() {
+            store.destroy();
+        }
         let dest = Destination::Queue(name.to_string());
         let mut emptied = Vec::new();
         for e in vh.exchanges.values_mut() {
@@ -1215,6 +1228,9 @@ impl CoreState {
             let mut dropped = Vec::new();
             while q.over_limits() {
                 dropped.extend(q.pop());
+            }
+            for d in &dropped {
+                q.settle(d);
             }
             for d in dropped {
                 self.dead_letters.extend(make_dead_letter(vhost, qname, &target, d, "maxlen"));
@@ -1291,6 +1307,9 @@ impl CoreState {
         while q.head_expired(now) {
             expired.extend(q.pop());
         }
+        for e in &expired {
+            q.settle(e);
+        }
         for e in expired {
             self.dead_letters.extend(make_dead_letter(vhost, qname, &target, e, "expired"));
         }
@@ -1365,6 +1384,8 @@ impl CoreState {
                 q.unacked += 1;
                 ch.unacked
                     .insert(tag, Unacked { queue: qname.to_string(), consumer: Some(key.tag.clone()), message: qm });
+            } else {
+                q.settle(&qm);
             }
             let _ = entry.out.send(frame);
         }
@@ -1401,9 +1422,10 @@ impl CoreState {
             let Some(q) = self.vhosts.get_mut(&vhost).and_then(|v| v.queues.get_mut(&u.queue)) else { continue };
             q.unacked = q.unacked.saturating_sub(1);
             match requeue {
-                None => {}
+                None => q.settle(&u.message),
                 Some(true) => q.requeue(u.message),
                 Some(false) => {
+                    q.settle(&u.message);
                     let target = dead_letter_target(q);
                     self.dead_letters.extend(make_dead_letter(&vhost, &u.queue, &target, u.message, "rejected"));
                 }

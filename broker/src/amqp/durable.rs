@@ -8,6 +8,7 @@ use crate::amqp::json_args::{normalize, table_from_json, table_to_json};
 use crate::cluster::amqp_image::{
     AmqpBindingRecord, AmqpCommand, AmqpExchangeRecord, AmqpImage, AmqpQueueRecord, AmqpVhostRecord,
 };
+use crate::queue::store::MessageStore;
 
 /// An exchange as the admin API shows it.
 #[derive(Debug, Clone)]
@@ -72,6 +73,12 @@ fn binding_from_record(r: &AmqpBindingRecord) -> BindingInfo {
     }
 }
 
+/// `<data-dir>/<vhost in hex>/<queue>`: vhost names may hold any character.
+fn queue_dir(data_dir: &std::path::Path, vhost: &str, queue: &str) -> std::path::PathBuf {
+    let hex: String = vhost.bytes().map(|b| format!("{b:02x}")).collect();
+    data_dir.join(hex).join(queue)
+}
+
 fn is_standard(name: &str) -> bool {
     STANDARD_EXCHANGES.iter().any(|(n, _)| *n == name)
 }
@@ -134,10 +141,16 @@ impl CoreState {
             let arguments = table_from_json(&r.arguments);
             match QueueArgs::parse(&arguments, &r.name, vname) {
                 Ok(args) => {
-                    vh.queues.insert(
-                        r.name.clone(),
-                        Queue::new(r.name.clone(), true, r.auto_delete, None, arguments, args, now),
-                    );
+                    let mut q = Queue::new(r.name.clone(), true, r.auto_delete, None, arguments, args, now);
+                    if let Some(dir) = &self.data_dir {
+                        let dir = queue_dir(dir, vname, &r.name);
+                        match MessageStore::open(&dir) {
+                            Ok((store, recovered)) => q.attach_store(store, recovered),
+                            Err(e) => tracing::error!(queue = %r.name, vhost = vname, error = %e,
+                                "opening the message store failed; the queue keeps messages in memory only"),
+                        }
+                    }
+                    vh.queues.insert(r.name.clone(), q);
                 }
                 Err(e) => {
                     tracing::warn!(queue = %r.name, vhost = vname, error = %e, "durable queue with bad arguments skipped")
@@ -211,7 +224,13 @@ impl AmqpCore {
         let names = img.vhost_names();
         let removed: Vec<String> = st.vhosts.keys().filter(|v| !names.contains(v)).cloned().collect();
         for v in removed {
-            st.vhosts.remove(&v);
+            if let Some(mut vh) = st.vhosts.remove(&v) {
+                for q in vh.queues.values_mut() {
+                    if let Some(store) = q.store.take() {
+                        store.destroy();
+                    }
+                }
+            }
             // Connections on a deleted vhost are closed (RabbitMQ: 320 CONNECTION_FORCED).
             let doomed: Vec<ConnId> = st.conns.iter().filter(|(_, c)| c.vhost == v).map(|(id, _)| *id).collect();
             for id in doomed {

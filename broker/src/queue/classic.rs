@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use amq_protocol::types::FieldTable;
 
+use super::store::MessageStore;
 use super::{Message, QueueArgs};
 
 /// A consumer as the queue sees it: which connection, channel and tag.
@@ -24,6 +25,8 @@ pub struct QueuedMessage {
     pub redelivered: bool,
     /// Absolute expiry in ms since the epoch (queue TTL or message expiration).
     pub expires_at: Option<u64>,
+    /// Offset in the queue's message store, for a persistent message of a durable queue.
+    pub offset: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -45,6 +48,8 @@ pub struct Queue {
     pub had_consumer: bool,
     /// Last use (declare, get, consume) for `x-expires`.
     pub last_used_ms: u64,
+    /// Where persistent messages of a durable queue are kept.
+    pub store: Option<MessageStore>,
     next_seq: u64,
 }
 
@@ -72,7 +77,38 @@ impl Queue {
             next_consumer: 0,
             had_consumer: false,
             last_used_ms: now_ms,
+            store: None,
             next_seq: 0,
+        }
+    }
+
+    /// Attach the message store of a durable queue with the messages it recovered, which
+    /// are ready again (marked redelivered: they may have been delivered before).
+    pub fn attach_store(&mut self, store: MessageStore, recovered: Vec<(i64, Message)>) {
+        for (offset, msg) in recovered {
+            let msg = Arc::new(msg);
+            self.ready_bytes += msg.size();
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let ttl = self.args.message_ttl;
+            self.ready.push_back(QueuedMessage {
+                seq,
+                msg,
+                redelivered: true,
+                expires_at: ttl.map(|t| self.last_used_ms + t),
+                offset: Some(offset),
+            });
+        }
+        self.store = Some(store);
+    }
+
+    /// The message left the queue for good (acknowledged, dropped, dead-lettered): forget it
+    /// on disk too.
+    pub fn settle(&mut self, m: &QueuedMessage) {
+        if let (Some(offset), Some(store)) = (m.offset, self.store.as_mut()) {
+            if let Err(e) = store.settle(offset) {
+                tracing::error!(queue = %self.name, offset, error = %e, "recording a settled message failed");
+            }
         }
     }
 
@@ -89,7 +125,24 @@ impl Queue {
         self.ready_bytes += msg.size();
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.ready.push_back(QueuedMessage { seq, msg, redelivered: false, expires_at: ttl.map(|t| now_ms + t) });
+        // Persistent messages of durable queues are on disk before the publish is confirmed.
+        let offset = match (self.store.as_mut(), msg.persistent()) {
+            (Some(store), true) => match store.append(&msg) {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    tracing::error!(queue = %self.name, error = %e, "storing a persistent message failed");
+                    None
+                }
+            },
+            _ => None,
+        };
+        self.ready.push_back(QueuedMessage {
+            seq,
+            msg,
+            redelivered: false,
+            expires_at: ttl.map(|t| now_ms + t),
+            offset,
+        });
     }
 
     /// Put a delivered message back at its original position, marked redelivered.
@@ -125,7 +178,9 @@ impl Queue {
 
     pub fn purge(&mut self) -> u64 {
         let n = self.ready.len() as u64;
-        self.ready.clear();
+        for m in std::mem::take(&mut self.ready) {
+            self.settle(&m);
+        }
         self.ready_bytes = 0;
         n
     }

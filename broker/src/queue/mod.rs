@@ -5,6 +5,7 @@
 pub mod args;
 pub mod classic;
 pub mod message;
+pub mod store;
 
 pub use args::{Overflow, QueueArgs};
 pub use classic::{Queue, QueuedMessage};
