@@ -14,6 +14,8 @@ ck = pytest.importorskip("confluent_kafka")
 from confluent_kafka import TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
+from weir_harness import group_consumer_config  # noqa: E402
+
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
 
 
@@ -50,17 +52,7 @@ def produce(broker, topic, values, idempotent=True, codec="none"):
 
 
 def group_consumer(broker, group, client_id):
-    return ck.Consumer(
-        {
-            "bootstrap.servers": broker.bootstrap,
-            "group.id": group,
-            "client.id": client_id,
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "session.timeout.ms": 6000,
-            "heartbeat.interval.ms": 500,
-        }
-    )
+    return ck.Consumer(group_consumer_config(broker.bootstrap, group, client_id))
 
 
 def consume_round_robin(consumers, want, seen, timeout):

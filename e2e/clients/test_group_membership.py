@@ -18,26 +18,16 @@ ck = pytest.importorskip("confluent_kafka")
 from confluent_kafka import ConsumerGroupState  # noqa: E402
 from confluent_kafka.admin import AdminClient  # noqa: E402
 
-from weir_harness import create_topic_ready, wait_until  # noqa: E402
+from weir_harness import create_topic_ready, group_consumer_config, wait_until  # noqa: E402
 
 
 class Member:
     """A subscribed consumer that counts its rebalance callbacks."""
 
     def __init__(self, broker, group, topic, client_id, **extra):
-        conf = {
-            "bootstrap.servers": broker.bootstrap,
-            "group.id": group,
-            "client.id": client_id,
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "session.timeout.ms": 6000,
-            "heartbeat.interval.ms": 500,
-            # The classic protocol's eager assignor: every rebalance revokes and assigns.
-            "partition.assignment.strategy": "range",
-        }
-        conf.update(extra)
-        self.consumer = ck.Consumer(conf)
+        # The classic protocol's eager assignor: every rebalance revokes and assigns.
+        extra.setdefault("partition.assignment.strategy", "range")
+        self.consumer = ck.Consumer(group_consumer_config(broker.bootstrap, group, client_id, **extra))
         self.assigns = 0
         self.revokes = 0
         self.consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke)

@@ -272,3 +272,19 @@ def create_topic_ready(bootstrap: str, name: str, partitions: int = 1, config: d
                 time.sleep(0.05)
             finally:
                 consumer.close()
+
+
+def group_consumer_config(bootstrap: str, group: str, client_id: str, **extra) -> dict:
+    """librdkafka settings of a subscribing group member with manual commits and a short
+    (6 s, the group minimum) session, so that membership tests do not wait long."""
+    conf = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "client.id": client_id,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 500,
+    }
+    conf.update(extra)
+    return conf
