@@ -85,6 +85,16 @@ pub struct TopicInfo {
     pub assignment: Vec<Vec<i32>>,
 }
 
+/// A partition as `GET /api/v1/partitions` shows it (the fields the rebalancer reads).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PartitionInfo {
+    pub topic: String,
+    pub partition: i32,
+    pub leader: Option<i32>,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
 /// Body of `POST /api/v1/topics`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NewTopic {
@@ -224,6 +234,32 @@ impl HttpAdmin {
 
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// `GET /api/v1/partitions`: every partition's replicas, leader and ISR.
+    pub async fn list_partitions(&self) -> Result<Vec<PartitionInfo>, AdminError> {
+        #[derive(Deserialize)]
+        struct List {
+            partitions: Vec<PartitionInfo>,
+        }
+        let (status, body) = self.call(Method::GET, "/partitions", None).await?;
+        match status {
+            StatusCode::OK => Self::parse::<List>(&body).map(|l| l.partitions),
+            _ => Err(Self::error(status, &body)),
+        }
+    }
+
+    /// `GET /api/v1/topics`.
+    pub async fn list_topics(&self) -> Result<Vec<TopicInfo>, AdminError> {
+        #[derive(Deserialize)]
+        struct List {
+            topics: Vec<TopicInfo>,
+        }
+        let (status, body) = self.call(Method::GET, "/topics", None).await?;
+        match status {
+            StatusCode::OK => Self::parse::<List>(&body).map(|l| l.topics),
+            _ => Err(Self::error(status, &body)),
+        }
     }
 
     /// Whether the broker answers `/readyz` with 200 (registered with the metadata quorum).

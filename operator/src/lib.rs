@@ -10,6 +10,8 @@ pub mod exchange;
 pub mod leader;
 pub mod metrics;
 pub mod queue;
+pub mod rebalance;
+pub mod rebalance_watch;
 pub mod resolver;
 pub mod sync;
 pub mod topic;

@@ -51,6 +51,11 @@ struct Args {
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
 
+    /// Name of the broker StatefulSet (and client Service) whose pods the rebalancer watches,
+    /// in the operator's namespace (POD_NAMESPACE). Without it, no rebalance planning runs.
+    #[arg(long, env = "WEIR_OPERATOR_BROKER_STATEFULSET")]
+    broker_statefulset: Option<String>,
+
     /// Log format: `text` or `json` (structured, one object per line).
     #[arg(long, env = "WEIR_OPERATOR_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -100,6 +105,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         metrics.leader.set(1);
         None
     };
+
+    if let Some(sts) = args.broker_statefulset.clone() {
+        let ns = args.lease_namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
+        let resolver = UrlTemplateResolver::new(args.admin_url_template.clone());
+        let url = resolver.url(&ns, &weir_crds::ClusterRef { name: sts.clone(), namespace: None });
+        tracing::info!(statefulset = %sts, namespace = %ns, "planning rebalances from the broker pods");
+        tokio::spawn(weir_operator::rebalance_watch::watch_brokers(
+            client.clone(),
+            ns,
+            sts,
+            weir_operator::admin::HttpAdmin::new(url),
+            metrics.clone(),
+        ));
+    }
 
     let timing = Timing { resync: Duration::from_secs(args.resync_seconds.max(1)), ..Timing::default() };
     let ctx = Arc::new(Context::new(
