@@ -245,3 +245,17 @@ def test_confirmed_persistent_messages_survive(own_weir, name, sig):
         assert got == [b"%d" % i for i in range(50, 200)] + [b"after"]
         with pytest.raises(pika.exceptions.ChannelClosedByBroker):
             ch.queue_declare(f"{name}.transient-queue", passive=True)
+
+
+def test_large_persistent_message_survives_sigkill(own_weir, name):
+    body = bytes(range(256)) * (3 * 4096)  # 3 MiB, larger than the Kafka side's default max.message.bytes
+    with conn(own_weir) as c:
+        ch = c.channel()
+        ch.confirm_delivery()
+        ch.queue_declare(name, durable=True)
+        ch.basic_publish("", name, body, pika.BasicProperties(delivery_mode=2))
+    own_weir.stop(signal.SIGKILL)
+    own_weir.start()
+    with conn(own_weir) as c:
+        m, _, got = c.channel().basic_get(name, auto_ack=True)
+        assert m is not None and m.redelivered and got == body

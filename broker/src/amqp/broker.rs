@@ -1223,7 +1223,9 @@ impl CoreState {
                 rejected = true;
                 continue;
             }
-            q.push(p.msg.clone(), ttl, now);
+            if !q.push(p.msg.clone(), ttl, now) {
+                rejected = true;
+            }
             let target = dead_letter_target(q);
             let mut dropped = Vec::new();
             while q.over_limits() {
@@ -1291,7 +1293,7 @@ impl CoreState {
                         if q.args.overflow == Overflow::RejectPublish && q.would_overflow(d.msg.size()) {
                             continue;
                         }
-                        q.push(d.msg.clone(), None, now);
+                        let _ = q.push(d.msg.clone(), None, now);
                     }
                     self.dispatch(&d.vhost, qname);
                 }

@@ -612,6 +612,27 @@ impl Log {
 
     /// Delete the oldest sealed segments past `retention.ms` or beyond `retention.bytes`
     /// (whole segments, never the active one) and advance the log start offset.
+    /// Delete the whole segments holding only offsets below `offset` (never the active one)
+    /// and move the log start up. For logs whose records are settled from the front, like the
+    /// messages of an AMQP queue.
+    pub fn delete_segments_before(&mut self, offset: i64) -> Result<usize> {
+        let bases: Vec<i64> = self.segments.keys().copied().collect();
+        let doomed: Vec<i64> = bases.windows(2).take_while(|w| w[1] <= offset).map(|w| w[0]).collect();
+        for base in &doomed {
+            let seg = self.segments.remove(base).expect("listed above");
+            seg.delete()?;
+        }
+        if !doomed.is_empty() {
+            let first = *self.segments.keys().next().expect("the active segment remains");
+            self.log_start_offset = self.log_start_offset.max(first);
+            self.recovery_point = self.recovery_point.max(self.log_start_offset);
+            self.epochs.truncate_from_start(self.log_start_offset)?;
+            self.metrics.segments.sub(doomed.len() as i64);
+            self.metrics.segments_deleted.inc_by(doomed.len() as u64);
+        }
+        Ok(doomed.len())
+    }
+
     pub fn delete_retained_segments(&mut self, now_ms: i64) -> Result<usize> {
         if !self.config.cleanup_delete {
             return Ok(0);

@@ -116,8 +116,10 @@ impl Queue {
         self.ready.len() as u64
     }
 
-    /// Append a new message. Its expiry is the earlier of the queue TTL and its own.
-    pub fn push(&mut self, msg: Arc<Message>, message_ttl: Option<u64>, now_ms: u64) {
+    /// Append a new message. Its expiry is the earlier of the queue TTL and its own. False
+    /// when a persistent message could not be written to the queue's store (it is kept in
+    /// memory, but must not be confirmed).
+    pub fn push(&mut self, msg: Arc<Message>, message_ttl: Option<u64>, now_ms: u64) -> bool {
         let ttl = match (self.args.message_ttl, message_ttl) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -126,11 +128,13 @@ impl Queue {
         let seq = self.next_seq;
         self.next_seq += 1;
         // Persistent messages of durable queues are on disk before the publish is confirmed.
+        let mut stored = true;
         let offset = match (self.store.as_mut(), msg.persistent()) {
             (Some(store), true) => match store.append(&msg) {
                 Ok(o) => Some(o),
                 Err(e) => {
                     tracing::error!(queue = %self.name, error = %e, "storing a persistent message failed");
+                    stored = false;
                     None
                 }
             },
@@ -143,6 +147,7 @@ impl Queue {
             expires_at: ttl.map(|t| now_ms + t),
             offset,
         });
+        stored
     }
 
     /// Put a delivered message back at its original position, marked redelivered.
@@ -204,9 +209,9 @@ mod tests {
     fn requeue_restores_order_and_ttl_takes_the_minimum() {
         let mut q = Queue::new("q".into(), false, false, None, Default::default(), QueueArgs::default(), 0);
         q.args.message_ttl = Some(100);
-        q.push(msg("a"), Some(50), 1000);
-        q.push(msg("b"), None, 1000);
-        q.push(msg("c"), Some(500), 1000);
+        assert!(q.push(msg("a"), Some(50), 1000));
+        assert!(q.push(msg("b"), None, 1000));
+        assert!(q.push(msg("c"), Some(500), 1000));
         assert_eq!(q.ready[0].expires_at, Some(1050));
         assert_eq!(q.ready[1].expires_at, Some(1100));
         assert_eq!(q.ready[2].expires_at, Some(1100));

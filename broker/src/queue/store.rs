@@ -30,10 +30,17 @@ pub enum StoreError {
 
 type Result<T> = std::result::Result<T, StoreError>;
 
+/// Segment size of queue logs: small, so that settled messages free their disk soon.
+const SEGMENT_BYTES: u64 = 16 << 20;
+
 pub struct MessageStore {
     dir: PathBuf,
     log: Log,
     acks: File,
+    /// Offsets appended and not settled yet; the smallest bounds what can be deleted.
+    live: std::collections::BTreeSet<i64>,
+    /// Settles since the last look at deletable segments.
+    settled_since_compaction: u32,
 }
 
 impl std::fmt::Debug for MessageStore {
@@ -120,7 +127,13 @@ impl MessageStore {
         let metrics = LogMetrics::new(&prometheus::Registry::new()).expect("metrics of a fresh registry");
         let now = now_ms();
         // Always recover from the start: the acks file, not a checkpoint, says what is live.
-        let (log, _) = Log::open(&dir.join("log"), LogConfig::default(), 0, 0, false, metrics, now)?;
+        // AMQP bodies go up to 128 MiB (plus the key with the properties).
+        let config = LogConfig {
+            segment_bytes: SEGMENT_BYTES,
+            max_message_bytes: (128 << 20) + (1 << 20),
+            ..LogConfig::default()
+        };
+        let (log, _) = Log::open(&dir.join("log"), config, 0, 0, false, metrics, now)?;
         let acks_path = dir.join("acks");
         let mut acked = HashSet::new();
         if let Ok(mut f) = File::open(&acks_path) {
@@ -155,7 +168,10 @@ impl MessageStore {
             }
             offset = next;
         }
-        Ok((Self { dir: dir.to_path_buf(), log, acks }, live))
+        let live_offsets = live.iter().map(|(o, _)| *o).collect();
+        let mut store = Self { dir: dir.to_path_buf(), log, acks, live: live_offsets, settled_since_compaction: 0 };
+        store.compact()?;
+        Ok((store, live))
     }
 
     /// Append a message and fdatasync it; returns its offset.
@@ -164,13 +180,50 @@ impl MessageStore {
         let mut batch = build_batch(&[(Some(&key), Some(&m.body))], now_ms());
         let info = self.log.append(&mut batch, 0, now_ms())?;
         self.log.flush(now_ms())?;
+        self.live.insert(info.first_offset);
         Ok(info.first_offset)
     }
 
     /// The message at `offset` is settled (acknowledged, dropped or dead-lettered).
     pub fn settle(&mut self, offset: i64) -> Result<()> {
         let path = self.dir.join("acks");
-        self.acks.write_all(&offset.to_be_bytes()).map_err(io(&path))
+        self.acks.write_all(&offset.to_be_bytes()).map_err(io(&path))?;
+        self.live.remove(&offset);
+        self.settled_since_compaction += 1;
+        if self.settled_since_compaction >= 1024 {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Delete the segments whose messages are all settled, and rewrite the acks file
+    /// without the offsets they held.
+    pub fn compact(&mut self) -> Result<()> {
+        self.settled_since_compaction = 0;
+        let min_live = self.live.first().copied().unwrap_or_else(|| self.log.log_end_offset());
+        if self.log.delete_segments_before(min_live)? == 0 {
+            return Ok(());
+        }
+        let start = self.log.log_start_offset();
+        let path = self.dir.join("acks");
+        let mut raw = Vec::new();
+        File::open(&path).and_then(|mut f| f.read_to_end(&mut raw)).map_err(io(&path))?;
+        let kept: Vec<u8> = raw
+            .chunks_exact(8)
+            .filter(|c| i64::from_be_bytes((*c).try_into().expect("8 bytes")) >= start)
+            .flatten()
+            .copied()
+            .collect();
+        let tmp = self.dir.join("acks.tmp");
+        std::fs::write(&tmp, &kept).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        self.acks = OpenOptions::new().append(true).open(&path).map_err(io(&path))?;
+        Ok(())
+    }
+
+    /// Segment files of the log (for tests and metrics).
+    pub fn segment_count(&self) -> usize {
+        self.log.segment_count()
     }
 
     /// Remove the store (its queue was deleted).
@@ -193,6 +246,25 @@ mod tests {
             properties: AMQPProperties::default().with_delivery_mode(2).with_content_type("text/plain".into()),
             body: Bytes::from(body.to_string()),
         }
+    }
+
+    #[test]
+    fn settled_segments_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = MessageStore::open(dir.path()).unwrap();
+        let big = "x".repeat(1 << 20);
+        let offsets: Vec<i64> = (0..40).map(|_| s.append(&msg(&big)).unwrap()).collect();
+        assert!(s.segment_count() >= 3, "{} segments", s.segment_count());
+        for o in &offsets[..39] {
+            s.settle(*o).unwrap();
+        }
+        s.compact().unwrap();
+        assert_eq!(s.segment_count(), 1, "only the segment holding the live message remains");
+        drop(s);
+        let (s, live) = MessageStore::open(dir.path()).unwrap();
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].0, offsets[39]);
+        assert_eq!(s.segment_count(), 1);
     }
 
     #[test]
