@@ -60,6 +60,11 @@ pub struct BrokerArgs {
     /// `broker.session.timeout.ms`: a broker silent this long is fenced by the quorum leader.
     #[arg(long, env = "WEIR_BROKER_SESSION_TIMEOUT_MS", default_value_t = 9000)]
     pub broker_session_timeout_ms: u64,
+
+    /// `replica.lag.time.max.ms`: a follower not caught up with its leader this long leaves
+    /// the ISR (it rejoins once caught up).
+    #[arg(long, env = "WEIR_REPLICA_LAG_TIME_MAX_MS", default_value_t = 30000)]
+    pub replica_lag_time_max_ms: u64,
 }
 
 impl BrokerArgs {

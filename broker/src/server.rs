@@ -138,7 +138,12 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     let kafka_listener = tokio::net::TcpListener::bind(args.kafka_listen)
         .await
         .with_context(|| format!("binding --kafka-listen {}", args.kafka_listen))?;
-    let kafka = KafkaContext::new(node_id as NodeId, cluster.clone(), manager.clone(), KafkaConfig::default());
+    let mut kafka_config = KafkaConfig::default();
+    kafka_config.replication.replica_lag_time_max_ms = args.replica_lag_time_max_ms as i64;
+    let kafka = KafkaContext::new(node_id as NodeId, cluster.clone(), manager.clone(), kafka_config);
+    kafka.replication.metrics.register(admin_state.registry()).context("registering replication metrics")?;
+    tokio::spawn(kafka.replication.clone().run());
+    admin_state.set_replication(kafka.replication.clone());
     tokio::spawn(crate::kafka::server::serve(kafka_listener, kafka));
     info!(kafka_listen = %args.kafka_listen, kafka_advertised = %kafka_advertised, "Kafka listener open");
     let amqp_listener = tokio::net::TcpListener::bind(args.amqp_listen)

@@ -529,20 +529,24 @@ async fn partitions(
         }
     }
     let me = cluster.node_id();
+    let replication = state.replication().cloned();
     // Reading offsets takes each log's lock, which maintenance (flush, cleaning) may hold for
     // a while: keep it off the async workers.
     let list = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
         for t in image.topics.values().filter(|t| filter.as_ref().is_none_or(|f| *f == t.name)) {
             for (i, p) in t.partitions.iter().enumerate() {
+                let tp = TopicPartition::new(&t.name, i as i32);
                 let local = if p.replicas.contains(&me) {
-                    logs.get(&TopicPartition::new(&t.name, i as i32)).map(|log| {
+                    logs.get(&tp).map(|log| {
                         let log = log.lock().expect("log lock");
                         (log.log_start_offset(), log.log_end_offset())
                     })
                 } else {
                     None
                 };
+                // The replica's high watermark (the leader's, as known here on a follower).
+                let hw = replication.as_ref().and_then(|r| r.replica(&tp)).map(|r| r.high_watermark());
                 out.push(PartitionView {
                     topic: t.name.clone(),
                     partition: i as u32,
@@ -553,8 +557,9 @@ async fn partitions(
                     partition_epoch: p.partition_epoch,
                     log_start_offset: local.map(|(start, _)| start),
                     log_end_offset: local.map(|(_, end)| end),
-                    // Until replication lands, a local replica's high watermark is its LEO.
-                    high_watermark: local.map(|(_, end)| end),
+                    // Before replication has looked at the replica, nothing above the log start is
+                    // known to be committed (what it starts from).
+                    high_watermark: local.map(|(start, _)| hw.unwrap_or(start)),
                 });
             }
         }

@@ -21,6 +21,8 @@ pub struct AdminState {
     logs: std::sync::OnceLock<Arc<crate::log::LogManager>>,
     /// The AMQP core, for the AMQP entity endpoints.
     amqp: std::sync::OnceLock<Arc<crate::amqp::AmqpCore>>,
+    /// Partition replication (high watermarks); set with the Kafka listener.
+    replication: std::sync::OnceLock<Arc<crate::partition::Replication>>,
 }
 
 impl AdminState {
@@ -32,6 +34,7 @@ impl AdminState {
             cluster: std::sync::OnceLock::new(),
             logs: std::sync::OnceLock::new(),
             amqp: std::sync::OnceLock::new(),
+            replication: std::sync::OnceLock::new(),
         })
     }
     pub fn set_cluster(&self, cluster: Arc<crate::cluster::ClusterNode>, logs: Arc<crate::log::LogManager>) {
@@ -49,6 +52,12 @@ impl AdminState {
     }
     pub fn logs(&self) -> Option<&Arc<crate::log::LogManager>> {
         self.logs.get()
+    }
+    pub fn set_replication(&self, replication: Arc<crate::partition::Replication>) {
+        let _ = self.replication.set(replication);
+    }
+    pub fn replication(&self) -> Option<&Arc<crate::partition::Replication>> {
+        self.replication.get()
     }
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);

@@ -263,6 +263,11 @@ impl MetadataImage {
                         p.replicas
                     )));
                 }
+                if let Some(fenced) = new_isr.iter().find(|r| !p.isr.contains(r) && !live.contains(r)) {
+                    return Err(MetadataError::InvalidPartitionChange(format!(
+                        "broker {fenced} is fenced and cannot join the ISR"
+                    )));
+                }
                 let new_leader = leader.unwrap_or(p.leader);
                 if new_leader != NO_LEADER {
                     let l = new_leader as NodeId;
@@ -517,6 +522,13 @@ mod tests {
         img.apply(&change(1, Some(1), None)).unwrap();
         let p = img.partition("t", 0).unwrap();
         assert_eq!((p.leader, p.leader_epoch, p.partition_epoch), (1, 1, 2));
+        // A fenced broker cannot be added back to the ISR.
+        img.apply(&MetadataCommand::FenceBroker { broker_id: 2 }).unwrap();
+        let epoch = img.partition("t", 0).unwrap().partition_epoch;
+        assert!(matches!(
+            img.apply(&change(epoch, None, Some(vec![0, 1, 2]))),
+            Err(MetadataError::InvalidPartitionChange(_))
+        ));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use super::group::GroupCoordinator;
 use super::producer_ids::ProducerIdManager;
 use crate::cluster::{ClusterNode, NodeId};
 use crate::log::LogManager;
+use crate::partition::{Replication, ReplicationConfig};
 
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
@@ -22,6 +23,8 @@ pub struct KafkaConfig {
     pub max_request_bytes: usize,
     /// The cluster id returned in Metadata.
     pub cluster_id: String,
+    /// Follower fetching, ISR upkeep (`replica.lag.time.max.ms`, ...).
+    pub replication: ReplicationConfig,
 }
 
 impl Default for KafkaConfig {
@@ -32,6 +35,7 @@ impl Default for KafkaConfig {
             default_replication_factor: 1,
             max_request_bytes: 100 * 1024 * 1024,
             cluster_id: "weir".to_string(),
+            replication: ReplicationConfig::default(),
         }
     }
 }
@@ -43,6 +47,8 @@ pub struct KafkaContext {
     pub config: KafkaConfig,
     pub groups: Arc<GroupCoordinator>,
     pub producer_ids: ProducerIdManager,
+    /// Leader/follower state, high watermarks and acks=all waits of the local replicas.
+    pub replication: Arc<Replication>,
     /// Bumped after every append, so fetches waiting for `min.bytes` wake up.
     appended: watch::Sender<u64>,
 }
@@ -52,7 +58,8 @@ impl KafkaContext {
         let (appended, _) = watch::channel(0);
         let groups = GroupCoordinator::new(node_id, cluster.clone(), logs.clone());
         let producer_ids = ProducerIdManager::new(node_id, cluster.clone());
-        Arc::new(Self { node_id, cluster, logs, config, groups, producer_ids, appended })
+        let replication = Replication::new(node_id, cluster.clone(), logs.clone(), config.replication.clone());
+        Arc::new(Self { node_id, cluster, logs, config, groups, producer_ids, replication, appended })
     }
 
     pub fn notify_appended(&self) {

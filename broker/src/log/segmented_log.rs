@@ -447,6 +447,88 @@ impl Log {
         })
     }
 
+    /// Append batches copied from the partition leader (replication): offsets, leader
+    /// epochs and timestamps are kept as the leader wrote them. Whole valid batches only: a
+    /// trailing partial batch (a fetch cut by its byte limit) is left for the next fetch, and
+    /// batches wholly below the log end are skipped. Offsets may jump forward (the leader's
+    /// log may be compacted), never back. Returns the bytes and last offset appended.
+    pub fn append_as_follower(&mut self, data: &[u8], now_ms: i64) -> Result<Option<(usize, i64)>> {
+        let mut next = self.log_end_offset();
+        let mut start = None;
+        let mut at = 0usize;
+        let mut max_timestamp = -1i64;
+        let mut last_offset = next - 1;
+        while let Some(size) = super::batch::batch_size(&data[at..]) {
+            if at + size > data.len() {
+                break;
+            }
+            let v = BatchView::parse(&data[at..at + size])?;
+            if v.last_offset() < next && start.is_none() {
+                at += size;
+                continue;
+            }
+            if v.base_offset() < next {
+                return Err(LogError::CorruptRecord(format!(
+                    "replicated batch at {} overlaps the log end {next}",
+                    v.base_offset()
+                )));
+            }
+            start.get_or_insert(at);
+            max_timestamp = max_timestamp.max(v.max_timestamp());
+            last_offset = v.last_offset();
+            next = last_offset + 1;
+            at += size;
+        }
+        let Some(start) = start else { return Ok(None) };
+        let chunk = &data[start..at];
+        self.maybe_roll(chunk.len() as u64, last_offset, max_timestamp, now_ms)?;
+        let mut pos = 0usize;
+        let mut records = 0u64;
+        while pos < chunk.len() {
+            let v = BatchView::header_unchecked(&chunk[pos..]);
+            records += v.records_count().max(0) as u64;
+            self.epochs.assign(v.partition_leader_epoch(), v.base_offset())?;
+            if ProducerState::is_idempotent(&v) {
+                self.producers.record(&v);
+            }
+            pos += v.size();
+        }
+        self.active_mut().append(chunk)?;
+        self.metrics.bytes_appended.inc_by(chunk.len() as u64);
+        self.unflushed_records += records;
+        if self.config.flush_messages.is_some_and(|n| self.unflushed_records >= n) {
+            self.flush(now_ms)?;
+        }
+        Ok(Some((chunk.len(), last_offset)))
+    }
+
+    /// A leader starts epoch `epoch` at the current log end (Kafka records it when it
+    /// becomes leader, before any append, so OffsetForLeaderEpoch answers right away).
+    pub fn assign_leader_epoch(&mut self, epoch: i32) -> Result<()> {
+        let leo = self.log_end_offset();
+        if self.epochs.latest_epoch().is_some_and(|latest| latest >= epoch) {
+            return Ok(());
+        }
+        self.epochs.assign(epoch, leo)
+    }
+
+    /// Drop everything and restart empty at `offset` (a follower whose log end is below the
+    /// leader's log start: what it is missing no longer exists).
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64, now_ms: i64) -> Result<()> {
+        let bases: Vec<i64> = self.segments.keys().copied().collect();
+        for base in bases {
+            self.segments.remove(&base).expect("listed").delete()?;
+            self.metrics.segments.dec();
+        }
+        let base = offset.max(0);
+        self.segments.insert(base, LogSegment::create(&self.dir, base, &self.config, now_ms)?);
+        self.metrics.segments.inc();
+        self.log_start_offset = base;
+        self.recovery_point = base;
+        self.epochs.truncate_from_end(0)?;
+        self.rebuild_producer_state().map(|_| ())
+    }
+
     /// KIP-937: CreateTime must be within [now - before.max, now + after.max].
     fn check_timestamp(&self, ts: i64, now_ms: i64) -> Result<()> {
         // As Kafka's LogValidator, records without a timestamp (NO_TIMESTAMP, -1) are not checked.

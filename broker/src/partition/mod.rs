@@ -1,6 +1,12 @@
-//! Partitions on this broker: the local replicas the metadata assigns here. Leader and
-//! follower replication (ISR, high watermark, acks) will live here too.
+//! Partitions on this broker: the local replicas the metadata assigns here, and their
+//! replication — leader state and high watermark, ISR upkeep, acks=all waits, and the
+//! replica fetchers that copy leaders' logs to followers.
 
+pub mod fetcher;
+pub mod leader;
+pub mod metrics;
 pub mod replica_manager;
+pub mod replication;
 
 pub use replica_manager::ReplicaManager;
+pub use replication::{Replication, ReplicationConfig};

@@ -1,7 +1,8 @@
 //! Fetch (key 1), versions 4–12 (topics by name; v13+ topic ids are not served yet).
 //! Long poll: the request waits up to max.wait.ms until min.bytes are available. Records
-//! are the segment bytes as stored, never re-encoded; reads stop at the high watermark
-//! (the log end offset until follower replication lands). No fetch sessions: every
+//! are the segment bytes as stored, never re-encoded. Consumers read up to the high
+//! watermark; followers (replica id >= 0) read up to the log end, and their fetch offset
+//! tells the leader how far they are (partition/replication.rs). No fetch sessions: every
 //! response is full and carries session id 0, which clients accept.
 
 use std::time::{Duration, Instant};
@@ -15,20 +16,30 @@ use super::led_partition;
 use crate::cluster::image::MetadataImage;
 use crate::kafka::context::KafkaContext;
 use crate::kafka::errors::log_error_code;
+use crate::log::TopicPartition;
 
 pub async fn handle(ctx: &KafkaContext, req: FetchRequest, version: i16) -> FetchResponse {
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let mut appends = ctx.subscribe_appends();
+    let mut progress = ctx.replication.subscribe_progress();
     loop {
         appends.borrow_and_update();
+        progress.borrow_and_update();
         let image = ctx.cluster.image();
         let (resp, bytes, any_error) = collect(ctx, &image, &req, version);
         let now = Instant::now();
         if bytes >= req.min_bytes.max(0) as usize || any_error || now >= deadline {
             return resp;
         }
-        // Woken by any append on this broker; re-reading is cheap (index lookups).
-        let _ = tokio::time::timeout(deadline - now, appends.changed()).await;
+        // Woken by any append or high-watermark move on this broker; re-reading is cheap
+        // (index lookups).
+        let _ = tokio::time::timeout(deadline - now, async {
+            tokio::select! {
+                _ = appends.changed() => {}
+                _ = progress.changed() => {}
+            }
+        })
+        .await;
     }
 }
 
@@ -40,6 +51,7 @@ fn collect(
 ) -> (FetchResponse, usize, bool) {
     let mut total = 0usize;
     let mut any_error = false;
+    let follower = (req.replica_id.0 >= 0).then_some(req.replica_id.0 as crate::cluster::NodeId);
     let max_total = if req.max_bytes <= 0 { usize::MAX } else { req.max_bytes as usize };
     let mut responses = Vec::with_capacity(req.topics.len());
     for topic in &req.topics {
@@ -60,22 +72,30 @@ fn collect(
                     ResponseError::FencedLeaderEpoch.code()
                 }
                 Ok((part, _)) if p.current_leader_epoch > part.leader_epoch => ResponseError::UnknownLeaderEpoch.code(),
-                Ok((_, log)) => {
+                Ok((part, log)) => {
                     let room = max_total.saturating_sub(total);
+                    let tp = TopicPartition::new(name, p.partition);
                     let result = tokio::task::block_in_place(|| {
+                        let replica = ctx.replication.ensure_leader(&tp, part, &log);
+                        if let Some(f) = follower {
+                            ctx.replication.record_follower_fetch(&replica, f, p.fetch_offset, &log);
+                        }
+                        let hw = replica.high_watermark();
                         let log = log.lock().expect("log lock");
-                        let hw = log.log_end_offset();
+                        let upper = if follower.is_some() { log.log_end_offset() } else { hw };
                         let start = log.log_start_offset();
                         let want = (p.partition_max_bytes.max(0) as usize).min(room);
                         // The first partition with data gets at least one whole batch, so a
                         // batch larger than the limits never blocks a consumer.
-                        let slice = log.read(p.fetch_offset, want, hw, total == 0)?;
+                        let slice = log.read(p.fetch_offset, want, upper, total == 0).map_err(|e| (e, hw))?;
                         drop(log);
                         let bytes = match slice {
-                            Some(s) => Bytes::from(s.to_vec().map_err(|e| crate::log::LogError::io("segment", e))?),
+                            Some(s) => {
+                                Bytes::from(s.to_vec().map_err(|e| (crate::log::LogError::io("segment", e), hw))?)
+                            }
                             None => Bytes::new(),
                         };
-                        Ok::<_, crate::log::LogError>((hw, start, bytes))
+                        Ok::<_, (crate::log::LogError, i64)>((hw, start, bytes))
                     });
                     match result {
                         Ok((hw, start, bytes)) => {
@@ -88,10 +108,10 @@ fn collect(
                             out.records = Some(bytes);
                             0
                         }
-                        Err(e) => {
-                            if let crate::log::LogError::OffsetOutOfRange { log_start_offset, log_end_offset, .. } = e {
-                                out.high_watermark = log_end_offset;
-                                out.last_stable_offset = log_end_offset;
+                        Err((e, hw)) => {
+                            if let crate::log::LogError::OffsetOutOfRange { log_start_offset, .. } = e {
+                                out.high_watermark = hw;
+                                out.last_stable_offset = hw;
                                 if version >= 5 {
                                     out.log_start_offset = log_start_offset;
                                 }

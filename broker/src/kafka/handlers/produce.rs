@@ -1,8 +1,12 @@
 //! Produce (key 0), versions 3–11: validate and append the batches of every partition this
 //! broker leads. acks=0 gets no response; acks=1 answers after the leader's append; acks=all
-//! needs every ISR member, which today only works when the ISR is the leader alone —
-//! follower replication is not built yet, so a larger ISR gets NOT_ENOUGH_REPLICAS rather
-//! than a false acknowledgement.
+//! answers once every ISR member has the batches (the high watermark passed them), within the
+//! request's timeout. An ISR smaller than `min.insync.replicas` refuses acks=all before the
+//! append (NOT_ENOUGH_REPLICAS), or after it if the ISR shrank meanwhile
+//! (NOT_ENOUGH_REPLICAS_AFTER_APPEND).
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -12,12 +16,24 @@ use kafka_protocol::ResponseError;
 use super::{led_partition, str_bytes};
 use crate::kafka::context::KafkaContext;
 use crate::kafka::errors::log_error_code;
-use crate::log::now_ms;
+use crate::log::{now_ms, TopicPartition};
+use crate::partition::replication::PartitionReplica;
+
+/// An acks=all partition waiting for its ISR: where its response is, and what it waits for.
+struct AcksWait {
+    topic: usize,
+    partition: usize,
+    replica: Arc<PartitionReplica>,
+    leader_epoch: i32,
+    required_offset: i64,
+    min_isr: usize,
+}
 
 /// `Err` closes the connection (a failed acks=0 produce).
 pub async fn handle(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Result<Option<ProduceResponse>, String> {
     let image = ctx.cluster.image();
     let mut appended = false;
+    let mut waits = Vec::new();
     let mut responses = Vec::with_capacity(req.topic_data.len());
     for topic in req.topic_data {
         let name = topic.name.0.as_str().to_string();
@@ -41,10 +57,6 @@ pub async fn handle(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Re
                     );
                     ResponseError::NotEnoughReplicas.code()
                 }
-                Ok((part, _)) if req.acks == -1 && part.isr.iter().any(|r| *r != ctx.node_id) => {
-                    set_message(&mut out, version, "follower replication is not implemented yet");
-                    ResponseError::NotEnoughReplicas.code()
-                }
                 Ok((part, log)) => match p.records {
                     None => ResponseError::CorruptMessage.code(),
                     Some(records) => {
@@ -52,13 +64,30 @@ pub async fn handle(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Re
                         // once into a buffer the log may rewrite (offsets, epoch) in place.
                         let mut buf = records.try_into_mut().unwrap_or_else(|b| BytesMut::from(&b[..]));
                         let epoch = part.leader_epoch;
+                        let tp = TopicPartition::new(&name, p.index);
                         let result = tokio::task::block_in_place(|| {
-                            let mut log = log.lock().expect("log lock");
-                            log.append(&mut buf, epoch, now_ms()).map(|info| (info, log.log_start_offset()))
+                            let replica = ctx.replication.ensure_leader(&tp, part, &log);
+                            let appended = {
+                                let mut log = log.lock().expect("log lock");
+                                log.append(&mut buf, epoch, now_ms()).map(|info| (info, log.log_start_offset()))
+                            };
+                            // An ISR of the leader alone commits at once.
+                            ctx.replication.update_leader_hw(&replica, &log);
+                            appended.map(|(info, start)| (info, start, replica))
                         });
                         match result {
-                            Ok((info, start)) => {
+                            Ok((info, start, replica)) => {
                                 appended = true;
+                                if req.acks == -1 {
+                                    waits.push(AcksWait {
+                                        topic: responses.len(),
+                                        partition: partitions.len(),
+                                        replica,
+                                        leader_epoch: epoch,
+                                        required_offset: info.last_offset + 1,
+                                        min_isr,
+                                    });
+                                }
                                 out.base_offset = info.first_offset;
                                 out.log_append_time_ms = info.log_append_time.unwrap_or(-1);
                                 if version >= 5 {
@@ -88,6 +117,19 @@ pub async fn handle(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Re
     }
     if appended {
         ctx.notify_appended();
+    }
+    // The produce purgatory: every acks=all partition waits for its ISR, all against the
+    // same deadline (the request's timeout).
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(req.timeout_ms.max(0) as u64);
+    for w in waits {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let waited = ctx.replication.wait_for_isr(&w.replica, w.leader_epoch, w.required_offset, w.min_isr, left).await;
+        if let Err(e) = waited {
+            let out = &mut responses[w.topic].partition_responses[w.partition];
+            tracing::debug!(partition = %w.replica.tp, error = %e, "acks=all produce failed");
+            out.error_code = e.code();
+            set_message(out, version, &e.to_string());
+        }
     }
     if req.acks == 0 {
         // No response to carry the error: Kafka closes the connection instead, so the client

@@ -1,0 +1,420 @@
+//! The replica fetcher: one task per leader broker this broker follows partitions of. It
+//! speaks the Kafka protocol to the leader's Kafka listener, as Kafka's replica fetchers do:
+//!
+//! 1. a partition handed over (new leader or new epoch) first asks OffsetForLeaderEpoch for
+//!    its latest local epoch and truncates whatever diverges from the leader's log;
+//! 2. then every partition of this leader goes in one Fetch (replica id = this broker,
+//!    current leader epoch, fetch offset = local log end), long-polled by the leader;
+//! 3. fetched batches are appended as they are (offsets and epochs kept), and the local high
+//!    watermark follows the leader's.
+//!
+//! Fetching at the log end is how the leader learns this follower's progress (its HW and
+//! ISR decisions depend on it).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+    RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::ResponseError;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use super::replication::Replication;
+use crate::cluster::NodeId;
+use crate::log::leader_epoch::UNDEFINED_EPOCH;
+use crate::log::{now_ms, LogError, TopicPartition};
+
+const FETCH_VERSION: i16 = 12;
+const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 3;
+/// A response later than this (leader stopped, network gone) drops the connection.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_RESPONSE_BYTES: usize = 128 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetcherError {
+    #[error("leader {0} is not in the metadata image")]
+    UnknownLeader(NodeId),
+    #[error("I/O with the leader: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("the leader did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Followed {
+    leader_epoch: i32,
+    /// Set once the divergent suffix (if any) was truncated for this epoch.
+    truncated: bool,
+    /// The leader's HW minus the local log end at the last fetch.
+    lag: i64,
+}
+
+pub struct FetcherHandle {
+    leader: NodeId,
+    partitions: Mutex<BTreeMap<TopicPartition, Followed>>,
+    wake: Notify,
+}
+
+impl FetcherHandle {
+    pub fn start(replication: Arc<Replication>, leader: NodeId) -> Arc<Self> {
+        let handle = Arc::new(Self { leader, partitions: Mutex::new(BTreeMap::new()), wake: Notify::new() });
+        tokio::spawn(run(replication, handle.clone()));
+        handle
+    }
+
+    pub fn add_partition(&self, tp: TopicPartition, leader_epoch: i32) {
+        self.partitions.lock().expect("fetcher lock").insert(tp, Followed { leader_epoch, truncated: false, lag: 0 });
+        self.wake.notify_one();
+    }
+
+    pub fn remove_partition(&self, tp: &TopicPartition) {
+        self.partitions.lock().expect("fetcher lock").remove(tp);
+    }
+
+    /// Offsets behind the leader's HW, summed over this fetcher's partitions.
+    pub fn lag(&self) -> i64 {
+        self.partitions.lock().expect("fetcher lock").values().map(|f| f.lag.max(0)).sum()
+    }
+
+    fn snapshot(&self) -> BTreeMap<TopicPartition, Followed> {
+        self.partitions.lock().expect("fetcher lock").clone()
+    }
+
+    fn update(&self, tp: &TopicPartition, epoch: i32, f: impl FnOnce(&mut Followed)) {
+        if let Some(p) = self.partitions.lock().expect("fetcher lock").get_mut(tp) {
+            if p.leader_epoch == epoch {
+                f(p);
+            }
+        }
+    }
+}
+
+async fn run(rep: Arc<Replication>, handle: Arc<FetcherHandle>) {
+    let mut conn: Option<Connection> = None;
+    let backoff = Duration::from_millis(rep.config.fetch_backoff_ms);
+    loop {
+        let parts = handle.snapshot();
+        if parts.is_empty() {
+            conn = None;
+            handle.wake.notified().await;
+            continue;
+        }
+        if conn.is_none() {
+            match Connection::open(&rep, handle.leader).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    tracing::debug!(leader = handle.leader, error = %e, "replica fetcher cannot reach the leader");
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+            }
+        }
+        let c = conn.as_mut().expect("connected above");
+        if let Err(e) = round(&rep, &handle, c, parts).await {
+            tracing::info!(leader = handle.leader, error = %e, "replica fetch failed; reconnecting");
+            conn = None;
+            tokio::time::sleep(backoff).await;
+        }
+    }
+}
+
+/// One round: truncate the partitions that need it, then one Fetch for all ready ones.
+async fn round(
+    rep: &Arc<Replication>,
+    handle: &FetcherHandle,
+    conn: &mut Connection,
+    parts: BTreeMap<TopicPartition, Followed>,
+) -> Result<(), FetcherError> {
+    let untruncated: Vec<(TopicPartition, i32)> =
+        parts.iter().filter(|(_, f)| !f.truncated).map(|(tp, f)| (tp.clone(), f.leader_epoch)).collect();
+    let mut backoff = false;
+    if !untruncated.is_empty() {
+        backoff |= truncate(rep, handle, conn, &untruncated).await?;
+    }
+    let ready: Vec<(TopicPartition, i32)> =
+        handle.snapshot().into_iter().filter(|(_, f)| f.truncated).map(|(tp, f)| (tp, f.leader_epoch)).collect();
+    if ready.is_empty() {
+        tokio::time::sleep(Duration::from_millis(rep.config.fetch_backoff_ms)).await;
+        return Ok(());
+    }
+    backoff |= fetch(rep, handle, conn, &ready).await?;
+    if backoff {
+        tokio::time::sleep(Duration::from_millis(rep.config.fetch_backoff_ms)).await;
+    }
+    Ok(())
+}
+
+/// Ask the leader where each partition's latest local epoch ends and cut the local log
+/// there. Returns whether some partition got an error (the caller backs off).
+async fn truncate(
+    rep: &Arc<Replication>,
+    handle: &FetcherHandle,
+    conn: &mut Connection,
+    parts: &[(TopicPartition, i32)],
+) -> Result<bool, FetcherError> {
+    let mut by_topic: BTreeMap<&str, Vec<OffsetForLeaderPartition>> = BTreeMap::new();
+    let mut asked = BTreeMap::new();
+    for (tp, epoch) in parts {
+        let Some(log) = rep.logs.get(tp) else { continue };
+        let latest = log.lock().expect("log lock").latest_epoch();
+        let Some(latest) = latest else {
+            // An empty history has nothing to diverge.
+            handle.update(tp, *epoch, |f| f.truncated = true);
+            continue;
+        };
+        asked.insert(tp.clone(), latest);
+        let mut p = OffsetForLeaderPartition::default();
+        p.partition = tp.partition;
+        p.current_leader_epoch = *epoch;
+        p.leader_epoch = latest;
+        by_topic.entry(tp.topic.as_str()).or_default().push(p);
+    }
+    if by_topic.is_empty() {
+        return Ok(false);
+    }
+    let mut req = OffsetForLeaderEpochRequest::default();
+    req.replica_id = BrokerId(rep.node_id as i32);
+    req.topics = by_topic
+        .into_iter()
+        .map(|(topic, partitions)| {
+            let mut t = OffsetForLeaderTopic::default();
+            t.topic = TopicName(StrBytes::from_string(topic.to_string()));
+            t.partitions = partitions;
+            t
+        })
+        .collect();
+    let resp: OffsetForLeaderEpochResponse =
+        conn.call(ApiKey::OffsetForLeaderEpoch, OFFSET_FOR_LEADER_EPOCH_VERSION, &req).await?;
+    let mut errors = false;
+    for t in resp.topics {
+        for p in t.partitions {
+            let tp = TopicPartition::new(t.topic.0.as_str(), p.partition);
+            let Some(epoch) = parts.iter().find(|(x, _)| *x == tp).map(|(_, e)| *e) else { continue };
+            if p.error_code != 0 {
+                tracing::debug!(partition = %tp, error = p.error_code, "OffsetForLeaderEpoch refused; retrying");
+                errors = true;
+                continue;
+            }
+            let requested = asked.get(&tp).copied().unwrap_or(UNDEFINED_EPOCH);
+            let Some(replica) = rep.is_following(&tp, handle.leader, epoch) else { continue };
+            let Some(log) = rep.logs.get(&tp) else { continue };
+            // The role lock is held across the log change so a concurrent leadership change
+            // cannot interleave with it.
+            let Some(role) = replica.lock_if_following(handle.leader, epoch) else { continue };
+            let mut log = log.lock().expect("log lock");
+            let leo = log.log_end_offset();
+            let target = if p.leader_epoch < 0 || p.end_offset < 0 {
+                // The leader knows no epoch at or below ours: keep only what was committed.
+                replica.high_watermark().min(leo)
+            } else if p.leader_epoch == requested {
+                p.end_offset.min(leo)
+            } else {
+                // The leader's history has a smaller epoch there: cut at the end of that epoch
+                // in our own log, or the leader's end offset, whichever is first.
+                let (_, own_end) = log.end_offset_for_epoch(p.leader_epoch);
+                let own_end = if own_end < 0 { replica.high_watermark() } else { own_end };
+                p.end_offset.min(own_end).min(leo)
+            };
+            if target < leo {
+                tracing::warn!(partition = %tp, from = leo, to = target, leader = handle.leader, leader_epoch = epoch,
+                    "truncating divergent records");
+                tokio::task::block_in_place(|| log.truncate_to(target, now_ms()))?;
+                rep.metrics.follower_truncations.inc();
+            }
+            let leo = log.log_end_offset();
+            drop(log);
+            drop(role);
+            if replica.high_watermark() > leo {
+                replica.set_follower_hw(leo);
+            }
+            handle.update(&tp, epoch, |f| f.truncated = true);
+        }
+    }
+    Ok(errors)
+}
+
+/// One Fetch for `parts` at their log ends; appends what comes back. Returns whether some
+/// partition got an error.
+async fn fetch(
+    rep: &Arc<Replication>,
+    handle: &FetcherHandle,
+    conn: &mut Connection,
+    parts: &[(TopicPartition, i32)],
+) -> Result<bool, FetcherError> {
+    let mut by_topic: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+    for (tp, epoch) in parts {
+        let Some(log) = rep.logs.get(tp) else { continue };
+        let (leo, start) = {
+            let log = log.lock().expect("log lock");
+            (log.log_end_offset(), log.log_start_offset())
+        };
+        let mut p = FetchPartition::default();
+        p.partition = tp.partition;
+        p.current_leader_epoch = *epoch;
+        p.fetch_offset = leo;
+        p.last_fetched_epoch = -1;
+        p.log_start_offset = start;
+        p.partition_max_bytes = rep.config.fetch_partition_max_bytes;
+        by_topic.entry(tp.topic.as_str()).or_default().push(p);
+    }
+    let mut req = FetchRequest::default();
+    req.replica_id = BrokerId(rep.node_id as i32);
+    req.max_wait_ms = rep.config.fetch_wait_max_ms;
+    req.min_bytes = 1;
+    req.max_bytes = rep.config.fetch_response_max_bytes;
+    req.isolation_level = 0;
+    req.session_id = 0;
+    req.session_epoch = -1;
+    req.topics = by_topic
+        .into_iter()
+        .map(|(topic, partitions)| {
+            let mut t = FetchTopic::default();
+            t.topic = TopicName(StrBytes::from_string(topic.to_string()));
+            t.partitions = partitions;
+            t
+        })
+        .collect();
+    let resp: FetchResponse = conn.call(ApiKey::Fetch, FETCH_VERSION, &req).await?;
+    let mut errors = false;
+    let mut lag_total = 0i64;
+    for t in resp.responses {
+        for p in t.partitions {
+            let tp = TopicPartition::new(t.topic.0.as_str(), p.partition_index);
+            let Some(epoch) = parts.iter().find(|(x, _)| *x == tp).map(|(_, e)| *e) else { continue };
+            let Some(replica) = rep.is_following(&tp, handle.leader, epoch) else { continue };
+            let Some(log) = rep.logs.get(&tp) else { continue };
+            match ResponseError::try_from_code(p.error_code) {
+                None => {
+                    let records = p.records.unwrap_or_default();
+                    let Some(role) = replica.lock_if_following(handle.leader, epoch) else { continue };
+                    let mut log = log.lock().expect("log lock");
+                    if !records.is_empty() {
+                        let appended = tokio::task::block_in_place(|| log.append_as_follower(&records, now_ms()));
+                        if let Err(e) = appended {
+                            // Overlap or a bad batch: find the divergence point again.
+                            tracing::warn!(partition = %tp, error = %e, "replicated batch refused; re-truncating");
+                            drop(log);
+                            drop(role);
+                            handle.update(&tp, epoch, |f| f.truncated = false);
+                            errors = true;
+                            continue;
+                        }
+                    }
+                    let leo = log.log_end_offset();
+                    drop(log);
+                    drop(role);
+                    replica.set_follower_hw(p.high_watermark.min(leo).max(0));
+                    let lag = (p.high_watermark - leo).max(0);
+                    lag_total += lag;
+                    handle.update(&tp, epoch, |f| f.lag = lag);
+                }
+                Some(ResponseError::OffsetOutOfRange) => {
+                    let Some(role) = replica.lock_if_following(handle.leader, epoch) else { continue };
+                    let mut log = log.lock().expect("log lock");
+                    if log.log_end_offset() < p.log_start_offset {
+                        tracing::warn!(partition = %tp, leader_log_start = p.log_start_offset,
+                            "follower is behind the leader's log start; restarting the log there");
+                        tokio::task::block_in_place(|| log.truncate_fully_and_start_at(p.log_start_offset, now_ms()))?;
+                    } else {
+                        drop(log);
+                        drop(role);
+                        handle.update(&tp, epoch, |f| f.truncated = false);
+                    }
+                    errors = true;
+                }
+                Some(e) => {
+                    tracing::debug!(partition = %tp, error = ?e, "replica fetch refused");
+                    if matches!(e, ResponseError::FencedLeaderEpoch) {
+                        handle.update(&tp, epoch, |f| f.truncated = false);
+                    }
+                    errors = true;
+                }
+            }
+        }
+    }
+    let _ = lag_total;
+    rep.metrics.fetcher_lag_messages.set(rep.total_fetcher_lag());
+    Ok(errors)
+}
+
+/// A Kafka client connection to one leader: request/response in order on one socket.
+struct Connection {
+    r: BufReader<OwnedReadHalf>,
+    w: OwnedWriteHalf,
+    correlation_id: i32,
+    client_id: StrBytes,
+}
+
+impl Connection {
+    async fn open(rep: &Replication, leader: NodeId) -> Result<Self, FetcherError> {
+        let addr = {
+            let image = rep.cluster.image();
+            image.brokers.get(&leader).map(|b| b.kafka_addr.clone()).ok_or(FetcherError::UnknownLeader(leader))?
+        };
+        let stream = tokio::time::timeout(REQUEST_TIMEOUT, TcpStream::connect(&addr))
+            .await
+            .map_err(|_| FetcherError::Timeout(REQUEST_TIMEOUT))??;
+        stream.set_nodelay(true)?;
+        let (r, w) = stream.into_split();
+        tracing::info!(leader, %addr, "replica fetcher connected");
+        Ok(Self {
+            r: BufReader::with_capacity(256 * 1024, r),
+            w,
+            correlation_id: 0,
+            client_id: StrBytes::from_string(format!("weir-replica-fetcher-{}", rep.node_id)),
+        })
+    }
+
+    async fn call<Req: Encodable, Resp: Decodable>(
+        &mut self,
+        api_key: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> Result<Resp, FetcherError> {
+        self.correlation_id = self.correlation_id.wrapping_add(1);
+        let mut header = RequestHeader::default();
+        header.request_api_key = api_key as i16;
+        header.request_api_version = version;
+        header.correlation_id = self.correlation_id;
+        header.client_id = Some(self.client_id.clone());
+        let mut buf = BytesMut::with_capacity(512);
+        buf.put_i32(0);
+        let proto = |e: anyhow::Error| FetcherError::Protocol(e.to_string());
+        header.encode(&mut buf, api_key.request_header_version(version)).map_err(proto)?;
+        req.encode(&mut buf, version).map_err(proto)?;
+        let size = (buf.len() - 4) as i32;
+        buf[0..4].copy_from_slice(&size.to_be_bytes());
+        let exchange = async {
+            self.w.write_all(&buf).await?;
+            let frame = crate::kafka::codec::read_frame(&mut self.r, MAX_RESPONSE_BYTES)
+                .await
+                .map_err(|e| FetcherError::Protocol(e.to_string()))?;
+            frame.ok_or_else(|| FetcherError::Protocol("the leader closed the connection".into()))
+        };
+        let mut frame: Bytes = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| FetcherError::Timeout(REQUEST_TIMEOUT))??;
+        let rh = ResponseHeader::decode(&mut frame, api_key.response_header_version(version)).map_err(proto)?;
+        if rh.correlation_id != self.correlation_id {
+            return Err(FetcherError::Protocol(format!(
+                "correlation id {} does not match {}",
+                rh.correlation_id, self.correlation_id
+            )));
+        }
+        Resp::decode(&mut frame, version).map_err(proto)
+    }
+}

@@ -1,0 +1,54 @@
+//! Prometheus metrics of partition replication. One instance per broker.
+
+use prometheus::{IntCounter, IntGauge, Opts, Registry};
+
+#[derive(Clone)]
+pub struct ReplicationMetrics {
+    pub under_replicated: IntGauge,
+    pub under_min_isr: IntGauge,
+    pub isr_shrinks: IntCounter,
+    pub isr_expands: IntCounter,
+    pub purgatory_size: IntGauge,
+    /// Sum over followed partitions of (leader HW - local log end), in messages (offsets).
+    pub fetcher_lag_messages: IntGauge,
+    pub follower_truncations: IntCounter,
+}
+
+impl ReplicationMetrics {
+    pub fn unregistered() -> Self {
+        let gauge = |name: &str, help: &str| IntGauge::with_opts(Opts::new(name, help)).expect("static metric");
+        let counter = |name: &str, help: &str| IntCounter::with_opts(Opts::new(name, help)).expect("static metric");
+        Self {
+            under_replicated: gauge(
+                "weir_under_replicated_partitions",
+                "Partitions led here whose ISR is smaller than their replica set",
+            ),
+            under_min_isr: gauge(
+                "weir_under_min_isr_partitions",
+                "Partitions led here whose ISR is smaller than min.insync.replicas",
+            ),
+            isr_shrinks: counter("weir_isr_shrinks_total", "Followers removed from an ISR by this leader"),
+            isr_expands: counter("weir_isr_expands_total", "Followers added back to an ISR by this leader"),
+            purgatory_size: gauge("weir_produce_purgatory_size", "acks=all produce partitions waiting for the ISR"),
+            fetcher_lag_messages: gauge(
+                "weir_replica_fetcher_lag_messages",
+                "Offsets this broker's followed partitions are behind their leaders' high watermarks",
+            ),
+            follower_truncations: counter(
+                "weir_follower_truncations_total",
+                "Times a follower truncated its log to its leader's (divergent suffix after a leader change)",
+            ),
+        }
+    }
+
+    pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
+        registry.register(Box::new(self.under_replicated.clone()))?;
+        registry.register(Box::new(self.under_min_isr.clone()))?;
+        registry.register(Box::new(self.isr_shrinks.clone()))?;
+        registry.register(Box::new(self.isr_expands.clone()))?;
+        registry.register(Box::new(self.purgatory_size.clone()))?;
+        registry.register(Box::new(self.fetcher_lag_messages.clone()))?;
+        registry.register(Box::new(self.follower_truncations.clone()))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,497 @@
+//! Partition replication on this broker: the role of every local replica (leader, follower
+//! or neither) as the metadata image says, the high watermark, the leader's view of its
+//! followers, ISR shrink/expand proposals, and the acks=all wait (the produce purgatory).
+//!
+//! - The image is the only source of leadership and ISR. A leader proposes ISR changes
+//!   (`ChangePartition` with the partition epoch it saw) and uses them only once they are
+//!   committed and applied, i.e. once they appear in the image.
+//! - The high watermark (HW) is the smallest log end offset of the ISR; it only grows
+//!   while a broker leads. Consumers read below it; acks=all completes once it passes
+//!   the batch. Followers learn it from the leader's fetch responses.
+//! - Followers copy the leader's log through `fetcher.rs`, one fetcher per leader broker.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kafka_protocol::ResponseError;
+use tokio::sync::watch;
+
+use super::fetcher::FetcherHandle;
+use super::leader::LeaderState;
+use super::metrics::ReplicationMetrics;
+use crate::cluster::image::{MetadataImage, PartitionRecord};
+use crate::cluster::types::MetadataCommand;
+use crate::cluster::{ClusterNode, NodeId};
+use crate::log::{now_ms, Log, LogManager, TopicPartition};
+
+#[derive(Debug, Clone)]
+pub struct ReplicationConfig {
+    /// `replica.lag.time.max.ms`: an ISR follower not caught up this long is removed.
+    pub replica_lag_time_max_ms: i64,
+    /// `replica.fetch.wait.max.ms`: how long a follower's fetch waits for data.
+    pub fetch_wait_max_ms: i32,
+    /// `replica.fetch.max.bytes` (per partition) and `replica.fetch.response.max.bytes`.
+    pub fetch_partition_max_bytes: i32,
+    pub fetch_response_max_bytes: i32,
+    /// `replica.fetch.backoff.ms`: pause after a failed fetch.
+    pub fetch_backoff_ms: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        Self {
+            replica_lag_time_max_ms: 30_000,
+            fetch_wait_max_ms: 500,
+            fetch_partition_max_bytes: 1024 * 1024,
+            fetch_response_max_bytes: 10 * 1024 * 1024,
+            fetch_backoff_ms: 500,
+        }
+    }
+}
+
+/// What this broker is for one partition.
+#[derive(Debug, Clone)]
+pub enum Role {
+    None,
+    Leader { state: LeaderState, isr: Vec<NodeId>, partition_epoch: i32 },
+    Follower { leader: NodeId, leader_epoch: i32 },
+}
+
+pub struct PartitionReplica {
+    pub tp: TopicPartition,
+    role: Mutex<Role>,
+    /// The high watermark; waiters (acks=all) watch it. Also bumped without a change when
+    /// the role changes, so waiters re-check whether they still lead.
+    hw: watch::Sender<i64>,
+    isr_change_in_flight: AtomicBool,
+}
+
+impl PartitionReplica {
+    pub fn high_watermark(&self) -> i64 {
+        *self.hw.borrow()
+    }
+    pub fn role(&self) -> Role {
+        self.role.lock().expect("role lock").clone()
+    }
+    /// The role, locked, if this broker follows `leader` at `leader_epoch`: the fetcher
+    /// holds it while it changes the log, so a leadership change cannot interleave.
+    pub fn lock_if_following(&self, leader: NodeId, leader_epoch: i32) -> Option<std::sync::MutexGuard<'_, Role>> {
+        let role = self.role.lock().expect("role lock");
+        matches!(&*role, Role::Follower { leader: l, leader_epoch: e } if *l == leader && *e == leader_epoch)
+            .then_some(role)
+    }
+    fn set_hw_at_least(&self, hw: i64) -> bool {
+        self.hw.send_if_modified(|cur| {
+            if hw > *cur {
+                *cur = hw;
+                true
+            } else {
+                false
+            }
+        })
+    }
+    /// A follower takes the leader's HW capped at its own log end (it may go down: a new
+    /// leader's HW can lag the old one's).
+    pub fn set_follower_hw(&self, hw: i64) {
+        self.hw.send_if_modified(|cur| {
+            let changed = *cur != hw;
+            *cur = hw;
+            changed
+        });
+    }
+}
+
+/// Why an acks=all produce did not complete; mapped to Kafka error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AcksError {
+    #[error("the request timed out before every in-sync replica had the records")]
+    Timeout,
+    #[error("the ISR shrank below min.insync.replicas after the records were written")]
+    NotEnoughReplicasAfterAppend,
+    #[error("this broker stopped leading the partition")]
+    NotLeader,
+}
+
+impl AcksError {
+    pub fn code(self) -> i16 {
+        match self {
+            AcksError::Timeout => ResponseError::RequestTimedOut.code(),
+            AcksError::NotEnoughReplicasAfterAppend => ResponseError::NotEnoughReplicasAfterAppend.code(),
+            AcksError::NotLeader => ResponseError::NotLeaderOrFollower.code(),
+        }
+    }
+}
+
+pub struct Replication {
+    pub node_id: NodeId,
+    pub cluster: Arc<ClusterNode>,
+    pub logs: Arc<LogManager>,
+    pub config: ReplicationConfig,
+    pub metrics: ReplicationMetrics,
+    partitions: Mutex<HashMap<TopicPartition, Arc<PartitionReplica>>>,
+    fetchers: Mutex<BTreeMap<NodeId, Arc<FetcherHandle>>>,
+    /// Bumped when a high watermark advances, so consumer fetches waiting for data wake.
+    progress: watch::Sender<u64>,
+}
+
+impl Replication {
+    pub fn new(
+        node_id: NodeId,
+        cluster: Arc<ClusterNode>,
+        logs: Arc<LogManager>,
+        config: ReplicationConfig,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            node_id,
+            cluster,
+            logs,
+            config,
+            metrics: ReplicationMetrics::unregistered(),
+            partitions: Mutex::new(HashMap::new()),
+            fetchers: Mutex::new(BTreeMap::new()),
+            progress: watch::channel(0).0,
+        })
+    }
+
+    pub fn subscribe_progress(&self) -> watch::Receiver<u64> {
+        self.progress.subscribe()
+    }
+
+    fn notify_progress(&self) {
+        self.progress.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    pub fn replica(&self, tp: &TopicPartition) -> Option<Arc<PartitionReplica>> {
+        self.partitions.lock().expect("partitions lock").get(tp).cloned()
+    }
+
+    fn replica_or_create(&self, tp: &TopicPartition, log: &Mutex<Log>) -> Arc<PartitionReplica> {
+        let mut map = self.partitions.lock().expect("partitions lock");
+        map.entry(tp.clone())
+            .or_insert_with(|| {
+                // Until told otherwise, nothing above the log start is known to be committed.
+                let start = log.lock().expect("log lock").log_start_offset();
+                Arc::new(PartitionReplica {
+                    tp: tp.clone(),
+                    role: Mutex::new(Role::None),
+                    hw: watch::channel(start).0,
+                    isr_change_in_flight: AtomicBool::new(false),
+                })
+            })
+            .clone()
+    }
+
+    /// The replica of a partition the image says this broker leads, made leader first if it
+    /// was not (new epoch: the epoch is recorded in the leader-epoch cache, followers get a
+    /// fresh lag window). Keeps the ISR and follower set in line with `part`.
+    pub fn ensure_leader(
+        &self,
+        tp: &TopicPartition,
+        part: &PartitionRecord,
+        log: &Mutex<Log>,
+    ) -> Arc<PartitionReplica> {
+        let rep = self.replica_or_create(tp, log);
+        let now = now_ms();
+        let followers: Vec<NodeId> = part.replicas.iter().copied().filter(|r| *r != self.node_id).collect();
+        let became_leader;
+        {
+            let mut role = rep.role.lock().expect("role lock");
+            match &mut *role {
+                Role::Leader { state, isr, partition_epoch } if state.leader_epoch == part.leader_epoch => {
+                    state.set_followers(&followers, now);
+                    if *partition_epoch != part.partition_epoch {
+                        *isr = part.isr.clone();
+                        *partition_epoch = part.partition_epoch;
+                    }
+                    became_leader = false;
+                }
+                _ => {
+                    let start = {
+                        let mut log = log.lock().expect("log lock");
+                        if let Err(e) = log.assign_leader_epoch(part.leader_epoch) {
+                            tracing::error!(partition = %tp, error = %e, "recording the leader epoch failed");
+                        }
+                        log.log_end_offset()
+                    };
+                    *role = Role::Leader {
+                        state: LeaderState::new(part.leader_epoch, start, followers, now),
+                        isr: part.isr.clone(),
+                        partition_epoch: part.partition_epoch,
+                    };
+                    became_leader = true;
+                }
+            }
+        }
+        if became_leader {
+            tracing::info!(partition = %tp, leader_epoch = part.leader_epoch, isr = ?part.isr, hw = rep.high_watermark(), "became leader");
+            self.unregister_follower(tp);
+            rep.hw.send_modify(|_| {});
+        }
+        self.update_leader_hw(&rep, log);
+        rep
+    }
+
+    /// Recompute a leader's HW from the ISR's log end offsets; wakes waiters if it moved.
+    pub fn update_leader_hw(&self, rep: &PartitionReplica, log: &Mutex<Log>) {
+        let leo = log.lock().expect("log lock").log_end_offset();
+        let hw = {
+            let role = rep.role.lock().expect("role lock");
+            let Role::Leader { state, isr, .. } = &*role else { return };
+            state.isr_high_watermark(self.node_id, leo, isr)
+        };
+        if let Some(hw) = hw {
+            if rep.set_hw_at_least(hw.min(leo)) {
+                self.notify_progress();
+            }
+        }
+    }
+
+    /// A follower fetched `fetch_offset` from a partition this broker leads.
+    pub fn record_follower_fetch(&self, rep: &PartitionReplica, follower: NodeId, fetch_offset: i64, log: &Mutex<Log>) {
+        let leo = log.lock().expect("log lock").log_end_offset();
+        {
+            let mut role = rep.role.lock().expect("role lock");
+            let Role::Leader { state, .. } = &mut *role else { return };
+            state.record_fetch(follower, fetch_offset, leo, now_ms());
+        }
+        self.update_leader_hw(rep, log);
+    }
+
+    /// acks=all: wait until the HW passes `required` (the offset after the batch), the
+    /// request timeout passes, or this broker stops leading. Then the ISR must still hold
+    /// `min_isr` members, else NOT_ENOUGH_REPLICAS_AFTER_APPEND (as Kafka).
+    pub async fn wait_for_isr(
+        &self,
+        rep: &PartitionReplica,
+        leader_epoch: i32,
+        required: i64,
+        min_isr: usize,
+        timeout: Duration,
+    ) -> Result<(), AcksError> {
+        let mut rx = rep.hw.subscribe();
+        self.metrics.purgatory_size.inc();
+        let _guard = GaugeGuard(&self.metrics.purgatory_size);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            {
+                let role = rep.role.lock().expect("role lock");
+                match &*role {
+                    Role::Leader { state, isr, .. } if state.leader_epoch == leader_epoch => {
+                        if *rx.borrow_and_update() >= required {
+                            return if isr.len() < min_isr {
+                                Err(AcksError::NotEnoughReplicasAfterAppend)
+                            } else {
+                                Ok(())
+                            };
+                        }
+                    }
+                    _ => return Err(AcksError::NotLeader),
+                }
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(AcksError::NotLeader),
+                Err(_) => return Err(AcksError::Timeout),
+            }
+        }
+    }
+
+    /// Bring every local replica's role in line with `image`: leaders start/stop, followers
+    /// are handed to the fetcher of their leader.
+    pub fn reconcile(self: &Arc<Self>, image: &MetadataImage) {
+        let mut seen = std::collections::HashSet::new();
+        for t in image.topics.values() {
+            for (i, p) in t.partitions.iter().enumerate() {
+                if !p.replicas.contains(&self.node_id) {
+                    continue;
+                }
+                let tp = TopicPartition::new(&t.name, i as i32);
+                let Some(log) = self.logs.get(&tp) else { continue };
+                seen.insert(tp.clone());
+                if p.leader == self.node_id as i64 {
+                    self.ensure_leader(&tp, p, &log);
+                } else if p.leader >= 0 {
+                    self.become_follower(&tp, p.leader as NodeId, p.leader_epoch, &log);
+                } else {
+                    self.become_none(&tp);
+                }
+            }
+        }
+        let gone: Vec<TopicPartition> =
+            self.partitions.lock().expect("partitions lock").keys().filter(|tp| !seen.contains(*tp)).cloned().collect();
+        for tp in gone {
+            self.become_none(&tp);
+            self.partitions.lock().expect("partitions lock").remove(&tp);
+        }
+        self.update_gauges(image);
+    }
+
+    fn become_follower(self: &Arc<Self>, tp: &TopicPartition, leader: NodeId, leader_epoch: i32, log: &Mutex<Log>) {
+        let rep = self.replica_or_create(tp, log);
+        {
+            let mut role = rep.role.lock().expect("role lock");
+            if let Role::Follower { leader: l, leader_epoch: e } = &*role {
+                if *l == leader && *e == leader_epoch {
+                    return;
+                }
+            }
+            *role = Role::Follower { leader, leader_epoch };
+        }
+        tracing::info!(partition = %tp, leader, leader_epoch, "following");
+        rep.hw.send_modify(|_| {}); // acks=all waiters of a former leader give up
+        self.unregister_follower(tp);
+        let fetcher = {
+            let mut fetchers = self.fetchers.lock().expect("fetchers lock");
+            fetchers.entry(leader).or_insert_with(|| FetcherHandle::start(self.clone(), leader)).clone()
+        };
+        fetcher.add_partition(tp.clone(), leader_epoch);
+    }
+
+    fn become_none(&self, tp: &TopicPartition) {
+        if let Some(rep) = self.replica(tp) {
+            let mut role = rep.role.lock().expect("role lock");
+            if !matches!(*role, Role::None) {
+                *role = Role::None;
+                drop(role);
+                rep.hw.send_modify(|_| {});
+            }
+        }
+        self.unregister_follower(tp);
+    }
+
+    fn unregister_follower(&self, tp: &TopicPartition) {
+        for f in self.fetchers.lock().expect("fetchers lock").values() {
+            f.remove_partition(tp);
+        }
+    }
+
+    /// Whether this broker still follows `leader` at `leader_epoch` for `tp` (the fetcher
+    /// checks before it appends or truncates).
+    pub fn is_following(
+        &self,
+        tp: &TopicPartition,
+        leader: NodeId,
+        leader_epoch: i32,
+    ) -> Option<Arc<PartitionReplica>> {
+        let rep = self.replica(tp)?;
+        let ok = matches!(&*rep.role.lock().expect("role lock"),
+            Role::Follower { leader: l, leader_epoch: e } if *l == leader && *e == leader_epoch);
+        ok.then_some(rep)
+    }
+
+    /// Periodic ISR upkeep on led partitions: propose removing followers that are not caught
+    /// up for `replica.lag.time.max.ms`, and adding followers that caught up. One proposal
+    /// per partition at a time; a stale partition epoch means the image moved on, and the
+    /// next pass decides again from the new image.
+    pub async fn run_isr_maintenance(self: Arc<Self>) {
+        let period = Duration::from_millis((self.config.replica_lag_time_max_ms / 4).clamp(100, 1000) as u64);
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let reps: Vec<Arc<PartitionReplica>> =
+                self.partitions.lock().expect("partitions lock").values().cloned().collect();
+            let now = now_ms();
+            // Fenced brokers never rejoin an ISR (the state machine refuses it too).
+            let live: Vec<NodeId> = self.cluster.image().live_brokers();
+            for rep in reps {
+                let proposal = {
+                    let role = rep.role.lock().expect("role lock");
+                    let Role::Leader { state, isr, partition_epoch } = &*role else { continue };
+                    let hw = rep.high_watermark();
+                    let out = state.out_of_sync(self.node_id, isr, now, self.config.replica_lag_time_max_ms);
+                    let lag_max = self.config.replica_lag_time_max_ms;
+                    let back: Vec<NodeId> = state
+                        .caught_up_outside_isr(isr, hw, now, lag_max)
+                        .into_iter()
+                        .filter(|b| live.contains(b))
+                        .collect();
+                    if out.is_empty() && back.is_empty() {
+                        continue;
+                    }
+                    let mut new_isr: Vec<NodeId> = isr.iter().copied().filter(|r| !out.contains(r)).collect();
+                    new_isr.extend(back.iter().copied());
+                    (new_isr, *partition_epoch, out, back)
+                };
+                if rep.isr_change_in_flight.swap(true, Ordering::AcqRel) {
+                    continue;
+                }
+                let (isr, partition_epoch, out, back) = proposal;
+                let me = self.clone();
+                let rep2 = rep.clone();
+                tokio::spawn(async move {
+                    let cmd = MetadataCommand::ChangePartition {
+                        topic: rep2.tp.topic.clone(),
+                        partition: rep2.tp.partition as u32,
+                        partition_epoch,
+                        leader: None,
+                        isr: Some(isr.clone()),
+                    };
+                    match me.cluster.propose(cmd).await {
+                        Ok(()) => {
+                            tracing::info!(partition = %rep2.tp, ?isr, removed = ?out, added = ?back, "ISR changed");
+                            me.metrics.isr_shrinks.inc_by(out.len() as u64);
+                            me.metrics.isr_expands.inc_by(back.len() as u64);
+                        }
+                        Err(e) => tracing::info!(partition = %rep2.tp, ?isr, error = %e, "ISR change refused"),
+                    }
+                    rep2.isr_change_in_flight.store(false, Ordering::Release);
+                });
+            }
+        }
+    }
+
+    /// Follow the image: reconcile at every change until the cluster node stops.
+    pub async fn run(self: Arc<Self>) {
+        tokio::spawn(self.clone().run_isr_maintenance());
+        let mut rx = self.cluster.subscribe();
+        loop {
+            let image = self.cluster.image();
+            let me = self.clone();
+            // Log locks and the epoch checkpoint write are blocking work.
+            if let Err(e) = tokio::task::spawn_blocking(move || me.reconcile(&image)).await {
+                tracing::error!(error = %e, "replication reconcile failed");
+            }
+            // A log created by the replica manager after this image arrived is picked up at
+            // the next change or on the next tick.
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
+    pub fn total_fetcher_lag(&self) -> i64 {
+        self.fetchers.lock().expect("fetchers lock").values().map(|f| f.lag()).sum()
+    }
+
+    fn update_gauges(&self, image: &MetadataImage) {
+        let mut under_replicated = 0;
+        let mut under_min_isr = 0;
+        for t in image.topics.values() {
+            let min_isr: usize = t.configs.get("min.insync.replicas").and_then(|v| v.parse().ok()).unwrap_or(1);
+            for p in &t.partitions {
+                if p.leader != self.node_id as i64 {
+                    continue;
+                }
+                if p.isr.len() < p.replicas.len() {
+                    under_replicated += 1;
+                }
+                if p.isr.len() < min_isr {
+                    under_min_isr += 1;
+                }
+            }
+        }
+        self.metrics.under_replicated.set(under_replicated);
+        self.metrics.under_min_isr.set(under_min_isr);
+    }
+}
+
+struct GaugeGuard<'a>(&'a prometheus::IntGauge);
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,114 @@
+"""A cluster of real weir-broker processes on 127.0.0.1, 127.0.0.2, 127.0.0.3 for the
+replication tests: every broker is a raft voter, with its own ports, data dir and log file.
+Built on e2e/clients/weir_harness.py (the same binary lookup, readiness check and log
+handling)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "clients"))
+
+from weir_harness import Broker, free_ports, wait_until  # noqa: E402
+
+IPS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+
+
+class ClusterBroker(Broker):
+    def __init__(self, workdir: Path, node_id: int, host: str, extra_args: list[str]):
+        super().__init__(workdir, node_id=node_id)
+        self.host = host
+        self.kafka_port, self.http_port, self.raft_port, self.amqp_port = free_ports(4, host)
+        self.voters = ""
+        self.extra_args = extra_args
+
+    def args(self) -> list[str]:
+        return super().args() + ["--voters", self.voters] + self.extra_args
+
+    def http_json(self, method: str, path: str, body: dict | None = None, timeout: float = 20.0):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"http://{self.host}:{self.http_port}{path}", data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            text = r.read().decode()
+            return json.loads(text) if text else None
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://{self.host}:{self.http_port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+
+class Cluster:
+    def __init__(self, root: Path, n: int = 3, session_timeout_ms: int = 3000, lag_time_max_ms: int = 3000):
+        extra = [
+            "--broker-session-timeout-ms", str(session_timeout_ms),
+            "--replica-lag-time-max-ms", str(lag_time_max_ms),
+        ]  # fmt: skip
+        self.brokers = [ClusterBroker(root / f"broker-{i}", i, IPS[i], extra) for i in range(n)]
+        voters = ",".join(f"{b.node_id}@{b.host}:{b.raft_port}" for b in self.brokers)
+        for b in self.brokers:
+            b.voters = voters
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(b.bootstrap for b in self.brokers)
+
+    def start(self) -> "Cluster":
+        # Start all processes first: the quorum forms only once a majority is up.
+        for b in self.brokers:
+            self._spawn(b)
+        for b in self.brokers:
+            b.wait_ready(90)
+        return self
+
+    def _spawn(self, b: ClusterBroker) -> None:
+        # Broker.start waits for readiness; a voter alone cannot be ready, so start all of them
+        # without waiting, then wait for each.
+        import os
+        import subprocess
+
+        from weir_harness import _die_with_parent
+
+        b.starts += 1
+        env = dict(os.environ)
+        env["RUST_LOG"] = os.environ.get("WEIR_TEST_RUST_LOG", "info")
+        with open(b.log_path, "ab") as log:
+            log.write(f"===== start #{b.starts} =====\n".encode())
+            log.flush()
+            b.proc = subprocess.Popen(
+                b.args(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                preexec_fn=_die_with_parent,
+            )
+
+    def restart(self, i: int) -> None:
+        b = self.brokers[i]
+        self._spawn(b)
+        b.wait_ready(90)
+
+    def any_running(self) -> ClusterBroker:
+        return next(b for b in self.brokers if b.running())
+
+    def partitions(self, topic: str) -> list[dict]:
+        """Leader, ISR, replicas of every partition of `topic` from the admin API of a live broker."""
+        view = self.any_running().http_json("GET", f"/api/v1/partitions?topic={topic}")
+        return sorted(view["partitions"], key=lambda p: p["partition"])
+
+    def wait_isr(self, topic: str, partition: int, size: int, timeout: float = 60.0) -> dict:
+        def check():
+            try:
+                p = self.partitions(topic)[partition]
+            except OSError:
+                return None
+            return p if len(p["isr"]) == size and p["leader"] is not None else None
+
+        return wait_until(check, timeout, interval=0.2, what=f"{topic}/{partition} ISR of size {size}")
+
+    def stop_all(self) -> None:
+        for b in self.brokers:
+            if b.running():
+                b.kill()
