@@ -54,14 +54,21 @@ pub struct BindingSpec {
     #[serde(default)]
     #[schemars(length(max = 255))]
     pub routing_key: String,
-    /// Binding arguments (for example `x-match` on headers exchanges).
+    /// Binding arguments (for example `x-match` and the headers to match on headers
+    /// exchanges), as strings. String-valued and bounded so that the API server can bound the
+    /// cost of the immutability rule that compares them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(schema_with = "crate::common::arguments_schema")]
-    pub arguments: BTreeMap<String, serde_json::Value>,
+    #[schemars(extend("maxProperties" = 32))]
+    pub arguments: BTreeMap<String, BindingArgument>,
     /// `delete` (default) removes the binding with the resource; `retain` keeps it.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 }
+
+/// One binding argument value (at most 255 characters).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[serde(transparent)]
+pub struct BindingArgument(#[schemars(length(max = 255))] pub String);
 
 /// What a binding routes to.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]

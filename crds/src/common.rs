@@ -19,6 +19,7 @@ pub struct ClusterRef {
     pub name: String,
     /// Namespace of the broker cluster; defaults to the resource's own namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
     pub namespace: Option<String>,
 }
 

@@ -11,7 +11,7 @@ pub mod exchange;
 pub mod queue;
 pub mod topic;
 
-pub use binding::{Binding, BindingDestinationType, BindingSpec};
+pub use binding::{Binding, BindingArgument, BindingDestinationType, BindingSpec};
 pub use common::{ClusterRef, DeletionPolicy, ResourceStatus, CONDITION_READY, CONDITION_SYNCED};
 pub use exchange::{Exchange, ExchangeSpec, ExchangeType};
 pub use queue::{Queue, QueueSpec, QueueType};

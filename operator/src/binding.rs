@@ -14,7 +14,7 @@ pub fn binding_info(spec: &BindingSpec) -> BindingInfo {
         destination_type: spec.destination_type.as_str().to_string(),
         destination: spec.destination.clone(),
         routing_key: spec.routing_key.clone(),
-        arguments: spec.arguments.clone(),
+        arguments: spec.arguments.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.0.clone()))).collect(),
     }
 }
 

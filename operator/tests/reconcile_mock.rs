@@ -367,3 +367,36 @@ async fn binding_waits_for_its_exchange_then_binds_repairs_and_unbinds() {
     run::<Binding>(deleting(resource("Binding", "events-jobs", spec)), &admin).await.result.unwrap();
     assert_eq!(admin.state.lock().unwrap().bindings.len(), 1);
 }
+
+#[tokio::test]
+async fn queue_refused_by_the_broker_reports_the_code_in_conditions() {
+    use weir_crds::Queue;
+    let admin = Arc::new(FakeAdmin::new());
+    admin.state.lock().unwrap().fail_with = Some(AdminError::Api {
+        status: 400,
+        code: "invalid_arguments".into(),
+        message: "x-queue-type quorum is not supported yet".into(),
+    });
+    let mut spec = queue_spec();
+    spec["type"] = json!("quorum");
+    let r = run::<Queue>(resource("Queue", "jobs", spec), &admin).await;
+    assert_eq!(r.result.unwrap(), Action::requeue(TIMING.retry_refused));
+    let status = r.api.last_status().unwrap();
+    assert_eq!(condition(&status, "Ready"), ("False".into(), "InvalidArguments".into()));
+    assert_eq!(condition(&status, "Synced"), ("False".into(), "InvalidArguments".into()));
+    assert_eq!(r.api.events(), vec![("Warning".to_string(), "InvalidArguments".to_string())]);
+    assert!(admin.calls().iter().any(|c| c == "PUT queue / jobs"), "{:?}", admin.calls());
+}
+
+#[tokio::test]
+async fn binding_arguments_reach_the_broker_as_strings() {
+    use weir_crds::Binding;
+    let admin = Arc::new(FakeAdmin::new());
+    run::<weir_crds::Exchange>(resource("Exchange", "events", exchange_spec()), &admin).await.result.unwrap();
+    let mut spec = binding_spec();
+    spec["arguments"] = json!({"x-match": "all", "region": "eu"});
+    run::<Binding>(resource("Binding", "b", spec), &admin).await.result.unwrap();
+    let bound = admin.state.lock().unwrap().bindings[0].1.clone();
+    assert_eq!(bound.arguments.get("x-match"), Some(&json!("all")));
+    assert_eq!(bound.arguments.get("region"), Some(&json!("eu")));
+}
