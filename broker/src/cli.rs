@@ -44,6 +44,16 @@ pub struct BrokerArgs {
     #[arg(long, env = "WEIR_AMQP_HEARTBEAT", value_name = "SECONDS", default_value_t = 60)]
     pub amqp_heartbeat: u16,
 
+    /// Block AMQP publishers while less disk than this is free on the data directory
+    /// (RabbitMQ's `disk_free_limit`, default 50 MB).
+    #[arg(long, env = "WEIR_AMQP_DISK_FREE_LIMIT", value_name = "BYTES", default_value_t = 50_000_000)]
+    pub amqp_disk_free_limit: u64,
+
+    /// Block AMQP publishers while queues hold more message bytes than this (0: 40% of the
+    /// machine's memory, RabbitMQ's default high watermark).
+    #[arg(long, env = "WEIR_AMQP_MEMORY_LIMIT", value_name = "BYTES", default_value_t = 0)]
+    pub amqp_memory_limit: u64,
+
     /// Address of the HTTP admin server (/healthz, /readyz, /metrics).
     #[arg(long, env = "WEIR_HTTP_LISTEN", value_name = "ADDR", default_value = "0.0.0.0:9644")]
     pub http_listen: SocketAddr,

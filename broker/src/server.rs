@@ -151,6 +151,18 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding --amqp-listen {}", args.amqp_listen))?;
     let amqp = crate::amqp::AmqpCore::new(amqp_config);
     crate::amqp::server::follow_cluster(amqp.clone(), cluster.clone());
+    crate::amqp::alarm::watch(
+        amqp.clone(),
+        crate::amqp::alarm::AlarmLimits {
+            data_dir: args.data_dir.clone(),
+            disk_free_limit: args.amqp_disk_free_limit,
+            memory_limit: if args.amqp_memory_limit > 0 {
+                args.amqp_memory_limit
+            } else {
+                total_memory_bytes().map_or(0, |m| m / 10 * 4)
+            },
+        },
+    );
     admin_state.set_amqp(amqp.clone());
     tokio::spawn(crate::amqp::server::serve(amqp_listener, amqp));
     info!(amqp_listen = %args.amqp_listen, "AMQP listener open");
@@ -214,6 +226,13 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// MemTotal from /proc/meminfo, in bytes.
+fn total_memory_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = info.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// The AMQP settings from the command line: `guest`/`guest` plus `--amqp-users`.

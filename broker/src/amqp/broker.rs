@@ -186,6 +186,8 @@ pub struct AmqpCore {
     next_name: AtomicU64,
     /// The metadata quorum, where durable entities live (absent in unit tests).
     cluster: std::sync::OnceLock<Arc<crate::cluster::ClusterNode>>,
+    /// The resource alarm in force (see `alarm`), as its reason.
+    alarm: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl std::fmt::Debug for AmqpCore {
@@ -258,11 +260,37 @@ impl AmqpCore {
             next_conn: AtomicU64::new(1),
             next_name: AtomicU64::new(1),
             cluster: std::sync::OnceLock::new(),
+            alarm: tokio::sync::watch::channel(None).0,
         })
     }
 
     pub fn set_cluster(&self, cluster: Arc<crate::cluster::ClusterNode>) {
         let _ = self.cluster.set(cluster);
+    }
+
+    /// Raise (Some) or clear (None) the resource alarm; blocked publishers resume on clear.
+    pub fn set_alarm(&self, reason: Option<String>) {
+        self.alarm.send_if_modified(|cur| {
+            if cur.is_some() == reason.is_some() {
+                return false;
+            }
+            match &reason {
+                Some(r) => tracing::warn!(reason = %r, "resource alarm: blocking AMQP publishers"),
+                None => tracing::info!("resource alarm cleared: unblocking AMQP publishers"),
+            }
+            *cur = reason;
+            true
+        });
+    }
+
+    pub fn alarm(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.alarm.subscribe()
+    }
+
+    /// Bytes of message bodies held by every queue (ready and unacknowledged-ready).
+    pub fn queued_bytes(&self) -> u64 {
+        let st = self.lock();
+        st.vhosts.values().flat_map(|v| v.queues.values()).map(|q| q.ready_bytes).sum()
     }
 
     pub fn cluster(&self) -> Option<&Arc<crate::cluster::ClusterNode>> {

@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::auth;
 use super::broker::{AmqpCore, ConnId};
-use super::errors::{code, not_implemented, AmqpException, AmqpResult};
+use super::errors::{self, code, not_implemented, AmqpException, AmqpResult};
 use super::frames::{self, read_frame, FrameError, InFrame, PROTOCOL_HEADER};
 use super::json_args::table_to_json;
 use crate::cluster::amqp_image::{AmqpBindingRecord, AmqpCommand};
@@ -236,6 +236,15 @@ async fn run<R: tokio::io::AsyncRead + Unpin>(
         }
         _ => return None,
     };
+    // connection.blocked is only sent to clients that announce they understand it.
+    let blocked_capable = start_ok
+        .client_properties
+        .inner()
+        .get("capabilities")
+        .and_then(|c| c.as_field_table())
+        .and_then(|c| c.inner().get("connection.blocked"))
+        .and_then(|b| b.as_bool())
+        .unwrap_or(false);
     let user = match auth::authenticate(cfg, start_ok.mechanism.as_str(), start_ok.response.as_bytes(), peer.ip()) {
         Ok(u) => u,
         Err(e) => {
@@ -304,6 +313,7 @@ async fn run<R: tokio::io::AsyncRead + Unpin>(
     debug!(%peer, user, vhost, frame_max, channel_max, heartbeat, "AMQP connection open");
 
     let mut conn = Conn { core: core.clone(), id, out: out.clone(), channels: HashMap::new(), channel_max };
+    let mut alarm = core.alarm();
     loop {
         let frame = match read_with_timeout(r, frame_max, read_timeout).await {
             Ok(f) => f,
@@ -318,6 +328,25 @@ async fn run<R: tokio::io::AsyncRead + Unpin>(
             }
             Err(_) => break,
         };
+        // Under a resource alarm a publisher is blocked before its publish is processed, and
+        // nothing more is read from it until the alarm clears (RabbitMQ's flow control).
+        if matches!(&frame, InFrame::Method(_, AMQPClass::Basic(basic::AMQPMethod::Publish(_))))
+            && alarm.borrow().is_some()
+        {
+            let reason = alarm.borrow().clone().unwrap_or_default();
+            if blocked_capable {
+                let blocked = connection::Blocked { reason: errors::truncate_utf8(reason, 255).into() };
+                let _ = out.send(method(0, AMQPClass::Connection(connection::AMQPMethod::Blocked(blocked))));
+            }
+            debug!(%peer, "publisher blocked by a resource alarm");
+            if alarm.wait_for(|a| a.is_none()).await.is_err() {
+                break;
+            }
+            if blocked_capable {
+                let unblocked = connection::Unblocked {};
+                let _ = out.send(method(0, AMQPClass::Connection(connection::AMQPMethod::Unblocked(unblocked))));
+            }
+        }
         match conn.handle(frame).await {
             Ok(Flow::Continue) => {}
             Ok(Flow::Stop) => break,

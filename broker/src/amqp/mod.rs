@@ -2,6 +2,7 @@
 //! state machines, and the broker core that routes through `crate::routing` into
 //! `crate::queue`. See `docs/amqp.md`.
 
+pub mod alarm;
 pub mod auth;
 pub mod broker;
 pub mod connection;
