@@ -6,6 +6,8 @@ handling)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import time
 import urllib.request
@@ -25,6 +27,7 @@ class ClusterBroker(Broker):
         self.kafka_port, self.http_port, self.raft_port, self.amqp_port = free_ports(4, host)
         self.voters = ""
         self.extra_args = extra_args
+        self.stopped = False
 
     def args(self) -> list[str]:
         return super().args() + ["--voters", self.voters] + self.extra_args
@@ -91,12 +94,21 @@ class Cluster:
         b.wait_ready(90)
 
     def any_running(self) -> ClusterBroker:
-        return next(b for b in self.brokers if b.running())
+        """A broker whose process runs and is not SIGSTOPped by the test."""
+        return next(b for b in self.brokers if b.running() and not b.stopped)
 
     def partitions(self, topic: str) -> list[dict]:
         """Leader, ISR, replicas of every partition of `topic` from the admin API of a live broker."""
-        view = self.any_running().http_json("GET", f"/api/v1/partitions?topic={topic}")
+        view = self.any_running().http_json("GET", f"/api/v1/partitions?topic={topic}", timeout=5)
         return sorted(view["partitions"], key=lambda p: p["partition"])
+
+    def sigstop(self, i: int) -> None:
+        self.brokers[i].stopped = True
+        os.kill(self.brokers[i].proc.pid, signal.SIGSTOP)
+
+    def sigcont(self, i: int) -> None:
+        os.kill(self.brokers[i].proc.pid, signal.SIGCONT)
+        self.brokers[i].stopped = False
 
     def wait_isr(self, topic: str, partition: int, size: int, timeout: float = 60.0) -> dict:
         def check():

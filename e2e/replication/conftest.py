@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -15,10 +16,15 @@ from cluster import Cluster
 from weir_harness import ALL_BROKERS
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cluster_args(**kw): arguments of Cluster() for this test")
+
+
 @pytest.fixture()
-def cluster():
+def cluster(request):
     root = Path(tempfile.mkdtemp(prefix="weir-e2e-repl-"))
-    c = Cluster(root)
+    marker = request.node.get_closest_marker("cluster_args")
+    c = Cluster(root, **(marker.kwargs if marker else {}))
     try:
         c.start()
         yield c
@@ -26,7 +32,7 @@ def cluster():
         for b in c.brokers:
             if b.proc is not None and b.proc.poll() is None:
                 try:
-                    os.kill(b.proc.pid, 18)  # SIGCONT, in case a test left it stopped
+                    os.kill(b.proc.pid, signal.SIGCONT)  # in case a test left it stopped
                 except OSError:
                     pass
         c.stop_all()
