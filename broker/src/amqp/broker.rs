@@ -176,6 +176,10 @@ struct CoreState {
     durable_sink: Option<UnboundedSender<crate::cluster::amqp_image::AmqpCommand>>,
     /// Copied from the config: where durable queues keep their messages.
     data_dir: Option<std::path::PathBuf>,
+    /// Confirms waiting for the fsync of the persistent messages they cover (group commit),
+    /// in the order they are due, and the channels that have some.
+    pending_confirms: Vec<(ConnId, u16, Bytes)>,
+    pending_channels: HashSet<(ConnId, u16)>,
 }
 
 /// Shared by every AMQP connection of the broker.
@@ -985,12 +989,23 @@ impl AmqpCore {
         Ok(())
     }
 
+    /// Group commit: fsync the queue stores written since the last time, then send the
+    /// confirms that waited for it. Called when a connection has no more input buffered (so
+    /// the publishes read together share one fsync) and by the periodic tick.
+    pub fn flush_confirms(&self) {
+        let mut guard = self.lock();
+        if !guard.pending_confirms.is_empty() {
+            guard.sync_and_confirm();
+        }
+    }
+
     /// Periodic work: expire messages at queue heads (dead-lettering them) and delete
     /// queues unused for their `x-expires`.
     pub fn tick(&self) {
         let mut guard = self.lock();
         let st = &mut *guard;
         let now = now();
+        st.sync_and_confirm();
         let mut idle = Vec::new();
         let mut with_ttl = Vec::new();
         for (vname, vh) in &st.vhosts {
@@ -1119,6 +1134,19 @@ fn strip_expiration(p: AMQPProperties) -> AMQPProperties {
 }
 
 impl CoreState {
+    fn sync_and_confirm(&mut self) {
+        for q in self.vhosts.values_mut().flat_map(|v| v.queues.values_mut()) {
+            q.sync_store();
+        }
+        for (conn, channel, frame) in std::mem::take(&mut self.pending_confirms) {
+            // A channel closed meanwhile gets nothing (its publisher saw the close).
+            if self.conns.get(&conn).is_some_and(|c| c.channels.contains_key(&channel)) {
+                send(&self.conns, conn, frame);
+            }
+        }
+        self.pending_channels.clear();
+    }
+
     fn vhost_of(&self, conn: ConnId) -> AmqpResult<String> {
         self.conns
             .get(&conn)
@@ -1244,6 +1272,11 @@ impl CoreState {
         let queues = self.route(vhost, &p.exchange, &p.msg);
         let ttl = p.msg.expiration_ms().ok().flatten();
         let mut rejected = false;
+        // A publisher waiting for a commit gets it once the message is on disk; a confirm
+        // waits for the next group fsync (`flush_confirms`); others' persistent messages are
+        // synced by the next tick, as RabbitMQ batches them.
+        let sync = self.conns.get(&conn).and_then(|c| c.channels.get(&channel)).is_some_and(|ch| ch.tx.is_some());
+        let mut deferred = false;
         for qname in &queues {
             let vh = self.vhosts.get_mut(vhost).expect("routed in this vhost");
             let q = vh.queues.get_mut(qname).expect("routed to an existing queue");
@@ -1251,9 +1284,10 @@ impl CoreState {
                 rejected = true;
                 continue;
             }
-            if !q.push(p.msg.clone(), ttl, now) {
+            if !q.push(p.msg.clone(), ttl, now, sync) {
                 rejected = true;
             }
+            deferred |= !sync && q.store.is_some() && p.msg.persistent();
             let target = dead_letter_target(q);
             let mut dropped = Vec::new();
             while q.over_limits() {
@@ -1294,7 +1328,14 @@ impl CoreState {
                 } else {
                     basic::AMQPMethod::Ack(basic::Ack { delivery_tag: seq, multiple: false })
                 };
-                send(&self.conns, conn, frames::method_frame(channel, AMQPClass::Basic(m)));
+                let frame = frames::method_frame(channel, AMQPClass::Basic(m));
+                // Confirms of a channel leave in order: behind a pending one, a confirm waits too.
+                if deferred || self.pending_channels.contains(&(conn, channel)) {
+                    self.pending_confirms.push((conn, channel, frame));
+                    self.pending_channels.insert((conn, channel));
+                } else {
+                    send(&self.conns, conn, frame);
+                }
             }
         }
         for q in &queues {
@@ -1321,7 +1362,7 @@ impl CoreState {
                         if q.args.overflow == Overflow::RejectPublish && q.would_overflow(d.msg.size()) {
                             continue;
                         }
-                        let _ = q.push(d.msg.clone(), None, now);
+                        let _ = q.push(d.msg.clone(), None, now, false);
                     }
                     self.dispatch(&d.vhost, qname);
                 }

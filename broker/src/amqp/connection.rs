@@ -198,9 +198,9 @@ async fn close_with<R: tokio::io::AsyncRead + Unpin>(r: &mut R, out: &mpsc::Unbo
 }
 
 /// The handshake, then the frame loop. Returns the connection id once registered.
-async fn run<R: tokio::io::AsyncRead + Unpin>(
+async fn run(
     core: &Arc<AmqpCore>,
-    r: &mut R,
+    r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
     out: &mpsc::UnboundedSender<Bytes>,
     hb: &tokio::sync::watch::Sender<u16>,
     peer: SocketAddr,
@@ -347,7 +347,12 @@ async fn run<R: tokio::io::AsyncRead + Unpin>(
                 let _ = out.send(method(0, AMQPClass::Connection(connection::AMQPMethod::Unblocked(unblocked))));
             }
         }
-        match conn.handle(frame).await {
+        let handled = conn.handle(frame).await;
+        // Nothing more buffered: the publishes read so far share one fsync before their confirms.
+        if r.buffer().is_empty() {
+            core.flush_confirms();
+        }
+        match handled {
             Ok(Flow::Continue) => {}
             Ok(Flow::Stop) => break,
             Err(e) if e.connection => {

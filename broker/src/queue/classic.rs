@@ -102,6 +102,15 @@ impl Queue {
         self.store = Some(store);
     }
 
+    /// fdatasync persistent messages appended without it.
+    pub fn sync_store(&mut self) {
+        if let Some(store) = self.store.as_mut() {
+            if let Err(e) = store.sync() {
+                tracing::error!(queue = %self.name, error = %e, "syncing the message store failed");
+            }
+        }
+    }
+
     /// The message left the queue for good (acknowledged, dropped, dead-lettered): forget it
     /// on disk too.
     pub fn settle(&mut self, m: &QueuedMessage) {
@@ -119,7 +128,9 @@ impl Queue {
     /// Append a new message. Its expiry is the earlier of the queue TTL and its own. False
     /// when a persistent message could not be written to the queue's store (it is kept in
     /// memory, but must not be confirmed).
-    pub fn push(&mut self, msg: Arc<Message>, message_ttl: Option<u64>, now_ms: u64) -> bool {
+    /// With `sync`, a persistent message is fsynced before this returns (its publisher waits
+    /// for a confirm); otherwise at the next [`Queue::sync_store`].
+    pub fn push(&mut self, msg: Arc<Message>, message_ttl: Option<u64>, now_ms: u64, sync: bool) -> bool {
         let ttl = match (self.args.message_ttl, message_ttl) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -130,7 +141,7 @@ impl Queue {
         // Persistent messages of durable queues are on disk before the publish is confirmed.
         let mut stored = true;
         let offset = match (self.store.as_mut(), msg.persistent()) {
-            (Some(store), true) => match store.append(&msg) {
+            (Some(store), true) => match store.append(&msg, sync) {
                 Ok(o) => Some(o),
                 Err(e) => {
                     tracing::error!(queue = %self.name, error = %e, "storing a persistent message failed");
@@ -209,9 +220,9 @@ mod tests {
     fn requeue_restores_order_and_ttl_takes_the_minimum() {
         let mut q = Queue::new("q".into(), false, false, None, Default::default(), QueueArgs::default(), 0);
         q.args.message_ttl = Some(100);
-        assert!(q.push(msg("a"), Some(50), 1000));
-        assert!(q.push(msg("b"), None, 1000));
-        assert!(q.push(msg("c"), Some(500), 1000));
+        assert!(q.push(msg("a"), Some(50), 1000, false));
+        assert!(q.push(msg("b"), None, 1000, false));
+        assert!(q.push(msg("c"), Some(500), 1000, false));
         assert_eq!(q.ready[0].expires_at, Some(1050));
         assert_eq!(q.ready[1].expires_at, Some(1100));
         assert_eq!(q.ready[2].expires_at, Some(1100));

@@ -41,6 +41,8 @@ pub struct MessageStore {
     live: std::collections::BTreeSet<i64>,
     /// Settles since the last look at deletable segments.
     settled_since_compaction: u32,
+    /// Appended without an fsync since the last one.
+    dirty: bool,
 }
 
 impl std::fmt::Debug for MessageStore {
@@ -169,19 +171,35 @@ impl MessageStore {
             offset = next;
         }
         let live_offsets = live.iter().map(|(o, _)| *o).collect();
-        let mut store = Self { dir: dir.to_path_buf(), log, acks, live: live_offsets, settled_since_compaction: 0 };
+        let mut store =
+            Self { dir: dir.to_path_buf(), log, acks, live: live_offsets, settled_since_compaction: 0, dirty: false };
         store.compact()?;
         Ok((store, live))
     }
 
-    /// Append a message and fdatasync it; returns its offset.
-    pub fn append(&mut self, m: &Message) -> Result<i64> {
+    /// Append a message; with `sync`, fdatasync it before returning (a publisher waits for a
+    /// confirm), otherwise it is synced by the next [`MessageStore::sync`]. Returns its offset.
+    pub fn append(&mut self, m: &Message, sync: bool) -> Result<i64> {
         let key = encode_key(m);
         let mut batch = build_batch(&[(Some(&key), Some(&m.body))], now_ms());
         let info = self.log.append(&mut batch, 0, now_ms())?;
-        self.log.flush(now_ms())?;
+        if sync {
+            self.log.flush(now_ms())?;
+            self.dirty = false;
+        } else {
+            self.dirty = true;
+        }
         self.live.insert(info.first_offset);
         Ok(info.first_offset)
+    }
+
+    /// fdatasync what was appended without it.
+    pub fn sync(&mut self) -> Result<()> {
+        if self.dirty {
+            self.log.flush(now_ms())?;
+            self.dirty = false;
+        }
+        Ok(())
     }
 
     /// The message at `offset` is settled (acknowledged, dropped or dead-lettered).
@@ -253,7 +271,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut s, _) = MessageStore::open(dir.path()).unwrap();
         let big = "x".repeat(1 << 20);
-        let offsets: Vec<i64> = (0..40).map(|_| s.append(&msg(&big)).unwrap()).collect();
+        let offsets: Vec<i64> = (0..40).map(|_| s.append(&msg(&big), false).unwrap()).collect();
         assert!(s.segment_count() >= 3, "{} segments", s.segment_count());
         for o in &offsets[..39] {
             s.settle(*o).unwrap();
@@ -272,9 +290,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut s, live) = MessageStore::open(dir.path()).unwrap();
         assert!(live.is_empty());
-        let a = s.append(&msg("a")).unwrap();
-        let b = s.append(&msg("b")).unwrap();
-        let c = s.append(&msg("c")).unwrap();
+        let a = s.append(&msg("a"), true).unwrap();
+        let b = s.append(&msg("b"), true).unwrap();
+        let c = s.append(&msg("c"), true).unwrap();
         s.settle(b).unwrap();
         drop(s);
         let (_, live) = MessageStore::open(dir.path()).unwrap();
