@@ -39,6 +39,7 @@ pub fn routes() -> Router<Arc<AdminState>> {
         .route("/cluster", get(cluster))
         .route("/partitions", get(partitions))
         .merge(super::amqp::routes())
+        .merge(super::replication::routes())
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
 }

@@ -4,5 +4,6 @@
 pub mod amqp;
 pub mod api;
 pub mod http;
+pub mod replication;
 
 pub use http::{register_process_metrics, router, serve, AdminState};
