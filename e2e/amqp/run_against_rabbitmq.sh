@@ -32,6 +32,9 @@ export RABBITMQ_ENABLED_PLUGINS_FILE="$work/enabled_plugins" RABBITMQ_PID_FILE="
 setsid rabbitmq-server >"$work/server.out" 2>&1 &
 server_pid=$!
 stop_server() {
+  # Ask the node itself first: Debian's wrapper re-executes it as the rabbitmq user, and the
+  # beam outlived the group kill below (nodes were left running after CI runs).
+  timeout 60 rabbitmqctl -n "$RABBITMQ_NODENAME" stop >/dev/null 2>&1 || true
   # The whole process group of the node we started (the wrapper, beam, its helpers).
   kill -TERM -- "-$server_pid" 2>/dev/null || true
   for _ in $(seq 1 50); do

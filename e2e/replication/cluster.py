@@ -111,12 +111,21 @@ class Cluster:
         self.brokers[i].stopped = False
 
     def wait_isr(self, topic: str, partition: int, size: int, timeout: float = 60.0) -> dict:
+        """The partition once every live broker's metadata shows an ISR of `size`. Asking one
+        broker is not enough: a broker just resumed from SIGSTOP still serves its old image."""
+
         def check():
-            try:
-                p = self.partitions(topic)[partition]
-            except OSError:
-                return None
-            return p if len(p["isr"]) == size and p["leader"] is not None else None
+            views = []
+            for b in self.brokers:
+                if not b.running() or b.stopped:
+                    continue
+                try:
+                    view = b.http_json("GET", f"/api/v1/partitions?topic={topic}", timeout=5)
+                except OSError:
+                    return None
+                views.append(next((p for p in view["partitions"] if p["partition"] == partition), None))
+            ok = views and all(p is not None and len(p["isr"]) == size and p["leader"] is not None for p in views)
+            return views[0] if ok else None
 
         return wait_until(check, timeout, interval=0.2, what=f"{topic}/{partition} ISR of size {size}")
 
