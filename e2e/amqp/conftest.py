@@ -9,17 +9,15 @@ expectations are RabbitMQ's and not only ours.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "clients"))
 
-from weir_harness import ALL_BROKERS, Broker  # noqa: E402
+from weir_harness import Broker, attach_broker_logs, stop_and_remove, unique_name  # noqa: E402
 
 
 class Target:
@@ -40,19 +38,6 @@ def _start_weir(prefix: str):
     return b, root
 
 
-def _stop_weir(b: Broker, root: Path) -> None:
-    try:
-        if b.running():
-            code = b.stop()
-            if code != 0:
-                print(f"\nweir-broker exited {code} at teardown\n{b.tail()}")
-    finally:
-        if b.running():
-            b.kill()
-        if os.environ.get("WEIR_TEST_KEEP") != "1":
-            shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture(scope="session")
 def target():
     spec = os.environ.get("AMQP_TARGET")
@@ -64,7 +49,7 @@ def target():
     try:
         yield Target(b.host, b.amqp_port, b)
     finally:
-        _stop_weir(b, root)
+        stop_and_remove(b, root)
 
 
 @pytest.fixture()
@@ -76,21 +61,16 @@ def own_weir():
     try:
         yield b
     finally:
-        _stop_weir(b, root)
+        stop_and_remove(b, root)
 
 
 @pytest.fixture()
 def name(request):
     """A queue/exchange name unique to this test run."""
-    base = "".join(c if c.isalnum() or c in "-_." else "-" for c in request.node.name)[:60]
-    return f"{base}-{uuid.uuid4().hex[:8]}"
+    return unique_name(request.node.name, 60)
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
-    rep = outcome.get_result()
-    if rep.failed:
-        for b in ALL_BROKERS:
-            state = "running" if b.running() else f"exited {b.proc.returncode if b.proc else '-'}"
-            rep.sections.append((f"weir-broker ({state}) log", b.tail(60)))
+    attach_broker_logs(outcome.get_result())

@@ -10,34 +10,16 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import tempfile
-import uuid
 from pathlib import Path
 
 import pytest
 
-from weir_harness import ALL_BROKERS, Broker
+from weir_harness import Broker, attach_broker_logs, stop_and_remove, unique_name
 
 
 def _tmp_root(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
-
-
-def _cleanup(broker: Broker, root: Path) -> None:
-    try:
-        if broker.running():
-            code = broker.stop()
-            if code != 0:
-                print(f"\nweir-broker exited {code} at teardown\n{broker.tail()}")
-    finally:
-        if broker.running():
-            broker.kill()
-        if os.environ.get("WEIR_TEST_KEEP") != "1":
-            shutil.rmtree(root, ignore_errors=True)
-        else:
-            print(f"\nkept {root}")
 
 
 @contextlib.contextmanager
@@ -48,7 +30,7 @@ def _running_broker(prefix: str):
         b.start()
         yield b
     finally:
-        _cleanup(b, root)
+        stop_and_remove(b, root)
 
 
 @pytest.fixture(scope="session")
@@ -66,15 +48,10 @@ def fresh_broker():
 @pytest.fixture()
 def topic_name(request):
     """A topic name unique to this test (valid Kafka characters only)."""
-    base = "".join(c if c.isalnum() or c in "-_." else "-" for c in request.node.name)[:80]
-    return f"{base}-{uuid.uuid4().hex[:8]}"
+    return unique_name(request.node.name, 80)
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
-    rep = outcome.get_result()
-    if rep.failed:
-        for b in ALL_BROKERS:
-            state = "running" if b.running() else f"exited {b.proc.returncode if b.proc else '-'}"
-            rep.sections.append((f"weir-broker {b.bootstrap} ({state}) log", b.tail(60)))
+    attach_broker_logs(outcome.get_result())

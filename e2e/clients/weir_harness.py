@@ -288,3 +288,46 @@ def group_consumer_config(bootstrap: str, group: str, client_id: str, **extra) -
     }
     conf.update(extra)
     return conf
+
+
+def unique_name(test_name: str, max_base: int) -> str:
+    """A name unique to this run, built from a test's name: characters valid for Kafka topics
+    and AMQP names only, the base cut at max_base, plus a random suffix."""
+    import uuid
+
+    base = "".join(c if c.isalnum() or c in "-_." else "-" for c in test_name)[:max_base]
+    return f"{base}-{uuid.uuid4().hex[:8]}"
+
+
+def attach_broker_logs(report) -> None:
+    """On a failed test, add the tail of every broker's log made in this process to the report
+    (the suites' pytest_runtest_makereport hooks call this)."""
+    if not report.failed:
+        return
+    for b in ALL_BROKERS:
+        state = "running" if b.running() else f"exited {b.proc.returncode if b.proc else '-'}"
+        report.sections.append((f"weir-broker {b.node_id} {b.bootstrap} ({state}) log", b.tail(60)))
+
+
+def remove_test_dir(root: Path) -> None:
+    """Delete a test's temp dir, or keep it (and say where) when WEIR_TEST_KEEP=1."""
+    import shutil
+
+    if os.environ.get("WEIR_TEST_KEEP") != "1":
+        shutil.rmtree(root, ignore_errors=True)
+    else:
+        print(f"\nkept {root}")
+
+
+def stop_and_remove(broker: "Broker", root: Path) -> None:
+    """Stop a test's broker (SIGTERM, then SIGKILL if needed; a non-zero exit is printed with
+    its log tail) and remove its temp dir."""
+    try:
+        if broker.running():
+            code = broker.stop()
+            if code != 0:
+                print(f"\nweir-broker exited {code} at teardown\n{broker.tail()}")
+    finally:
+        if broker.running():
+            broker.kill()
+        remove_test_dir(root)

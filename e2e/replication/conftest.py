@@ -5,7 +5,6 @@ WEIR_TEST_KEEP=1 keeps the temp dirs."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import tempfile
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cluster import Cluster
-from weir_harness import ALL_BROKERS
+from weir_harness import attach_broker_logs, remove_test_dir
 
 
 def pytest_configure(config):
@@ -36,17 +35,10 @@ def cluster(request):
                 except OSError:
                     pass
         c.stop_all()
-        if os.environ.get("WEIR_TEST_KEEP") != "1":
-            shutil.rmtree(root, ignore_errors=True)
-        else:
-            print(f"\nkept {root}")
+        remove_test_dir(root)
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
-    rep = outcome.get_result()
-    if rep.failed:
-        for b in ALL_BROKERS:
-            state = "running" if b.running() else f"exited {b.proc.returncode if b.proc else '-'}"
-            rep.sections.append((f"weir-broker {b.node_id} {b.bootstrap} ({state}) log", b.tail(60)))
+    attach_broker_logs(outcome.get_result())
