@@ -32,6 +32,11 @@ fn code(e: ResponseError) -> i16 {
     e.code()
 }
 
+/// A member id as Kafka makes them: the client id and a random suffix.
+fn new_member_id(client_id: &str) -> String {
+    format!("{client_id}-{:016x}{:016x}", random_usize() as u64, random_usize() as u64)
+}
+
 /// Why a write to `__consumer_offsets` failed.
 #[derive(Debug, thiserror::Error)]
 enum WriteError {
@@ -521,8 +526,7 @@ impl GroupCoordinator {
                     // A static member restarting keeps its place under a new id (KIP-345).
                     Some(existing) => {
                         let inst = req.instance_id.as_deref().expect("static");
-                        let new_id =
-                            format!("{}-{:016x}{:016x}", req.client_id, random_usize() as u64, random_usize() as u64);
+                        let new_id = new_member_id(&req.client_id);
                         g.replace_static_member(inst, &existing, new_id.clone());
                         if let Some(result) = Self::rejoin_stable_static(g, &new_id, &req, now) {
                             self.persist_if_needed(&req.group, g);
@@ -531,8 +535,7 @@ impl GroupCoordinator {
                         new_id
                     }
                     None => {
-                        let id =
-                            format!("{}-{:016x}{:016x}", req.client_id, random_usize() as u64, random_usize() as u64);
+                        let id = new_member_id(&req.client_id);
                         if req.require_known_member && req.instance_id.is_none() {
                             g.pending.insert(id.clone());
                             return JoinResult::error(code(ResponseError::MemberIdRequired), id);
