@@ -278,6 +278,12 @@ pub struct PartitionView {
     pub isr: Vec<NodeId>,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    /// An ongoing reassignment: replicas catching up to join, and replicas that leave once
+    /// they have. Both empty otherwise.
+    #[serde(default)]
+    pub adding: Vec<NodeId>,
+    #[serde(default)]
+    pub removing: Vec<NodeId>,
     /// Offsets of this broker's local replica; null when it has none.
     pub log_start_offset: Option<i64>,
     pub log_end_offset: Option<i64>,
@@ -556,6 +562,8 @@ async fn partitions(
                     isr: p.isr.clone(),
                     leader_epoch: p.leader_epoch,
                     partition_epoch: p.partition_epoch,
+                    adding: p.adding.clone(),
+                    removing: p.removing.clone(),
                     log_start_offset: local.map(|(start, _)| start),
                     log_end_offset: local.map(|(_, end)| end),
                     // Before replication has looked at the replica, nothing above the log start is

@@ -22,6 +22,10 @@ pub struct BrokerRecord {
     pub fenced: bool,
     /// Bumped at every registration (a restart), as KRaft's broker epoch.
     pub epoch: u64,
+    /// Being drained by the operator: no replica is placed or added here (kept across
+    /// restarts until cleared).
+    #[serde(default)]
+    pub draining: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +36,61 @@ pub struct PartitionRecord {
     pub leader_epoch: i32,
     /// Bumped at every change of replicas, ISR or leader; stale proposals are refused.
     pub partition_epoch: i32,
+    /// An ongoing reassignment (KIP-455): replicas being added (they catch up as followers
+    /// and are part of `replicas` meanwhile) and replicas to drop once every adding one is
+    /// in the ISR. Both empty when no reassignment runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding: Vec<NodeId>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<NodeId>,
+}
+
+impl PartitionRecord {
+    pub fn reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+
+    /// The replica list the partition will have once its reassignment completes (the
+    /// current one when none runs).
+    pub fn target_replicas(&self) -> Vec<NodeId> {
+        self.replicas.iter().copied().filter(|r| !self.removing.contains(r)).collect()
+    }
+
+    /// The replica list before the ongoing reassignment started.
+    pub fn original_replicas(&self) -> Vec<NodeId> {
+        self.replicas.iter().copied().filter(|r| !self.adding.contains(r)).collect()
+    }
+
+    /// Finish the ongoing reassignment if every adding replica is in the ISR: the removed
+    /// replicas leave replicas and ISR, and leadership moves to the first target replica in
+    /// the ISR when the leader is removed. Returns whether it changed anything; the caller
+    /// bumps the partition epoch.
+    fn maybe_complete_reassignment(&mut self, live: &BTreeSet<NodeId>) -> bool {
+        if !self.reassigning() || !self.adding.iter().all(|r| self.isr.contains(r)) {
+            return false;
+        }
+        let target = self.target_replicas();
+        let isr: Vec<NodeId> = self.isr.iter().copied().filter(|r| target.contains(r)).collect();
+        let leader_stays = self.leader != NO_LEADER && target.contains(&(self.leader as NodeId));
+        let new_leader = if leader_stays {
+            self.leader
+        } else {
+            match target.iter().find(|r| isr.contains(r) && live.contains(r)) {
+                Some(l) => *l as i64,
+                // Nobody to lead after the move: wait (a broker coming back retries).
+                None => return false,
+            }
+        };
+        if new_leader != self.leader {
+            self.leader = new_leader;
+            self.leader_epoch += 1;
+        }
+        self.replicas = target;
+        self.isr = isr;
+        self.adding.clear();
+        self.removing.clear();
+        true
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,6 +198,7 @@ impl MetadataImage {
                         rack: rack.clone(),
                         fenced: false,
                         epoch,
+                        draining: self.brokers.get(broker_id).is_some_and(|b| b.draining),
                     },
                 );
                 self.elect_offline_partitions_with(*broker_id);
@@ -217,22 +277,68 @@ impl MetadataImage {
                 self.topics.get_mut(name).expect("checked").configs = configs;
                 Ok(())
             }
-            MetadataCommand::AssignReplicas { topic, partition, replicas } => {
-                let rf = replicas.len();
-                self.validate_assignment(std::slice::from_ref(replicas), rf)?;
-                let live: Vec<bool> = replicas.iter().map(|r| self.is_live(*r)).collect();
-                let p = self.partition_mut(topic, *partition)?;
-                p.replicas = replicas.clone();
-                // Members that stay keep their ISR place; the leader moves if it left.
-                p.isr.retain(|r| replicas.contains(r));
-                if p.isr.is_empty() {
-                    p.isr = replicas.iter().zip(&live).filter(|(_, l)| **l).map(|(r, _)| *r).collect();
+            MetadataCommand::ReassignPartition { topic, partition, partition_epoch, target } => {
+                let live: BTreeSet<NodeId> = self.live_brokers().into_iter().collect();
+                let p = self.partition(topic, *partition).ok_or_else(|| self.unknown_partition(topic, *partition))?;
+                if *partition_epoch != p.partition_epoch {
+                    return Err(MetadataError::StalePartitionEpoch {
+                        given: *partition_epoch,
+                        current: p.partition_epoch,
+                    });
                 }
-                if p.leader == NO_LEADER || !p.isr.contains(&(p.leader as NodeId)) {
-                    p.leader = p.isr.first().map(|l| *l as i64).unwrap_or(NO_LEADER);
+                let original = p.original_replicas();
+                let target = match target {
+                    Some(t) => t.clone(),
+                    None if !p.reassigning() => {
+                        return Err(MetadataError::InvalidReplicaAssignment(format!(
+                            "no reassignment of {topic}-{partition} to cancel"
+                        )))
+                    }
+                    None => original.clone(),
+                };
+                if target.is_empty() {
+                    return Err(MetadataError::InvalidReplicaAssignment("the target replica list is empty".into()));
+                }
+                if target.iter().collect::<BTreeSet<_>>().len() != target.len() {
+                    return Err(MetadataError::InvalidReplicaAssignment(format!("{target:?} repeats a broker")));
+                }
+                if let Some(unknown) = target.iter().find(|r| !self.brokers.contains_key(r)) {
+                    return Err(MetadataError::UnknownBroker(*unknown));
+                }
+                let adding: Vec<NodeId> = target.iter().copied().filter(|r| !original.contains(r)).collect();
+                // A new replica must be able to catch up, and a draining broker takes none.
+                if let Some(b) = adding.iter().find(|r| !live.contains(r) || self.brokers[r].draining) {
+                    return Err(MetadataError::InvalidReplicaAssignment(format!(
+                        "broker {b} is fenced or draining and cannot take a new replica"
+                    )));
+                }
+                let removing: Vec<NodeId> = original.iter().copied().filter(|r| !target.contains(r)).collect();
+                // Target first (the preferred leader stays first), then the replicas on their way out.
+                let mut replicas = target.clone();
+                replicas.extend(removing.iter().copied());
+                let isr: Vec<NodeId> = p.isr.iter().copied().filter(|r| replicas.contains(r)).collect();
+                if isr.is_empty() {
+                    return Err(MetadataError::InvalidPartitionChange(format!(
+                        "no ISR member of {topic}-{partition} would remain in {replicas:?}"
+                    )));
+                }
+                let p = self.partition_mut(topic, *partition)?;
+                p.replicas = replicas;
+                p.isr = isr;
+                p.adding = adding;
+                p.removing = removing;
+                if p.leader != NO_LEADER && !p.replicas.contains(&(p.leader as NodeId)) {
+                    // Cancelling can drop a leader that was one of the adding replicas.
+                    p.leader = p.isr.iter().find(|r| live.contains(r)).map(|l| *l as i64).unwrap_or(NO_LEADER);
                     p.leader_epoch += 1;
                 }
+                p.maybe_complete_reassignment(&live);
                 p.partition_epoch += 1;
+                Ok(())
+            }
+            MetadataCommand::SetBrokerDraining { broker_id, draining } => {
+                let b = self.brokers.get_mut(broker_id).ok_or(MetadataError::UnknownBroker(*broker_id))?;
+                b.draining = *draining;
                 Ok(())
             }
             MetadataCommand::AllocateProducerIds { broker_id, count } => {
@@ -282,10 +388,26 @@ impl MetadataImage {
                 }
                 p.leader = new_leader;
                 p.isr = new_isr;
+                // An ISR that now holds every adding replica finishes a reassignment (KRaft
+                // does the same when it applies an AlterPartition).
+                p.maybe_complete_reassignment(&live);
                 p.partition_epoch += 1;
                 Ok(())
             }
         }
+    }
+
+    fn unknown_partition(&self, topic: &str, partition: u32) -> MetadataError {
+        if self.topics.contains_key(topic) {
+            MetadataError::UnknownPartition { topic: topic.to_string(), partition }
+        } else {
+            MetadataError::UnknownTopic(topic.to_string())
+        }
+    }
+
+    /// Live brokers that may take new replicas (not draining).
+    pub fn placeable_brokers(&self) -> Vec<NodeId> {
+        self.brokers.values().filter(|b| !b.fenced && !b.draining).map(|b| b.id).collect()
     }
 
     fn partition_mut(&mut self, topic: &str, partition: u32) -> Result<&mut PartitionRecord, MetadataError> {
@@ -326,7 +448,15 @@ impl MetadataImage {
     fn new_partition(&self, replicas: &[NodeId]) -> PartitionRecord {
         let isr: Vec<NodeId> = replicas.iter().copied().filter(|r| self.is_live(*r)).collect();
         let leader = isr.first().map(|l| *l as i64).unwrap_or(NO_LEADER);
-        PartitionRecord { replicas: replicas.to_vec(), isr, leader, leader_epoch: 0, partition_epoch: 0 }
+        PartitionRecord {
+            replicas: replicas.to_vec(),
+            isr,
+            leader,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            adding: Vec::new(),
+            removing: Vec::new(),
+        }
     }
 
     /// A broker was fenced: drop it from every ISR (unless it is the last member, as KRaft
@@ -372,12 +502,19 @@ impl MetadataImage {
     }
 
     /// A broker came back: partitions without a leader whose ISR holds it get it as leader.
+    /// Reassignments that waited for a broker to lead after the move are retried too.
     fn elect_offline_partitions_with(&mut self, broker: NodeId) {
+        let live: BTreeSet<NodeId> = self.live_brokers().into_iter().collect();
         for topic in self.topics.values_mut() {
             for p in &mut topic.partitions {
+                let mut changed = false;
                 if p.leader == NO_LEADER && p.isr.contains(&broker) {
                     p.leader = broker as i64;
                     p.leader_epoch += 1;
+                    changed = true;
+                }
+                changed |= p.maybe_complete_reassignment(&live);
+                if changed {
                     p.partition_epoch += 1;
                 }
             }
@@ -553,5 +690,137 @@ mod tests {
             img.apply(&MetadataCommand::DeleteTopic { name: "t".into() }),
             Err(MetadataError::UnknownTopic(_))
         ));
+    }
+
+    fn reassign(img: &mut MetadataImage, target: Option<Vec<NodeId>>) -> Result<(), MetadataError> {
+        let epoch = img.partition("t", 0).unwrap().partition_epoch;
+        img.apply(&MetadataCommand::ReassignPartition {
+            topic: "t".into(),
+            partition: 0,
+            partition_epoch: epoch,
+            target,
+        })
+    }
+
+    fn set_isr(img: &mut MetadataImage, isr: Vec<NodeId>) -> Result<(), MetadataError> {
+        let epoch = img.partition("t", 0).unwrap().partition_epoch;
+        img.apply(&MetadataCommand::ChangePartition {
+            topic: "t".into(),
+            partition: 0,
+            partition_epoch: epoch,
+            leader: None,
+            isr: Some(isr),
+        })
+    }
+
+    #[test]
+    fn reassignment_adds_first_and_removes_once_the_new_replicas_are_in_sync() {
+        let mut img = MetadataImage::default();
+        for id in 0..4 {
+            register(&mut img, id);
+        }
+        create(&mut img, "t", vec![vec![0, 1, 2]]).unwrap();
+        // Move the leader's replica 0 to broker 3.
+        reassign(&mut img, Some(vec![3, 1, 2])).unwrap();
+        let p = img.partition("t", 0).unwrap().clone();
+        assert_eq!(p.replicas, vec![3, 1, 2, 0], "union: target first, then the leaving replica");
+        assert_eq!((p.adding.clone(), p.removing.clone()), (vec![3], vec![0]));
+        assert_eq!((p.leader, p.isr.clone(), p.leader_epoch, p.partition_epoch), (0, vec![0, 1, 2], 0, 1));
+        assert_eq!(p.target_replicas(), vec![3, 1, 2]);
+        // The ISR growing without the new replica changes nothing else.
+        set_isr(&mut img, vec![0, 1]).unwrap();
+        assert!(img.partition("t", 0).unwrap().reassigning());
+        // Once broker 3 joins the ISR the move completes in the same command: 0 leaves, and
+        // leadership goes to the first target replica in the ISR, with a new leader epoch.
+        set_isr(&mut img, vec![0, 1, 3]).unwrap();
+        let p = img.partition("t", 0).unwrap().clone();
+        assert!(!p.reassigning());
+        assert_eq!((p.replicas.clone(), p.isr.clone(), p.leader, p.leader_epoch), (vec![3, 1, 2], vec![1, 3], 3, 1));
+        // JSON of an image without reassignments has no adding/removing fields (old images load).
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(!json.contains("adding"), "{json}");
+        let back: PartitionRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, p);
+    }
+
+    #[test]
+    fn reassignment_refuses_stale_epochs_and_bad_targets() {
+        let mut img = MetadataImage::default();
+        for id in 0..4 {
+            register(&mut img, id);
+        }
+        create(&mut img, "t", vec![vec![0, 1]]).unwrap();
+        let stale = MetadataCommand::ReassignPartition {
+            topic: "t".into(),
+            partition: 0,
+            partition_epoch: 7,
+            target: Some(vec![2, 3]),
+        };
+        assert!(matches!(img.apply(&stale), Err(MetadataError::StalePartitionEpoch { given: 7, current: 0 })));
+        assert!(matches!(reassign(&mut img, Some(vec![])), Err(MetadataError::InvalidReplicaAssignment(_))));
+        assert!(matches!(reassign(&mut img, Some(vec![2, 2])), Err(MetadataError::InvalidReplicaAssignment(_))));
+        assert!(matches!(reassign(&mut img, Some(vec![9])), Err(MetadataError::UnknownBroker(9))));
+        assert!(matches!(reassign(&mut img, None), Err(MetadataError::InvalidReplicaAssignment(_))));
+        let bad_partition = MetadataCommand::ReassignPartition {
+            topic: "t".into(),
+            partition: 5,
+            partition_epoch: 0,
+            target: Some(vec![0]),
+        };
+        assert!(matches!(img.apply(&bad_partition), Err(MetadataError::UnknownPartition { .. })));
+        // Fenced and draining brokers take no new replica.
+        img.apply(&MetadataCommand::FenceBroker { broker_id: 3 }).unwrap();
+        assert!(matches!(reassign(&mut img, Some(vec![0, 3])), Err(MetadataError::InvalidReplicaAssignment(_))));
+        img.apply(&MetadataCommand::SetBrokerDraining { broker_id: 2, draining: true }).unwrap();
+        assert!(matches!(reassign(&mut img, Some(vec![0, 2])), Err(MetadataError::InvalidReplicaAssignment(_))));
+        assert_eq!(img.placeable_brokers(), vec![0, 1]);
+        // The mark survives a re-registration (a restart during a drain).
+        register(&mut img, 2);
+        assert!(img.brokers[&2].draining);
+        assert_eq!(img.partition("t", 0).unwrap().partition_epoch, 0, "nothing applied");
+    }
+
+    #[test]
+    fn shrinking_completes_at_once_and_cancel_restores_the_original_replicas() {
+        let mut img = MetadataImage::default();
+        for id in 0..4 {
+            register(&mut img, id);
+        }
+        create(&mut img, "t", vec![vec![0, 1, 2]]).unwrap();
+        // Dropping a replica needs no catch-up: done in one command, leader moved off 0.
+        reassign(&mut img, Some(vec![1, 2])).unwrap();
+        let p = img.partition("t", 0).unwrap().clone();
+        assert_eq!((p.replicas.clone(), p.isr.clone(), p.leader, p.leader_epoch), (vec![1, 2], vec![1, 2], 1, 1));
+        assert!(!p.reassigning());
+        // Start a move 2 -> 3, then cancel it: back to [1, 2].
+        reassign(&mut img, Some(vec![1, 3])).unwrap();
+        assert_eq!(img.partition("t", 0).unwrap().replicas, vec![1, 3, 2]);
+        // Replace it with another target while it runs: the original is still [1, 2].
+        reassign(&mut img, Some(vec![0, 1])).unwrap();
+        let p = img.partition("t", 0).unwrap().clone();
+        assert_eq!((p.replicas.clone(), p.adding.clone(), p.removing.clone()), (vec![0, 1, 2], vec![0], vec![2]));
+        reassign(&mut img, None).unwrap();
+        let p = img.partition("t", 0).unwrap().clone();
+        assert_eq!((p.replicas.clone(), p.isr.clone(), p.leader), (vec![1, 2], vec![1, 2], 1));
+        assert!(!p.reassigning());
+    }
+
+    #[test]
+    fn a_fenced_adding_replica_keeps_the_reassignment_pending() {
+        let mut img = MetadataImage::default();
+        for id in 0..3 {
+            register(&mut img, id);
+        }
+        create(&mut img, "t", vec![vec![0, 1]]).unwrap();
+        reassign(&mut img, Some(vec![2, 1])).unwrap();
+        img.apply(&MetadataCommand::FenceBroker { broker_id: 2 }).unwrap();
+        // A leader's stale view cannot put the fenced new replica in the ISR.
+        assert!(matches!(set_isr(&mut img, vec![0, 1, 2]), Err(MetadataError::InvalidPartitionChange(_))));
+        assert!(img.partition("t", 0).unwrap().reassigning());
+        img.apply(&MetadataCommand::UnfenceBroker { broker_id: 2 }).unwrap();
+        set_isr(&mut img, vec![0, 1, 2]).unwrap();
+        let p = img.partition("t", 0).unwrap().clone();
+        // Leadership goes to the first target replica (2), not to the remaining old one (1).
+        assert_eq!((p.replicas.clone(), p.isr.clone(), p.leader, p.leader_epoch), (vec![2, 1], vec![1, 2], 2, 1));
     }
 }

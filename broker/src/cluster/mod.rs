@@ -3,6 +3,7 @@
 
 pub mod amqp_image;
 pub mod assignment;
+pub mod drain;
 pub mod image;
 pub mod network;
 pub mod node;

@@ -329,15 +329,17 @@ impl ClusterNode {
         if count == 0 {
             return Err(MetadataError::InvalidPartitions("must be at least 1".into()).into());
         }
-        let live = self.image().live_brokers();
-        if live.is_empty() {
+        let image = self.image();
+        // Draining brokers take no new replicas.
+        let live = image.placeable_brokers();
+        if image.live_brokers().is_empty() {
             // No broker registered yet (the quorum is still forming): a retryable condition,
             // not a bad replication factor.
             return Err(ProposeError::Unavailable("no live broker registered yet".into()));
         }
         if rf == 0 || rf as usize > live.len() {
             return Err(MetadataError::InvalidReplicationFactor(format!(
-                "replication factor {rf} with {} live brokers",
+                "replication factor {rf} with {} live, non-draining brokers",
                 live.len()
             ))
             .into());

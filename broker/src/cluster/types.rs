@@ -71,11 +71,22 @@ pub enum MetadataCommand {
         set: BTreeMap<String, String>,
         delete: Vec<String>,
     },
-    /// Replace a partition's replica set (reassignment); leader and ISR follow.
-    AssignReplicas {
+    /// Start, replace or cancel a reassignment of a partition's replicas (Kafka's
+    /// AlterPartitionReassignments). `target` is the wanted replica list (first = preferred
+    /// leader); `None` cancels an ongoing reassignment (back to the original replicas). The
+    /// replica set becomes the union of target and original while the adding replicas catch
+    /// up; the state machine completes the move once they are all in the ISR. Refused unless
+    /// `partition_epoch` is the current one.
+    ReassignPartition {
         topic: String,
         partition: u32,
-        replicas: Vec<NodeId>,
+        partition_epoch: i32,
+        target: Option<Vec<NodeId>>,
+    },
+    /// Mark a broker as draining (no replicas placed or added on it) or clear the mark.
+    SetBrokerDraining {
+        broker_id: NodeId,
+        draining: bool,
     },
     /// Hand `broker_id` the next `count` idempotent-producer ids (KIP-730's block allocation).
     AllocateProducerIds {
