@@ -61,6 +61,9 @@ struct Followed {
     truncated: bool,
     /// The leader's HW minus the local log end at the last fetch.
     lag: i64,
+    /// When (ms) a fetch response last showed this replica holding everything up to the
+    /// leader's HW; the follower-side lag in time is measured from it.
+    caught_up_ms: i64,
 }
 
 pub struct FetcherHandle {
@@ -77,7 +80,8 @@ impl FetcherHandle {
     }
 
     pub fn add_partition(&self, tp: TopicPartition, leader_epoch: i32) {
-        self.partitions.lock().expect("fetcher lock").insert(tp, Followed { leader_epoch, truncated: false, lag: 0 });
+        let followed = Followed { leader_epoch, truncated: false, lag: 0, caught_up_ms: now_ms() };
+        self.partitions.lock().expect("fetcher lock").insert(tp, followed);
         self.wake.notify_one();
     }
 
@@ -88,6 +92,18 @@ impl FetcherHandle {
     /// Offsets behind the leader's HW, summed over this fetcher's partitions.
     pub fn lag(&self) -> i64 {
         self.partitions.lock().expect("fetcher lock").values().map(|f| f.lag.max(0)).sum()
+    }
+
+    /// The longest time (ms) one of this fetcher's partitions has gone without being caught
+    /// up with its leader's HW.
+    pub fn lag_ms(&self, now_ms: i64) -> i64 {
+        self.partitions
+            .lock()
+            .expect("fetcher lock")
+            .values()
+            .map(|f| (now_ms - f.caught_up_ms).max(0))
+            .max()
+            .unwrap_or(0)
     }
 
     fn snapshot(&self) -> BTreeMap<TopicPartition, Followed> {
@@ -290,7 +306,6 @@ async fn fetch(
         .collect();
     let resp: FetchResponse = conn.call(ApiKey::Fetch, FETCH_VERSION, &req).await?;
     let mut errors = false;
-    let mut lag_total = 0i64;
     for t in resp.responses {
         for p in t.partitions {
             let tp = TopicPartition::new(t.topic.0.as_str(), p.partition_index);
@@ -319,8 +334,13 @@ async fn fetch(
                     drop(role);
                     replica.set_follower_hw(p.high_watermark.min(leo).max(0));
                     let lag = (p.high_watermark - leo).max(0);
-                    lag_total += lag;
-                    handle.update(&tp, epoch, |f| f.lag = lag);
+                    let now = now_ms();
+                    handle.update(&tp, epoch, |f| {
+                        f.lag = lag;
+                        if lag == 0 {
+                            f.caught_up_ms = now;
+                        }
+                    });
                 }
                 Some(ResponseError::OffsetOutOfRange) => {
                     let Some(role) = replica.lock_if_following(handle.leader, epoch) else { continue };
@@ -346,8 +366,7 @@ async fn fetch(
             }
         }
     }
-    let _ = lag_total;
-    rep.metrics.fetcher_lag_messages.set(rep.total_fetcher_lag());
+    rep.update_fetcher_gauges();
     Ok(errors)
 }
 

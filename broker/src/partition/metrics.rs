@@ -1,6 +1,6 @@
 //! Prometheus metrics of partition replication. One instance per broker.
 
-use prometheus::{IntCounter, IntGauge, Opts, Registry};
+use prometheus::{Gauge, IntCounter, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
 pub struct ReplicationMetrics {
@@ -11,6 +11,9 @@ pub struct ReplicationMetrics {
     pub purgatory_size: IntGauge,
     /// Sum over followed partitions of (leader HW - local log end), in messages (offsets).
     pub fetcher_lag_messages: IntGauge,
+    /// Max over followed partitions of the time since a fetch response last showed the
+    /// partition caught up with its leader's HW.
+    pub fetcher_lag_seconds: Gauge,
     pub follower_truncations: IntCounter,
 }
 
@@ -34,6 +37,12 @@ impl ReplicationMetrics {
                 "weir_replica_fetcher_lag_messages",
                 "Offsets this broker's followed partitions are behind their leaders' high watermarks",
             ),
+            fetcher_lag_seconds: Gauge::with_opts(Opts::new(
+                "weir_replica_fetcher_lag_seconds",
+                "Longest time one of this broker's followed partitions has not been caught up with its leader's \
+                 high watermark (measured at fetch responses; up to one replica.fetch.wait.max.ms when idle)",
+            ))
+            .expect("static metric"),
             follower_truncations: counter(
                 "weir_follower_truncations_total",
                 "Times a follower truncated its log to its leader's (divergent suffix after a leader change)",
@@ -48,6 +57,7 @@ impl ReplicationMetrics {
         registry.register(Box::new(self.isr_expands.clone()))?;
         registry.register(Box::new(self.purgatory_size.clone()))?;
         registry.register(Box::new(self.fetcher_lag_messages.clone()))?;
+        registry.register(Box::new(self.fetcher_lag_seconds.clone()))?;
         registry.register(Box::new(self.follower_truncations.clone()))?;
         Ok(())
     }
