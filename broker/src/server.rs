@@ -144,6 +144,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     kafka.replication.metrics.register(admin_state.registry()).context("registering replication metrics")?;
     tokio::spawn(kafka.replication.clone().run());
     admin_state.set_replication(kafka.replication.clone());
+    let replication = kafka.replication.clone();
     tokio::spawn(crate::kafka::server::serve(kafka_listener, kafka));
     info!(kafka_listen = %args.kafka_listen, kafka_advertised = %kafka_advertised, "Kafka listener open");
     let amqp_listener = tokio::net::TcpListener::bind(args.amqp_listen)
@@ -215,6 +216,10 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     }
 
     cluster.shutdown().await;
+    // The high watermarks as of now, so the restarted broker starts from them.
+    tokio::task::spawn_blocking(move || replication.checkpoint_high_watermarks())
+        .await
+        .context("high-watermark checkpoint task failed")?;
     let shutdown_manager = manager.clone();
     tokio::task::spawn_blocking(move || shutdown_manager.shutdown())
         .await

@@ -19,6 +19,7 @@ use kafka_protocol::ResponseError;
 use tokio::sync::watch;
 
 use super::fetcher::FetcherHandle;
+use super::hw_checkpoint;
 use super::leader::LeaderState;
 use super::metrics::ReplicationMetrics;
 use crate::cluster::image::{MetadataImage, PartitionRecord};
@@ -134,7 +135,15 @@ pub struct Replication {
     fetchers: Mutex<BTreeMap<NodeId, Arc<FetcherHandle>>>,
     /// Bumped when a high watermark advances, so consumer fetches waiting for data wake.
     progress: watch::Sender<u64>,
+    /// High watermarks read from the checkpoint at start, each used once when its replica is
+    /// first set up (`hw_checkpoint.rs`).
+    checkpointed_hw: Mutex<HashMap<TopicPartition, i64>>,
+    /// What the checkpoint file holds now, to skip rewriting an unchanged one.
+    written_hw: Mutex<Option<HashMap<TopicPartition, i64>>>,
 }
+
+/// `replica.high.watermark.checkpoint.interval.ms`.
+const HW_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Replication {
     pub fn new(
@@ -143,7 +152,13 @@ impl Replication {
         logs: Arc<LogManager>,
         config: ReplicationConfig,
     ) -> Arc<Self> {
+        let checkpointed = hw_checkpoint::read(logs.data_dir()).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "high-watermark checkpoint unreadable; starting replicas from their log starts");
+            HashMap::new()
+        });
         Arc::new(Self {
+            checkpointed_hw: Mutex::new(checkpointed),
+            written_hw: Mutex::new(None),
             node_id,
             cluster,
             logs,
@@ -171,12 +186,18 @@ impl Replication {
         let mut map = self.partitions.lock().expect("partitions lock");
         map.entry(tp.clone())
             .or_insert_with(|| {
-                // Until told otherwise, nothing above the log start is known to be committed.
-                let start = log.lock().expect("log lock").log_start_offset();
+                // Committed as far as the checkpoint says (capped by what the log holds after
+                // recovery), else only up to the log start.
+                let (start, end) = {
+                    let log = log.lock().expect("log lock");
+                    (log.log_start_offset(), log.log_end_offset())
+                };
+                let checkpointed = self.checkpointed_hw.lock().expect("checkpoint lock").remove(tp);
+                let hw = checkpointed.map_or(start, |hw| hw.clamp(start, end.max(start)));
                 Arc::new(PartitionReplica {
                     tp: tp.clone(),
                     role: Mutex::new(Role::None),
-                    hw: watch::channel(start).0,
+                    hw: watch::channel(hw).0,
                     isr_change_in_flight: AtomicBool::new(false),
                 })
             })
@@ -391,6 +412,7 @@ impl Replication {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
+            self.update_fetcher_gauges();
             let reps: Vec<Arc<PartitionReplica>> =
                 self.partitions.lock().expect("partitions lock").values().cloned().collect();
             let now = now_ms();
@@ -443,9 +465,48 @@ impl Replication {
         }
     }
 
+    /// Write every local replica's high watermark to the checkpoint file, unless it holds
+    /// exactly that already. Blocking I/O.
+    pub fn checkpoint_high_watermarks(&self) {
+        let mut hws: HashMap<TopicPartition, i64> = self
+            .partitions
+            .lock()
+            .expect("partitions lock")
+            .iter()
+            .map(|(tp, rep)| (tp.clone(), rep.high_watermark()))
+            .collect();
+        // Replicas not set up yet keep the value they had.
+        for (tp, hw) in self.checkpointed_hw.lock().expect("checkpoint lock").iter() {
+            if self.logs.get(tp).is_some() {
+                hws.entry(tp.clone()).or_insert(*hw);
+            }
+        }
+        let mut written = self.written_hw.lock().expect("checkpoint lock");
+        if written.as_ref() == Some(&hws) {
+            return;
+        }
+        match hw_checkpoint::write(self.logs.data_dir(), &hws) {
+            Ok(()) => *written = Some(hws),
+            Err(e) => tracing::warn!(error = %e, "writing the high-watermark checkpoint failed"),
+        }
+    }
+
+    async fn run_hw_checkpoints(self: Arc<Self>) {
+        let mut ticker = tokio::time::interval(HW_CHECKPOINT_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let me = self.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || me.checkpoint_high_watermarks()).await {
+                tracing::error!(error = %e, "high-watermark checkpoint task failed");
+            }
+        }
+    }
+
     /// Follow the image: reconcile at every change until the cluster node stops.
     pub async fn run(self: Arc<Self>) {
         tokio::spawn(self.clone().run_isr_maintenance());
+        tokio::spawn(self.clone().run_hw_checkpoints());
         let mut rx = self.cluster.subscribe();
         loop {
             let image = self.cluster.image();
@@ -463,8 +524,16 @@ impl Replication {
         }
     }
 
-    pub fn total_fetcher_lag(&self) -> i64 {
-        self.fetchers.lock().expect("fetchers lock").values().map(|f| f.lag()).sum()
+    /// Fetcher lag in messages and seconds. Called after every replica fetch and on the ISR
+    /// maintenance tick, so the seconds keep growing while a fetcher gets no answers.
+    pub fn update_fetcher_gauges(&self) {
+        let now = now_ms();
+        let (messages, ms) = {
+            let fetchers = self.fetchers.lock().expect("fetchers lock");
+            (fetchers.values().map(|f| f.lag()).sum(), fetchers.values().map(|f| f.lag_ms(now)).max().unwrap_or(0))
+        };
+        self.metrics.fetcher_lag_messages.set(messages);
+        self.metrics.fetcher_lag_seconds.set(ms as f64 / 1000.0);
     }
 
     fn update_gauges(&self, image: &MetadataImage) {
