@@ -419,9 +419,15 @@ impl Replication {
             // Fenced brokers never rejoin an ISR (the state machine refuses it too).
             let live: Vec<NodeId> = self.cluster.image().live_brokers();
             for rep in reps {
+                if rep.isr_change_in_flight.swap(true, Ordering::AcqRel) {
+                    continue;
+                }
                 let proposal = {
-                    let role = rep.role.lock().expect("role lock");
-                    let Role::Leader { state, isr, partition_epoch } = &*role else { continue };
+                    let mut role = rep.role.lock().expect("role lock");
+                    let Role::Leader { state, isr, partition_epoch } = &mut *role else {
+                        rep.isr_change_in_flight.store(false, Ordering::Release);
+                        continue;
+                    };
                     let hw = rep.high_watermark();
                     let out = state.out_of_sync(self.node_id, isr, now, self.config.replica_lag_time_max_ms);
                     let lag_max = self.config.replica_lag_time_max_ms;
@@ -431,16 +437,21 @@ impl Replication {
                         .filter(|b| live.contains(b))
                         .collect();
                     if out.is_empty() && back.is_empty() {
+                        rep.isr_change_in_flight.store(false, Ordering::Release);
                         continue;
                     }
+                    let committed = isr.clone();
                     let mut new_isr: Vec<NodeId> = isr.iter().copied().filter(|r| !out.contains(r)).collect();
                     new_isr.extend(back.iter().copied());
-                    (new_isr, *partition_epoch, out, back)
+                    // KIP-497's maximal ISR: while the expansion is in flight the high watermark
+                    // already waits for the joining followers, so that once the change is
+                    // committed every member has every record acknowledged meanwhile (a joining
+                    // follower can be elected leader at once, e.g. when it completes a
+                    // reassignment). Leaving members keep counting until the commit.
+                    isr.extend(back.iter().copied());
+                    (new_isr, committed, *partition_epoch, out, back)
                 };
-                if rep.isr_change_in_flight.swap(true, Ordering::AcqRel) {
-                    continue;
-                }
-                let (isr, partition_epoch, out, back) = proposal;
+                let (isr, committed, partition_epoch, out, back) = proposal;
                 let me = self.clone();
                 let rep2 = rep.clone();
                 tokio::spawn(async move {
@@ -457,7 +468,17 @@ impl Replication {
                             me.metrics.isr_shrinks.inc_by(out.len() as u64);
                             me.metrics.isr_expands.inc_by(back.len() as u64);
                         }
-                        Err(e) => tracing::info!(partition = %rep2.tp, ?isr, error = %e, "ISR change refused"),
+                        Err(e) => {
+                            tracing::info!(partition = %rep2.tp, ?isr, error = %e, "ISR change refused");
+                            // Back to the committed ISR, unless the image already moved on (the
+                            // reconcile then set the ISR from it).
+                            let mut role = rep2.role.lock().expect("role lock");
+                            if let Role::Leader { isr, partition_epoch: e, .. } = &mut *role {
+                                if *e == partition_epoch {
+                                    *isr = committed;
+                                }
+                            }
+                        }
                     }
                     rep2.isr_change_in_flight.store(false, Ordering::Release);
                 });
