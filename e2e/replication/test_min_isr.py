@@ -5,6 +5,7 @@ enforced as the ISR shrinks and grows back without any manual step."""
 from __future__ import annotations
 
 import time
+import urllib.error
 
 import pytest
 
@@ -110,3 +111,32 @@ def test_min_insync_replicas_3_refuses_acks_all_at_isr_2_and_recovers(cluster):
     assert err is None and off == 2
     got = consume_all(cluster.bootstrap, topic, 0, 3)
     assert [v for _, v in got] == [b"before", b"acks-1", b"after"]
+
+
+def test_min_insync_replicas_altered_through_the_admin_api(cluster):
+    """The operator's way to change min.insync.replicas: PATCH the topic config. The leader
+    enforces the new value at the next acks=all produce; DescribeConfigs shows it."""
+    topic = "rf3-minisr-patch"
+    create(cluster, topic)
+    leader = cluster.partitions(topic)[0]["leader"]
+    victim = next(b for b in cluster.brokers if b.node_id != leader)
+    victim.kill()
+    cluster.wait_isr(topic, 0, 2)
+    admin = cluster.brokers[leader]
+    assert [e for e, _ in produce(admin.bootstrap, topic, [b"isr-2-min-1"])] == [None]
+
+    t = admin.http_json("PATCH", f"/api/v1/topics/{topic}", {"configs": {"min.insync.replicas": "3"}})
+    assert t["configs"]["min.insync.replicas"] == "3"
+    (err, _), = produce(admin.bootstrap, topic, [b"refused"], timeout_ms=5000)
+    assert err is not None and err.code() == KafkaError.NOT_ENOUGH_REPLICAS, err
+    client = ck.admin.AdminClient({"bootstrap.servers": admin.bootstrap})  # kept alive until the result
+    (cfg,) = client.describe_configs([ck.admin.ConfigResource(ck.admin.ResourceType.TOPIC, topic)]).values()
+    assert cfg.result(10)["min.insync.replicas"].value == "3"
+    with pytest.raises(urllib.error.HTTPError) as e:
+        admin.http_json("PATCH", f"/api/v1/topics/{topic}", {"configs": {"min.insync.replicas": "0"}})
+    assert e.value.code == 400
+
+    admin.http_json("PATCH", f"/api/v1/topics/{topic}", {"configs": {"min.insync.replicas": "2"}})
+    assert [e for e, _ in produce(admin.bootstrap, topic, [b"isr-2-min-2"])] == [None]
+    got = consume_all(admin.bootstrap, topic, 0, 2)
+    assert [v for _, v in got] == [b"isr-2-min-1", b"isr-2-min-2"]

@@ -1,0 +1,88 @@
+"""A numbered acks=all stream from an idempotent confluent-kafka producer, and the check
+that every acknowledged message is on the partition exactly once and in order; shared by the
+reassignment and drain tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import confluent_kafka as ck
+from confluent_kafka import TopicPartition
+
+
+class NumberedProducer(threading.Thread):
+    """Sends "p:seq" to partitions 0..n-1 round robin until stopped; records what was acked."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int):
+        super().__init__(daemon=True)
+        self.topic = topic
+        self.partitions = partitions
+        self.stop = threading.Event()
+        self.acked = {p: [] for p in range(partitions)}
+        self.failed = []
+        self.producer = ck.Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 5,
+                "message.timeout.ms": 120_000,
+                "request.timeout.ms": 10_000,
+                "topic.metadata.refresh.interval.ms": 1000,
+            }
+        )
+
+    def total_acked(self) -> int:
+        return sum(len(v) for v in self.acked.values())
+
+    def _report(self, err, msg):
+        if err is None:
+            self.acked[msg.partition()].append((msg.offset(), msg.value()))
+        else:
+            self.failed.append((msg.partition(), msg.value(), err))
+
+    def run(self):
+        seq = 0
+        while not self.stop.is_set():
+            p = seq % self.partitions
+            try:
+                self.producer.produce(self.topic, f"{p}:{seq}".encode(), partition=p, on_delivery=self._report)
+                seq += 1
+            except BufferError:
+                self.producer.poll(0.05)
+                continue
+            self.producer.poll(0)
+            if seq % 50 == 0:
+                time.sleep(0.01)
+        self.producer.flush(150)
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.join(200)
+        assert not self.is_alive(), "producer did not finish flushing"
+        assert self.failed == [], f"{len(self.failed)} messages failed, first: {self.failed[:3]}"
+
+
+def check_exactly_once_in_order(bootstrap: str, prod: NumberedProducer) -> None:
+    """Read every partition from the start: each acknowledged message exactly once, in the
+    order it was sent, at the offset it was acknowledged with."""
+    c = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{prod.topic}", "enable.auto.commit": False})
+    try:
+        for p in range(prod.partitions):
+            want = prod.acked[p]
+            c.assign([TopicPartition(prod.topic, p, 0)])
+            got = []
+            deadline = time.monotonic() + 60
+            while len(got) < len(want) and time.monotonic() < deadline:
+                for m in c.consume(1000, 1.0):
+                    assert m.error() is None, m.error()
+                    got.append((m.offset(), m.value()))
+            values = [v for _, v in got]
+            assert len(values) == len(set(values)), f"partition {p}: duplicates"
+            seqs = [int(v.split(b":")[1]) for v in values]
+            assert seqs == sorted(seqs), f"partition {p}: out of order"
+            missing = sorted(set(want) - set(got))
+            assert not missing, f"partition {p}: {len(missing)} acknowledged messages missing: {missing[:5]}"
+    finally:
+        c.close()

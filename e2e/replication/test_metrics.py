@@ -1,0 +1,82 @@
+"""The replication metrics on /metrics, scraped from real brokers while the situation they
+describe is made to happen: a frozen leader makes its followers' fetcher lag grow (seconds),
+frozen followers hold acks=all produces in the purgatory until they leave the ISR (shrinks,
+under-replicated and under-min-ISR partitions), and they count as expands when they return."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+ck = pytest.importorskip("confluent_kafka")
+
+from test_min_isr import produce  # noqa: E402
+from weir_harness import wait_until  # noqa: E402
+
+METRICS = [
+    "weir_under_replicated_partitions",
+    "weir_under_min_isr_partitions",
+    "weir_isr_shrinks_total",
+    "weir_isr_expands_total",
+    "weir_replica_fetcher_lag_messages",
+    "weir_replica_fetcher_lag_seconds",
+    "weir_produce_purgatory_size",
+    "weir_follower_truncations_total",
+]
+
+
+def metric(broker, name: str) -> float:
+    m = re.search(rf"^{name} (\S+)$", broker.metrics(), re.M)
+    assert m, f"{name} not on /metrics of broker {broker.node_id}"
+    return float(m.group(1))
+
+
+@pytest.mark.cluster_args(session_timeout_ms=60_000, lag_time_max_ms=5000)
+def test_replication_metrics_follow_lag_purgatory_and_isr_changes(cluster):
+    for b in cluster.brokers:
+        for name in METRICS:
+            metric(b, name)
+    admin = cluster.brokers[0]
+    # Broker 0 leads both; "strict" needs all three replicas in sync.
+    for name, cfg in (("metered", {}), ("strict", {"min.insync.replicas": "3"})):
+        admin.http_json("POST", "/api/v1/topics", {"name": name, "assignment": [[0, 1, 2]], "configs": cfg})
+        cluster.wait_isr(name, 0, 3)
+    assert [e for e, _ in produce(cluster.bootstrap, "metered", [b"a"] * 10)] == [None] * 10
+    followers = cluster.brokers[1:]
+    wait_until(lambda: all(metric(f, "weir_replica_fetcher_lag_seconds") < 1.5 for f in followers), 20,
+               what="followers caught up")
+
+    # A frozen leader: its followers get no answers, their lag in seconds keeps growing.
+    cluster.sigstop(0)
+    wait_until(lambda: all(metric(f, "weir_replica_fetcher_lag_seconds") >= 3 for f in followers), 20,
+               what="fetcher lag of 3 s on both followers")
+    cluster.sigcont(0)
+    wait_until(lambda: all(metric(f, "weir_replica_fetcher_lag_seconds") < 1.5 for f in followers), 30,
+               what="fetcher lag back under 1.5 s")
+    # The resumed leader may have judged its followers out of sync for the time it was frozen.
+    for name in ("metered", "strict"):
+        cluster.wait_isr(name, 0, 3)
+
+    # A frozen follower (one: two would leave the metadata quorum without a majority): an
+    # acks=all produce waits in the purgatory until it leaves the ISR.
+    shrinks = metric(admin, "weir_isr_shrinks_total")
+    expands = metric(admin, "weir_isr_expands_total")
+    cluster.sigstop(2)
+    p = ck.Producer({"bootstrap.servers": admin.bootstrap, "acks": "all", "linger.ms": 0,
+                     "message.timeout.ms": 60_000, "request.timeout.ms": 30_000})
+    reports = []
+    p.produce("metered", b"waits", partition=0, on_delivery=lambda e, m: reports.append(e))
+    p.poll(0.5)
+    wait_until(lambda: metric(admin, "weir_produce_purgatory_size") >= 1, 10, what="a produce in the purgatory")
+    wait_until(lambda: p.poll(0.2) >= 0 and reports == [None], 30, what="the produce completing at ISR 1")
+    assert metric(admin, "weir_produce_purgatory_size") == 0
+    wait_until(lambda: metric(admin, "weir_isr_shrinks_total") >= shrinks + 2, 10, what="two ISR shrinks")
+    wait_until(lambda: metric(admin, "weir_under_replicated_partitions") == 2, 10, what="2 under-replicated")
+    assert metric(admin, "weir_under_min_isr_partitions") == 1  # "strict"
+    cluster.sigcont(2)
+    for name in ("metered", "strict"):
+        cluster.wait_isr(name, 0, 3)
+    wait_until(lambda: metric(admin, "weir_under_replicated_partitions") == 0, 10, what="fully replicated again")
+    assert metric(admin, "weir_under_min_isr_partitions") == 0
+    assert metric(admin, "weir_isr_expands_total") >= expands + 2

@@ -1,0 +1,191 @@
+"""Partition reassignment and broker draining through the admin API, with real processes:
+while an idempotent acks=all producer sends a numbered stream, replicas move between
+brokers (new replicas catch up as followers, join the ISR, then the old ones leave and
+leadership moves). Afterwards every acknowledged message is present exactly once, in order,
+the new replicas are byte for byte equal, Metadata and the admin API show the new replica
+sets, and the brokers that lost a replica deleted its log directory."""
+
+from __future__ import annotations
+
+import urllib.error
+
+import pytest
+
+ck = pytest.importorskip("confluent_kafka")
+from confluent_kafka.admin import AdminClient  # noqa: E402
+
+from numbered import NumberedProducer, check_exactly_once_in_order  # noqa: E402
+from test_min_isr import segment_bytes  # noqa: E402
+from weir_harness import wait_until  # noqa: E402
+
+
+def create_assigned(cluster, topic, assignment, config):
+    admin = cluster.any_running()
+    admin.http_json("POST", "/api/v1/topics", {"name": topic, "assignment": assignment, "configs": config})
+    for p, replicas in enumerate(assignment):
+        cluster.wait_isr(topic, p, len(replicas))
+
+
+def metadata_replicas(cluster, topic):
+    md = AdminClient({"bootstrap.servers": cluster.bootstrap}).list_topics(topic, timeout=10)
+    return {p: (sorted(m.replicas), m.leader) for p, m in md.topics[topic].partitions.items()}
+
+
+def wait_no_reassignments(cluster, timeout=90):
+    admin = cluster.any_running()
+    wait_until(lambda: admin.http_json("GET", "/api/v1/partitions/reassignments", timeout=5)["reassignments"] == [],
+               timeout, interval=0.3, what="reassignments to complete")
+
+
+def wait_log_dir_gone(broker, topic, partition, timeout=30):
+    d = broker.data_dir / f"{topic}-{partition}"
+    wait_until(lambda: not d.exists(), timeout, what=f"{d} deleted on broker {broker.node_id}")
+
+
+def local_log_end(broker, topic, partition):
+    view = broker.http_json("GET", f"/api/v1/partitions?topic={topic}")["partitions"]
+    return next(p for p in view if p["partition"] == partition)["log_end_offset"]
+
+
+def test_reassignment_moves_replicas_and_leadership_under_a_producer(cluster):
+    topic = "moving"
+    create_assigned(cluster, topic, [[0, 1], [1, 2]], {"min.insync.replicas": "2"})
+    admin = cluster.brokers[2]
+    # Bad requests change nothing: unknown broker, duplicate entry, missing replicas, unknown topic.
+    for body, status in (
+        ({"partitions": [{"topic": topic, "partition": 0, "replicas": [0, 9]}]}, 400),
+        ({"partitions": [{"topic": topic, "partition": 0, "replicas": [0, 2]}] * 2}, 400),
+        ({"partitions": [{"topic": topic, "partition": 0}]}, 400),
+        ({"partitions": [{"topic": "nope", "partition": 0, "replicas": [0]}]}, 404),
+        ({"partitions": [{"topic": topic, "partition": 0, "replicas": [2]}, {"topic": topic, "partition": 7, "replicas": [2]}]}, 400),
+    ):  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as e:
+            admin.http_json("POST", "/api/v1/partitions/reassign", body)
+        assert e.value.code == status, body
+    assert admin.http_json("GET", "/api/v1/partitions/reassignments")["reassignments"] == []
+    assert [p["replicas"] for p in cluster.partitions(topic)] == [[0, 1], [1, 2]]
+
+    prod = NumberedProducer(cluster.bootstrap, topic, 2)
+    prod.start()
+    wait_until(lambda: prod.total_acked() > 400, 30, what="first acknowledgements")
+    # Partition 0 leaves its leader 0 for 2; partition 1 leaves its leader 1 for 0.
+    resp = admin.http_json("POST", "/api/v1/partitions/reassign", {"partitions": [
+        {"topic": topic, "partition": 0, "replicas": [2, 1]},
+        {"topic": topic, "partition": 1, "replicas": [0, 2]},
+    ]})  # fmt: skip
+    assert [r["outcome"] for r in resp["results"]] in (["started", "started"], ["started", "completed"],
+                                                       ["completed", "started"], ["completed", "completed"])
+    for r, target in zip(resp["results"], ([2, 1], [0, 2])):
+        assert r["target_replicas"] == target
+        if r["outcome"] == "started":
+            assert sorted(r["replicas"]) == sorted(set(target) | {0 if target == [2, 1] else 1})
+    wait_no_reassignments(cluster)
+    parts = cluster.partitions(topic)
+    assert [p["replicas"] for p in parts] == [[2, 1], [0, 2]]
+    assert parts[0]["leader"] == 2 and parts[1]["leader"] == 0, "leadership moved to the first target replica"
+    assert all(p["adding"] == [] and p["removing"] == [] for p in parts)
+    # Metadata agrees once every broker applied it.
+    wait_until(lambda: metadata_replicas(cluster, topic) == {0: ([1, 2], 2), 1: ([0, 2], 0)}, 20,
+               what="Metadata with the new replica sets")
+    # The removed replicas' logs are gone: broker 0 no longer hosts partition 0, broker 1 not 1.
+    wait_log_dir_gone(cluster.brokers[0], topic, 0)
+    wait_log_dir_gone(cluster.brokers[1], topic, 1)
+    assert local_log_end(cluster.brokers[0], topic, 0) is None
+    assert local_log_end(cluster.brokers[1], topic, 1) is None
+
+    before = prod.total_acked()
+    wait_until(lambda: prod.total_acked() > before + 300, 60, what="acknowledgements after the move")
+    prod.finish()
+    check_exactly_once_in_order(cluster.bootstrap, prod)
+    for p, replicas in ((0, [2, 1]), (1, [0, 2])):
+        brokers = [cluster.brokers[i] for i in replicas]
+        wait_until(lambda: len({segment_bytes(b, topic, p) for b in brokers}) == 1, 30,
+                   what=f"identical new replicas of partition {p}")
+    # Moving back to the current replica list is a no-op.
+    resp = admin.http_json("POST", "/api/v1/partitions/reassign",
+                           {"partitions": [{"topic": topic, "partition": 0, "replicas": [2, 1]}]})
+    assert resp["results"][0]["outcome"] == "no_change"
+
+
+@pytest.mark.cluster_args(session_timeout_ms=60_000)
+def test_reassignment_completes_across_a_metadata_quorum_leader_change(cluster):
+    """The reassignment is in the replicated metadata, not in the broker that accepted it: it
+    starts while the new replica is SIGSTOPped (so it cannot complete), the quorum leader is
+    SIGKILLed as the new replica resumes, and the move completes under the next leader."""
+    quorum_leader = cluster.brokers[0].http_json("GET", "/api/v1/cluster")["quorum"]["leader"]
+    others = [b.node_id for b in cluster.brokers if b.node_id != quorum_leader]
+    old, new = others
+    topic = "moving-quorum"
+    create_assigned(cluster, topic, [[old]], {})
+    prod = NumberedProducer(cluster.bootstrap, topic, 1)
+    prod.start()
+    wait_until(lambda: prod.total_acked() > 300, 30, what="first acknowledgements")
+
+    cluster.sigstop(new)
+    admin = cluster.brokers[old]
+    resp = admin.http_json("POST", "/api/v1/partitions/reassign",
+                           {"partitions": [{"topic": topic, "partition": 0, "replicas": [new]}]})
+    assert resp["results"][0]["outcome"] == "started"
+    pending = admin.http_json("GET", "/api/v1/partitions/reassignments")["reassignments"]
+    assert [(r["adding"], r["removing"], r["target_replicas"]) for r in pending] == [([new], [old], [new])]
+    (part,) = cluster.partitions(topic)
+    assert (part["adding"], part["removing"], part["leader"]) == ([new], [old], old)
+
+    cluster.brokers[quorum_leader].kill()
+    cluster.sigcont(new)
+    wait_until(lambda: admin.http_json("GET", "/api/v1/cluster", timeout=5)["quorum"]["leader"] in (old, new), 30,
+               what="a new metadata quorum leader")
+    wait_no_reassignments(cluster)
+    (part,) = cluster.partitions(topic)
+    assert (part["replicas"], part["leader"]) == ([new], new)
+    wait_log_dir_gone(cluster.brokers[old], topic, 0)
+    before = prod.total_acked()
+    wait_until(lambda: prod.total_acked() > before + 200, 60, what="acknowledgements after the move")
+    prod.finish()
+    check_exactly_once_in_order(cluster.brokers[new].bootstrap, prod)
+
+
+def test_drain_moves_every_replica_and_leadership_off_a_broker(cluster):
+    topic = "draining"
+    create_assigned(cluster, topic, [[0, 1], [1, 2], [2, 0]], {"min.insync.replicas": "2"})
+    prod = NumberedProducer(cluster.bootstrap, topic, 3)
+    prod.start()
+    wait_until(lambda: prod.total_acked() > 400, 30, what="first acknowledgements")
+
+    admin = cluster.brokers[1]
+    for path, status in (("/api/v1/brokers/9/drain", 404), ("/api/v1/brokers/x/drain", 400)):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            admin.http_json("POST", path, {})
+        assert e.value.code == status, path
+    # Broker 0 holds partition 0 (leader) and partition 2; both replicas must go to the
+    # only broker outside each replica set.
+    status = admin.http_json("POST", "/api/v1/brokers/0/drain", {})
+    assert status["draining"] is True and status["blocked"] == []
+    assert sorted((s["partition"], tuple(s["target_replicas"])) for s in status["started"]) == [(0, (2, 1)), (2, (2, 1))]
+
+    def drained():
+        s = admin.http_json("GET", "/api/v1/brokers/0/drain", timeout=5)
+        return s if s["done"] else None
+
+    final = wait_until(drained, 90, interval=0.3, what="broker 0 drained")
+    assert final["remaining"] == [] and final["leaderships"] == 0
+    parts = cluster.partitions(topic)
+    assert all(0 not in p["replicas"] and p["leader"] != 0 and len(p["replicas"]) == 2 for p in parts), parts
+    wait_until(lambda: all(0 not in r and l != 0 for r, l in metadata_replicas(cluster, topic).values()), 20,
+               what="Metadata without broker 0")
+    for p in (0, 2):
+        wait_log_dir_gone(cluster.brokers[0], topic, p)
+    view = cluster.brokers[0].http_json("GET", f"/api/v1/partitions?topic={topic}")["partitions"]
+    assert all(p["log_end_offset"] is None for p in view), "broker 0 still hosts a replica"
+    # A draining broker gets no replica of a new topic.
+    admin.http_json("POST", "/api/v1/topics", {"name": "after-drain", "partitions": 4, "replication_factor": 2})
+    assert all(0 not in p["replicas"] for p in cluster.partitions("after-drain"))
+    # More acknowledgements after the drain, then the exactly-once check.
+    before = prod.total_acked()
+    wait_until(lambda: prod.total_acked() > before + 300, 60, what="acknowledgements after the drain")
+    prod.finish()
+    check_exactly_once_in_order(cluster.bootstrap, prod)
+    # Undrain: the mark is cleared (replicas do not come back by themselves).
+    s = admin.http_json("DELETE", "/api/v1/brokers/0/drain")
+    assert (s["draining"], s["done"]) == (False, False)
+    assert cluster.brokers[0].running()
