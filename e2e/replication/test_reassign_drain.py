@@ -189,3 +189,23 @@ def test_drain_moves_every_replica_and_leadership_off_a_broker(cluster):
     s = admin.http_json("DELETE", "/api/v1/brokers/0/drain")
     assert (s["draining"], s["done"]) == (False, False)
     assert cluster.brokers[0].running()
+
+
+def test_drain_of_a_full_replica_set_moves_only_leadership(cluster):
+    """Replication factor 3 on three brokers: no broker can take broker 0's replica, so the
+    drain reports the partition as blocked, keeps the replica, and moves its leadership to
+    another ISR member; preferred-leader election does not hand it back while 0 drains."""
+    topic = "full"
+    create_assigned(cluster, topic, [[0, 1, 2]], {"min.insync.replicas": "2"})
+    admin = cluster.brokers[1]
+    status = admin.http_json("POST", "/api/v1/brokers/0/drain", {})
+    assert status["started"] == []
+    assert [(b["topic"], b["partition"]) for b in status["blocked"]] == [(topic, 0)]
+    assert (status["done"], status["leaderships"]) == (False, 0)
+    (p,) = cluster.partitions(topic)
+    assert p["replicas"] == [0, 1, 2] and p["leader"] == 1
+    resp = admin.http_json("POST", "/api/v1/partitions/elect-preferred", {"topic": topic})
+    assert [r["outcome"] for r in resp["results"]] == ["draining"]
+    admin.http_json("DELETE", "/api/v1/brokers/0/drain")
+    resp = admin.http_json("POST", "/api/v1/partitions/elect-preferred", {"topic": topic})
+    assert [r["outcome"] for r in resp["results"]] == ["elected"]
