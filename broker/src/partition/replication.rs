@@ -213,6 +213,20 @@ impl Replication {
         part: &PartitionRecord,
         log: &Mutex<Log>,
     ) -> Arc<PartitionReplica> {
+        self.ensure_leader_from(tp, part, log, false)
+    }
+
+    /// `current`: `part` comes from the newest image (the reconcile). Request handlers pass the
+    /// image they started from, which may be older than the one the role was last set from;
+    /// their call never takes the ISR or follower set back to an older partition epoch (it
+    /// would drop a follower the maximal ISR waits for).
+    fn ensure_leader_from(
+        &self,
+        tp: &TopicPartition,
+        part: &PartitionRecord,
+        log: &Mutex<Log>,
+        current: bool,
+    ) -> Arc<PartitionReplica> {
         let rep = self.replica_or_create(tp, log);
         let now = now_ms();
         let followers: Vec<NodeId> = part.replicas.iter().copied().filter(|r| *r != self.node_id).collect();
@@ -221,8 +235,14 @@ impl Replication {
             let mut role = rep.role.lock().expect("role lock");
             match &mut *role {
                 Role::Leader { state, isr, partition_epoch } if state.leader_epoch == part.leader_epoch => {
-                    state.set_followers(&followers, now);
-                    if *partition_epoch != part.partition_epoch {
+                    let changed = if current {
+                        *partition_epoch != part.partition_epoch
+                    } else {
+                        part.partition_epoch > *partition_epoch
+                    };
+                    // Replica set changes always bump the partition epoch.
+                    if changed {
+                        state.set_followers(&followers, now);
                         *isr = part.isr.clone();
                         *partition_epoch = part.partition_epoch;
                     }
@@ -332,7 +352,7 @@ impl Replication {
                 let Some(log) = self.logs.get(&tp) else { continue };
                 seen.insert(tp.clone());
                 if p.leader == self.node_id as i64 {
-                    self.ensure_leader(&tp, p, &log);
+                    self.ensure_leader_from(&tp, p, &log, true);
                 } else if p.leader >= 0 {
                     self.become_follower(&tp, p.leader as NodeId, p.leader_epoch, &log);
                 } else {
