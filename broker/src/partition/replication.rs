@@ -140,6 +140,10 @@ pub struct Replication {
     checkpointed_hw: Mutex<HashMap<TopicPartition, i64>>,
     /// What the checkpoint file holds now, to skip rewriting an unchanged one.
     written_hw: Mutex<Option<HashMap<TopicPartition, i64>>>,
+    /// The leader epoch of every partition in the newest image the reconcile applied (local
+    /// replica or not): a request handler holding an older image must not make this broker
+    /// leader again (it may have just lost leadership or the replica).
+    leader_epochs: Mutex<HashMap<TopicPartition, i32>>,
 }
 
 /// `replica.high.watermark.checkpoint.interval.ms`.
@@ -159,6 +163,7 @@ impl Replication {
         Arc::new(Self {
             checkpointed_hw: Mutex::new(checkpointed),
             written_hw: Mutex::new(None),
+            leader_epochs: Mutex::new(HashMap::new()),
             node_id,
             cluster,
             logs,
@@ -227,6 +232,10 @@ impl Replication {
         log: &Mutex<Log>,
         current: bool,
     ) -> Arc<PartitionReplica> {
+        if !current && self.leader_epochs.lock().expect("epochs lock").get(tp).is_some_and(|e| *e > part.leader_epoch) {
+            // A stale image: leave the role alone (appends check it, `append_as_leader`).
+            return self.replica_or_create(tp, log);
+        }
         let rep = self.replica_or_create(tp, log);
         let now = now_ms();
         let followers: Vec<NodeId> = part.replicas.iter().copied().filter(|r| *r != self.node_id).collect();
@@ -272,6 +281,27 @@ impl Replication {
         }
         self.update_leader_hw(&rep, log);
         rep
+    }
+
+    /// Run `append` on the log only while this broker leads the partition at `leader_epoch`,
+    /// holding the role lock across it so that a leadership change cannot slip in between the
+    /// check and the write. `None`: not the leader (any more).
+    pub fn append_as_leader<R>(
+        &self,
+        rep: &PartitionReplica,
+        leader_epoch: i32,
+        log: &Mutex<Log>,
+        append: impl FnOnce(&mut Log) -> R,
+    ) -> Option<R> {
+        let role = rep.role.lock().expect("role lock");
+        if !matches!(&*role, Role::Leader { state, .. } if state.leader_epoch == leader_epoch) {
+            return None;
+        }
+        let mut log = log.lock().expect("log lock");
+        let out = append(&mut log);
+        drop(log);
+        drop(role);
+        Some(out)
     }
 
     /// Recompute a leader's HW from the ISR's log end offsets; wakes waiters if it moved.
@@ -342,6 +372,19 @@ impl Replication {
     /// Bring every local replica's role in line with `image`: leaders start/stop, followers
     /// are handed to the fetcher of their leader.
     pub fn reconcile(self: &Arc<Self>, image: &MetadataImage) {
+        // First the epochs, so a handler with an older image is refused from now on.
+        {
+            let mut epochs = self.leader_epochs.lock().expect("epochs lock");
+            let mut next = HashMap::with_capacity(epochs.len());
+            for t in image.topics.values() {
+                for (i, p) in t.partitions.iter().enumerate() {
+                    let tp = TopicPartition::new(&t.name, i as i32);
+                    let e = epochs.get(&tp).map_or(p.leader_epoch, |old| (*old).max(p.leader_epoch));
+                    next.insert(tp, e);
+                }
+            }
+            *epochs = next;
+        }
         let mut seen = std::collections::HashSet::new();
         for t in image.topics.values() {
             for (i, p) in t.partitions.iter().enumerate() {

@@ -67,16 +67,20 @@ pub async fn handle(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Re
                         let tp = TopicPartition::new(&name, p.index);
                         let result = tokio::task::block_in_place(|| {
                             let replica = ctx.replication.ensure_leader(&tp, part, &log);
-                            let appended = {
-                                let mut log = log.lock().expect("log lock");
+                            // Written only while this broker still leads at the image's epoch.
+                            let appended = ctx.replication.append_as_leader(&replica, epoch, &log, |log| {
                                 log.append(&mut buf, epoch, now_ms()).map(|info| (info, log.log_start_offset()))
-                            };
+                            })?;
                             // An ISR of the leader alone commits at once.
                             ctx.replication.update_leader_hw(&replica, &log);
-                            appended.map(|(info, start)| (info, start, replica))
+                            Some(appended.map(|(info, start)| (info, start, replica)))
                         });
                         match result {
-                            Ok((info, start, replica)) => {
+                            None => {
+                                set_message(&mut out, version, "this broker no longer leads the partition");
+                                ResponseError::NotLeaderOrFollower.code()
+                            }
+                            Some(Ok((info, start, replica))) => {
                                 appended = true;
                                 if req.acks == -1 {
                                     waits.push(AcksWait {
@@ -95,7 +99,7 @@ pub async fn handle(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Re
                                 }
                                 0
                             }
-                            Err(e) => {
+                            Some(Err(e)) => {
                                 tracing::debug!(topic = %name, partition = p.index, error = %e, "produce refused");
                                 set_message(&mut out, version, &e.to_string());
                                 log_error_code(&e)
