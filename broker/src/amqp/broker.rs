@@ -15,6 +15,9 @@ use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
 use bytes::Bytes;
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::commit::{self, Confirm, FlushSignal, GroupCommit};
+use super::outbox::Outbox;
+
 use super::errors::{
     access_refused, not_allowed, not_found, not_implemented, precondition_failed, resource_locked, AmqpException,
     AmqpResult,
@@ -147,12 +150,15 @@ struct Channel {
     prefetch_channel: u16,
     confirm: bool,
     next_publish_seq: u64,
+    /// Acks of publishes confirmed at once but not sent yet: one `basic.ack multiple=true`
+    /// up to here leaves at the end of the read (see `AmqpCore::end_of_read`), 0 if none.
+    unsent_ack: u64,
     tx: Option<Tx>,
 }
 
 #[derive(Debug)]
 struct ConnEntry {
-    out: UnboundedSender<Bytes>,
+    out: Arc<Outbox>,
     vhost: String,
     frame_max: u32,
     channels: HashMap<u16, Channel>,
@@ -176,10 +182,10 @@ struct CoreState {
     durable_sink: Option<UnboundedSender<crate::cluster::amqp_image::AmqpCommand>>,
     /// Copied from the config: where durable queues keep their messages.
     data_dir: Option<std::path::PathBuf>,
-    /// Confirms waiting for the fsync of the persistent messages they cover (group commit),
-    /// in the order they are due, and the channels that have some.
-    pending_confirms: Vec<(ConnId, u16, Bytes)>,
-    pending_channels: HashSet<(ConnId, u16)>,
+    /// Confirms waiting for the fsync of the persistent messages they cover (group commit).
+    commit: GroupCommit,
+    /// Wakes the flusher that runs the group commit's rounds.
+    flush: Arc<FlushSignal>,
 }
 
 /// Shared by every AMQP connection of the broker.
@@ -192,6 +198,8 @@ pub struct AmqpCore {
     cluster: std::sync::OnceLock<Arc<crate::cluster::ClusterNode>>,
     /// The resource alarm in force (see `alarm`), as its reason.
     alarm: tokio::sync::watch::Sender<Option<String>>,
+    /// Whether the group commit's flusher thread runs (else the tick runs its rounds).
+    flusher: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for AmqpCore {
@@ -208,11 +216,46 @@ pub struct DeclaredQueue {
     pub consumer_count: u32,
 }
 
+/// The group commit's thread: a round whenever one is asked for; stops with the core.
+fn flusher(core: std::sync::Weak<AmqpCore>, signal: Arc<FlushSignal>) {
+    loop {
+        let asked = signal.wait(std::time::Duration::from_millis(500));
+        let Some(core) = core.upgrade() else { return };
+        if asked {
+            core.commit_round();
+        }
+    }
+}
+
+/// Send the acks a channel owes its publisher (see `Channel::unsent_ack`).
+fn send_unsent_ack(out: &Arc<Outbox>, channel: u16, ch: &mut Channel) {
+    if ch.unsent_ack == 0 {
+        return;
+    }
+    let m = basic::AMQPMethod::Ack(basic::Ack { delivery_tag: ch.unsent_ack, multiple: true });
+    out.frame(&amq_protocol::frame::AMQPFrame::Method(channel, AMQPClass::Basic(m)));
+    ch.unsent_ack = 0;
+}
+
+/// Send a publisher confirm, unless its channel closed meanwhile (its publisher saw the close).
+fn send_confirm(conns: &HashMap<ConnId, ConnEntry>, c: Confirm) {
+    let Some(entry) = conns.get(&c.conn) else { return };
+    if !entry.channels.contains_key(&c.channel) {
+        return;
+    }
+    let m = if c.ack {
+        basic::AMQPMethod::Ack(basic::Ack { delivery_tag: c.seq, multiple: c.multiple })
+    } else {
+        basic::AMQPMethod::Nack(basic::Nack { delivery_tag: c.seq, multiple: c.multiple, requeue: false })
+    };
+    entry.out.frame(&amq_protocol::frame::AMQPFrame::Method(c.channel, AMQPClass::Basic(m)));
+}
+
 fn send(conns: &HashMap<ConnId, ConnEntry>, conn: ConnId, bytes: Bytes) {
     if let Some(c) = conns.get(&conn) {
         // A closed receiver means the connection is going away; its state is cleaned up
         // by `connection_closed`.
-        let _ = c.out.send(bytes);
+        c.out.send(&bytes);
     }
 }
 
@@ -258,14 +301,45 @@ impl AmqpCore {
     pub fn new(config: AmqpConfig) -> Arc<Self> {
         let mut state = CoreState { data_dir: config.data_dir.clone(), ..Default::default() };
         state.vhosts.insert("/".to_string(), Vhost::new("/"));
-        Arc::new(Self {
+        let flush = state.flush.clone();
+        let with_stores = config.data_dir.is_some();
+        let core = Arc::new(Self {
             state: Mutex::new(state),
             config,
             next_conn: AtomicU64::new(1),
             next_name: AtomicU64::new(1),
             cluster: std::sync::OnceLock::new(),
             alarm: tokio::sync::watch::channel(None).0,
-        })
+            flusher: std::sync::atomic::AtomicBool::new(false),
+        });
+        if with_stores {
+            let weak = Arc::downgrade(&core);
+            let spawned = std::thread::Builder::new().name("amqp-flusher".into()).spawn(move || flusher(weak, flush));
+            match spawned {
+                Ok(_) => core.flusher.store(true, Ordering::Release),
+                Err(e) => tracing::error!(error = %e,
+                    "starting the AMQP flusher thread failed; confirms of persistent messages wait for the tick"),
+            }
+        }
+        core
+    }
+
+    /// One group-commit round: fsync the store files written since the last round without
+    /// holding the lock, then send the confirms the round covers.
+    fn commit_round(&self) {
+        let (round, files) = {
+            let mut st = self.lock();
+            if !st.commit.has_work() {
+                return;
+            }
+            st.commit.start_round()
+        };
+        let ok = commit::sync_files(&files);
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        for c in st.commit.finish_round(round, ok) {
+            send_confirm(&st.conns, c);
+        }
     }
 
     pub fn set_cluster(&self, cluster: Arc<crate::cluster::ClusterNode>) {
@@ -334,7 +408,7 @@ impl AmqpCore {
     }
 
     /// Register an opened connection on `vhost`; its outbound frames go to `out`.
-    pub fn connection_opened(&self, vhost: &str, frame_max: u32, out: UnboundedSender<Bytes>) -> Option<ConnId> {
+    pub fn connection_opened(&self, vhost: &str, frame_max: u32, out: Arc<Outbox>) -> Option<ConnId> {
         let mut guard = self.lock();
         let st = &mut *guard;
         if !st.vhosts.contains_key(vhost) {
@@ -368,6 +442,18 @@ impl AmqpCore {
             }
         }
         st.flush_dead_letters();
+    }
+
+    /// Every frame of a connection's read is handled: send the acks its publishes earned
+    /// (one `basic.ack multiple=true` per channel, as RabbitMQ sends them).
+    pub fn end_of_read(&self, conn: ConnId) {
+        let mut guard = self.lock();
+        if let Some(entry) = guard.conns.get_mut(&conn) {
+            let ConnEntry { out, channels, .. } = entry;
+            for (id, ch) in channels.iter_mut() {
+                send_unsent_ack(out, *id, ch);
+            }
+        }
     }
 
     pub fn channel_opened(&self, conn: ConnId, channel: u16) {
@@ -624,6 +710,7 @@ impl AmqpCore {
         let q = vh.queues.get_mut(m.queue.as_str()).ok_or_else(|| no_queue(m.queue.as_str(), &vhost))?;
         check_owner(q, conn, &vhost)?;
         let n = q.purge();
+        q.write_acks();
         if !m.nowait {
             send(
                 &st.conns,
@@ -830,6 +917,7 @@ impl AmqpCore {
         for e in &expired {
             q.settle(e);
         }
+        q.write_acks();
         for e in expired {
             st.dead_letters.extend(make_dead_letter(&vhost, qname, &dlx, e, "expired"));
         }
@@ -989,23 +1077,20 @@ impl AmqpCore {
         Ok(())
     }
 
-    /// Group commit: fsync the queue stores written since the last time, then send the
-    /// confirms that waited for it. Called when a connection has no more input buffered (so
-    /// the publishes read together share one fsync) and by the periodic tick.
-    pub fn flush_confirms(&self) {
-        let mut guard = self.lock();
-        if !guard.pending_confirms.is_empty() {
-            guard.sync_and_confirm();
-        }
-    }
-
     /// Periodic work: expire messages at queue heads (dead-lettering them) and delete
     /// queues unused for their `x-expires`.
     pub fn tick(&self) {
         let mut guard = self.lock();
         let st = &mut *guard;
         let now = now();
-        st.sync_and_confirm();
+        // Settles not written yet go to disk, persistent messages published without confirms
+        // are fsynced by the next round, as RabbitMQ batches them.
+        for q in st.vhosts.values_mut().flat_map(|v| v.queues.values_mut()) {
+            q.write_acks();
+        }
+        if st.commit.has_work() {
+            st.flush.request();
+        }
         let mut idle = Vec::new();
         let mut with_ttl = Vec::new();
         for (vname, vh) in &st.vhosts {
@@ -1029,6 +1114,10 @@ impl AmqpCore {
             st.delete_queue(&v, &q);
         }
         st.flush_dead_letters();
+        drop(guard);
+        if !self.flusher.load(Ordering::Acquire) {
+            self.commit_round();
+        }
     }
 
     // -----------------------------------------------------------------------------------
@@ -1134,19 +1223,6 @@ fn strip_expiration(p: AMQPProperties) -> AMQPProperties {
 }
 
 impl CoreState {
-    fn sync_and_confirm(&mut self) {
-        for q in self.vhosts.values_mut().flat_map(|v| v.queues.values_mut()) {
-            q.sync_store();
-        }
-        for (conn, channel, frame) in std::mem::take(&mut self.pending_confirms) {
-            // A channel closed meanwhile gets nothing (its publisher saw the close).
-            if self.conns.get(&conn).is_some_and(|c| c.channels.contains_key(&channel)) {
-                send(&self.conns, conn, frame);
-            }
-        }
-        self.pending_channels.clear();
-    }
-
     fn vhost_of(&self, conn: ConnId) -> AmqpResult<String> {
         self.conns
             .get(&conn)
@@ -1168,6 +1244,8 @@ impl CoreState {
         let Some(entry) = self.conns.get_mut(&conn) else { return };
         let vhost = entry.vhost.clone();
         let Some(mut ch) = entry.channels.remove(&channel) else { return };
+        send_unsent_ack(&entry.out, channel, &mut ch);
+        self.commit.forget_channel(conn, channel);
         let mut touched = BTreeSet::new();
         for (_, u) in std::mem::take(&mut ch.unacked) {
             if let Some(q) = self.vhosts.get_mut(&vhost).and_then(|v| v.queues.get_mut(&u.queue)) {
@@ -1224,7 +1302,7 @@ impl CoreState {
                 if let Some(ch) = entry.channels.get_mut(&c.channel) {
                     ch.consumers.remove(&c.tag);
                 }
-                let _ = entry.out.send(frames::method_frame(
+                entry.out.send(&frames::method_frame(
                     c.channel,
                     AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
                         consumer_tag: c.tag.into(),
@@ -1259,6 +1337,14 @@ impl CoreState {
     /// bindings and alternate exchanges, each queue once.
     fn route(&self, vhost: &str, exchange: &str, msg: &Message) -> Vec<String> {
         let Some(vh) = self.vhosts.get(vhost) else { return Vec::new() };
+        // The default exchange (the common case) binds every queue under its own name and
+        // has no alternate exchange.
+        if exchange.is_empty() {
+            return match vh.queues.contains_key(&msg.routing_key) {
+                true => vec![msg.routing_key.clone()],
+                false => Vec::new(),
+            };
+        }
         let mut queues = BTreeSet::new();
         let mut visited = HashSet::new();
         route_from(vh, exchange, msg, &mut visited, &mut queues);
@@ -1273,10 +1359,10 @@ impl CoreState {
         let ttl = p.msg.expiration_ms().ok().flatten();
         let mut rejected = false;
         // A publisher waiting for a commit gets it once the message is on disk; a confirm
-        // waits for the next group fsync (`flush_confirms`); others' persistent messages are
-        // synced by the next tick, as RabbitMQ batches them.
+        // waits for the next group-commit round (`commit`); others' persistent messages are
+        // fsynced by a round the tick asks for, as RabbitMQ batches them.
         let sync = self.conns.get(&conn).and_then(|c| c.channels.get(&channel)).is_some_and(|ch| ch.tx.is_some());
-        let mut deferred = false;
+        let mut written = false;
         for qname in &queues {
             let vh = self.vhosts.get_mut(vhost).expect("routed in this vhost");
             let q = vh.queues.get_mut(qname).expect("routed to an existing queue");
@@ -1286,8 +1372,12 @@ impl CoreState {
             }
             if !q.push(p.msg.clone(), ttl, now, sync) {
                 rejected = true;
+            } else if !sync && p.msg.persistent() {
+                if let Some(file) = q.written_file() {
+                    self.commit.written(file);
+                    written = true;
+                }
             }
-            deferred |= !sync && q.store.is_some() && p.msg.persistent();
             let target = dead_letter_target(q);
             let mut dropped = Vec::new();
             while q.over_limits() {
@@ -1302,6 +1392,11 @@ impl CoreState {
         }
         let frame_max = self.conns.get(&conn).map_or(131_072, |c| c.frame_max);
         if queues.is_empty() && p.mandatory {
+            if let Some(entry) = self.conns.get_mut(&conn) {
+                if let Some(ch) = entry.channels.get_mut(&channel) {
+                    send_unsent_ack(&entry.out, channel, ch);
+                }
+            }
             send(
                 &self.conns,
                 conn,
@@ -1319,22 +1414,23 @@ impl CoreState {
                 ),
             );
         }
-        if let Some(ch) = self.conns.get_mut(&conn).and_then(|c| c.channels.get_mut(&channel)) {
-            if ch.confirm {
+        if let Some(entry) = self.conns.get_mut(&conn) {
+            let ConnEntry { out, channels, .. } = entry;
+            if let Some(ch) = channels.get_mut(&channel).filter(|ch| ch.confirm) {
                 ch.next_publish_seq += 1;
                 let seq = ch.next_publish_seq;
-                let m = if rejected {
-                    basic::AMQPMethod::Nack(basic::Nack { delivery_tag: seq, multiple: false, requeue: false })
-                } else {
-                    basic::AMQPMethod::Ack(basic::Ack { delivery_tag: seq, multiple: false })
-                };
-                let frame = frames::method_frame(channel, AMQPClass::Basic(m));
-                // Confirms of a channel leave in order: behind a pending one, a confirm waits too.
-                if deferred || self.pending_channels.contains(&(conn, channel)) {
-                    self.pending_confirms.push((conn, channel, frame));
-                    self.pending_channels.insert((conn, channel));
-                } else {
-                    send(&self.conns, conn, frame);
+                // Confirms of a channel leave in order: behind a pending one, a confirm waits
+                // too, and a nack or a pending confirm first sends the acks owed before it.
+                match self.commit.confirm(conn, channel, seq, !rejected, written) {
+                    Some(c) if c.ack => ch.unsent_ack = seq,
+                    Some(c) => {
+                        send_unsent_ack(out, channel, ch);
+                        send_confirm(&self.conns, c);
+                    }
+                    None => {
+                        send_unsent_ack(out, channel, ch);
+                        self.flush.request();
+                    }
                 }
             }
         }
@@ -1362,7 +1458,11 @@ impl CoreState {
                         if q.args.overflow == Overflow::RejectPublish && q.would_overflow(d.msg.size()) {
                             continue;
                         }
-                        let _ = q.push(d.msg.clone(), None, now, false);
+                        if q.push(d.msg.clone(), None, now, false) && d.msg.persistent() {
+                            if let Some(file) = q.written_file() {
+                                self.commit.written(file);
+                            }
+                        }
                     }
                     self.dispatch(&d.vhost, qname);
                 }
@@ -1408,12 +1508,9 @@ impl CoreState {
         let Some(q) = vhosts.get_mut(vhost).and_then(|v| v.queues.get_mut(qname)) else { return };
         while !q.ready.is_empty() && !q.consumers.is_empty() {
             let n = q.consumers.len();
-            let candidates: Vec<usize> = if q.args.single_active_consumer {
-                vec![0]
-            } else {
-                (0..n).map(|i| (q.next_consumer + i) % n).collect()
-            };
-            let chosen = candidates.into_iter().find(|&i| {
+            let tries = if q.args.single_active_consumer { 1 } else { n };
+            let start = if q.args.single_active_consumer { 0 } else { q.next_consumer };
+            let chosen = (0..tries).map(|i| (start + i) % n).find(|&i| {
                 let k = &q.consumers[i];
                 conns.get(&k.conn).and_then(|c| c.channels.get(&k.channel)).is_some_and(|ch| {
                     ch.consumers.get(&k.tag).is_some_and(|c| {
@@ -1437,19 +1534,16 @@ impl CoreState {
             let consumer = ch.consumers.get_mut(&key.tag).expect("checked");
             ch.next_tag += 1;
             let tag = ch.next_tag;
-            let frame = frames::content_frames(
-                key.channel,
-                AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-                    consumer_tag: key.tag.clone().into(),
-                    delivery_tag: tag,
-                    redelivered: qm.redelivered,
-                    exchange: qm.msg.exchange.clone().into(),
-                    routing_key: qm.msg.routing_key.clone().into(),
-                })),
-                &qm.msg.properties,
-                &qm.msg.body,
-                frame_max,
-            );
+            let deliver = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+                consumer_tag: key.tag.clone().into(),
+                delivery_tag: tag,
+                redelivered: qm.redelivered,
+                exchange: qm.msg.exchange.clone().into(),
+                routing_key: qm.msg.routing_key.clone().into(),
+            }));
+            entry.out.with(|out| {
+                frames::content_into(out, key.channel, &deliver, &qm.msg.properties, &qm.msg.body, frame_max)
+            });
             if !consumer.no_ack {
                 consumer.unacked += 1;
                 q.unacked += 1;
@@ -1458,8 +1552,9 @@ impl CoreState {
             } else {
                 q.settle(&qm);
             }
-            let _ = entry.out.send(frame);
         }
+        // Settles of this queue so far (acks, no-ack deliveries, expiry) go to disk together.
+        q.write_acks();
     }
 
     fn apply_settle(&mut self, conn: ConnId, channel: u16, op: AckOp) {

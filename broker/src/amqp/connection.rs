@@ -10,17 +10,18 @@ use std::time::Duration;
 use amq_protocol::frame::AMQPContentHeader;
 use amq_protocol::protocol::{access, basic, channel, confirm, connection, exchange, queue, tx, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::auth;
 use super::broker::{AmqpCore, ConnId};
 use super::errors::{self, code, not_implemented, AmqpException, AmqpResult};
-use super::frames::{self, read_frame, FrameError, InFrame, PROTOCOL_HEADER};
+use super::frames::{self, parse_frame, FrameError, InFrame, PROTOCOL_HEADER};
 use super::json_args::table_to_json;
+use super::outbox::{self, Outbox};
 use crate::cluster::amqp_image::{AmqpBindingRecord, AmqpCommand};
 use crate::cluster::{MetadataCommand, MetadataError, ProposeError};
 use crate::routing::Destination;
@@ -51,9 +52,11 @@ enum ChannelLocal {
 struct Conn {
     core: Arc<AmqpCore>,
     id: ConnId,
-    out: mpsc::UnboundedSender<Bytes>,
+    out: Arc<Outbox>,
     channels: HashMap<u16, ChannelLocal>,
     channel_max: u16,
+    /// A message was published since the last read (its confirm may be owed).
+    published: bool,
 }
 
 /// A refusal of the metadata quorum as the AMQP exception RabbitMQ would raise.
@@ -118,77 +121,82 @@ fn server_properties() -> FieldTable {
 pub async fn serve_connection(core: Arc<AmqpCore>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let (read_half, write_half) = stream.into_split();
-    let mut reader = BufReader::with_capacity(64 * 1024, read_half);
-    let (out_tx, out_rx) = mpsc::unbounded_channel::<Bytes>();
+    let mut reader = FrameReader { half: read_half, buf: BytesMut::with_capacity(READ_BUFFER) };
+    let out = Outbox::new(Some(write_half));
     let (hb_tx, hb_rx) = tokio::sync::watch::channel(0u16);
-    let writer = tokio::spawn(write_loop(write_half, out_rx, hb_rx));
+    let writer = tokio::spawn(out.clone().write_loop(hb_rx));
 
-    let result = run(&core, &mut reader, &out_tx, &hb_tx, peer).await;
-    if let Some(id) = result {
-        core.connection_closed(id);
-    }
-    drop(out_tx);
+    outbox::scope(async {
+        let result = run(&core, &mut reader, &out, &hb_tx, peer).await;
+        if let Some(id) = result {
+            core.connection_closed(id);
+        }
+        // Deliveries to others that the close caused (requeued messages).
+        outbox::flush_deferred();
+    })
+    .await;
+    out.close();
     // The writer drains what is queued (a close frame, say) and then stops.
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer).await;
 }
 
-/// Write queued frames, flushing when the queue runs dry; send a heartbeat when nothing was
-/// written for half the negotiated interval.
-async fn write_loop(
-    write_half: tokio::net::tcp::OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
-    hb: tokio::sync::watch::Receiver<u16>,
-) {
-    let mut w = BufWriter::with_capacity(64 * 1024, write_half);
-    loop {
-        let interval = *hb.borrow();
-        let next = if interval == 0 {
-            rx.recv().await
-        } else {
-            match tokio::time::timeout(Duration::from_millis(interval as u64 * 500), rx.recv()).await {
-                Ok(x) => x,
-                Err(_) => Some(frames::heartbeat_frame()),
-            }
-        };
-        let Some(bytes) = next else { break };
-        if w.write_all(&bytes).await.is_err() {
-            return;
-        }
-        while let Ok(more) = rx.try_recv() {
-            if w.write_all(&more).await.is_err() {
-                return;
-            }
-        }
-        if w.flush().await.is_err() {
-            return;
-        }
-    }
-    let _ = w.flush().await;
-    let _ = w.shutdown().await;
+/// Bytes read from the client at a time (at most): every frame they hold is handled before
+/// the next read, and the replies they cause leave together.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Frames from the client, parsed in place from one read buffer over the socket.
+struct FrameReader {
+    half: OwnedReadHalf,
+    buf: BytesMut,
 }
 
-async fn read_with_timeout<R: tokio::io::AsyncRead + Unpin>(
-    r: &mut R,
-    frame_max: u32,
-    timeout: Duration,
-) -> Result<InFrame, FrameError> {
-    match tokio::time::timeout(timeout, read_frame(r, frame_max)).await {
-        Ok(x) => x,
-        Err(_) => Err(FrameError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))),
+impl FrameReader {
+    /// Read more bytes from the socket (at least one), within `timeout`. What the frames
+    /// handled so far made us write leaves first.
+    async fn fill(&mut self, timeout: Duration) -> Result<(), FrameError> {
+        outbox::flush_deferred();
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(READ_BUFFER);
+        }
+        match tokio::time::timeout(timeout, self.half.read_buf(&mut self.buf)).await {
+            Ok(Ok(0)) => Err(FrameError::Closed),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(FrameError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))),
+        }
+    }
+
+    /// The next frame, reading as needed.
+    async fn next(&mut self, frame_max: u32, timeout: Duration) -> Result<InFrame, FrameError> {
+        loop {
+            if let Some(f) = parse_frame(&mut self.buf, frame_max)? {
+                return Ok(f);
+            }
+            self.fill(timeout).await?;
+        }
+    }
+
+    /// The 8-byte protocol header.
+    async fn protocol_header(&mut self, timeout: Duration) -> Result<[u8; 8], FrameError> {
+        while self.buf.len() < 8 {
+            self.fill(timeout).await?;
+        }
+        let mut h = [0u8; 8];
+        self.buf.copy_to_slice(&mut h);
+        Ok(h)
     }
 }
 
 /// Send connection.close for `e` and wait (bounded) for close-ok.
-async fn close_with<R: tokio::io::AsyncRead + Unpin>(r: &mut R, out: &mpsc::UnboundedSender<Bytes>, e: &AmqpException) {
-    let _ = out.send(close_frame(e));
+async fn close_with(r: &mut FrameReader, out: &Arc<Outbox>, e: &AmqpException) {
+    out.send(&close_frame(e));
     let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match read_with_timeout(r, PRE_TUNE_FRAME_MAX, left).await {
+        match r.next(PRE_TUNE_FRAME_MAX, left).await {
             Ok(InFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)))) => return,
             Ok(InFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Close(_)))) => {
-                let _ =
-                    out.send(method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {}))));
+                out.send(&method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {}))));
                 return;
             }
             Ok(_) => continue,
@@ -200,24 +208,20 @@ async fn close_with<R: tokio::io::AsyncRead + Unpin>(r: &mut R, out: &mpsc::Unbo
 /// The handshake, then the frame loop. Returns the connection id once registered.
 async fn run(
     core: &Arc<AmqpCore>,
-    r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
-    out: &mpsc::UnboundedSender<Bytes>,
+    r: &mut FrameReader,
+    out: &Arc<Outbox>,
     hb: &tokio::sync::watch::Sender<u16>,
     peer: SocketAddr,
 ) -> Option<ConnId> {
     // Protocol header: anything but AMQP 0-9-1 gets ours back and the socket closed.
-    let mut header = [0u8; 8];
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, r.read_exact(&mut header)).await {
-        Ok(Ok(_)) => {}
-        _ => return None,
-    }
+    let Ok(header) = r.protocol_header(HANDSHAKE_TIMEOUT).await else { return None };
     if header != PROTOCOL_HEADER {
         debug!(%peer, ?header, "wrong AMQP protocol header");
-        let _ = out.send(Bytes::from_static(&PROTOCOL_HEADER));
+        out.send(&PROTOCOL_HEADER);
         return None;
     }
     let cfg = &core.config;
-    let _ = out.send(method(
+    out.send(&method(
         0,
         AMQPClass::Connection(connection::AMQPMethod::Start(connection::Start {
             version_major: 0,
@@ -227,7 +231,7 @@ async fn run(
             locales: "en_US".into(),
         })),
     ));
-    let start_ok = match read_with_timeout(r, PRE_TUNE_FRAME_MAX, HANDSHAKE_TIMEOUT).await {
+    let start_ok = match r.next(PRE_TUNE_FRAME_MAX, HANDSHAKE_TIMEOUT).await {
         Ok(InFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::StartOk(s)))) => s,
         Ok(InFrame::Method(_, m)) => {
             let e = AmqpException::connection(code::COMMAND_INVALID, "expected 'connection.start_ok'", Some(&m));
@@ -254,7 +258,7 @@ async fn run(
             return None;
         }
     };
-    let _ = out.send(method(
+    out.send(&method(
         0,
         AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {
             channel_max: cfg.channel_max,
@@ -262,7 +266,7 @@ async fn run(
             heartbeat: cfg.heartbeat_secs,
         })),
     ));
-    let tune_ok = match read_with_timeout(r, PRE_TUNE_FRAME_MAX, HANDSHAKE_TIMEOUT).await {
+    let tune_ok = match r.next(PRE_TUNE_FRAME_MAX, HANDSHAKE_TIMEOUT).await {
         Ok(InFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::TuneOk(t)))) => t,
         Ok(InFrame::Method(_, m)) => {
             let e = AmqpException::connection(code::COMMAND_INVALID, "expected 'connection.tune_ok'", Some(&m));
@@ -289,7 +293,7 @@ async fn run(
     let read_timeout =
         if heartbeat == 0 { Duration::from_secs(u64::MAX / 4) } else { Duration::from_secs(heartbeat as u64 * 2) };
 
-    let open = match read_with_timeout(r, frame_max, HANDSHAKE_TIMEOUT).await {
+    let open = match r.next(frame_max, HANDSHAKE_TIMEOUT).await {
         Ok(InFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Open(o)))) => o,
         Ok(InFrame::Method(_, m)) => {
             let e = AmqpException::connection(code::COMMAND_INVALID, "expected 'connection.open'", Some(&m));
@@ -309,21 +313,31 @@ async fn run(
         close_with(r, out, &e).await;
         return None;
     };
-    let _ = out.send(method(0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {}))));
+    out.send(&method(0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {}))));
     debug!(%peer, user, vhost, frame_max, channel_max, heartbeat, "AMQP connection open");
 
-    let mut conn = Conn { core: core.clone(), id, out: out.clone(), channels: HashMap::new(), channel_max };
+    let mut conn =
+        Conn { core: core.clone(), id, out: out.clone(), channels: HashMap::new(), channel_max, published: false };
     let mut alarm = core.alarm();
     loop {
-        let frame = match read_with_timeout(r, frame_max, read_timeout).await {
-            Ok(f) => f,
+        let frame = match parse_frame(&mut r.buf, frame_max) {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                if std::mem::take(&mut conn.published) {
+                    core.end_of_read(id);
+                }
+                match r.fill(read_timeout).await {
+                    Ok(()) => continue,
+                    Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                        warn!(%peer, timeout_secs = heartbeat, "missed heartbeats from client; closing the connection");
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
             Err(FrameError::Protocol(e)) => {
                 warn!(%peer, error = %e, "AMQP frame error");
                 close_with(r, out, &e).await;
-                break;
-            }
-            Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
-                warn!(%peer, timeout_secs = heartbeat, "missed heartbeats from client; closing the connection");
                 break;
             }
             Err(_) => break,
@@ -336,23 +350,22 @@ async fn run(
             let reason = alarm.borrow().clone().unwrap_or_default();
             if blocked_capable {
                 let blocked = connection::Blocked { reason: errors::truncate_utf8(reason, 255).into() };
-                let _ = out.send(method(0, AMQPClass::Connection(connection::AMQPMethod::Blocked(blocked))));
+                out.send(&method(0, AMQPClass::Connection(connection::AMQPMethod::Blocked(blocked))));
             }
             debug!(%peer, "publisher blocked by a resource alarm");
+            if std::mem::take(&mut conn.published) {
+                core.end_of_read(id);
+            }
+            outbox::flush_deferred();
             if alarm.wait_for(|a| a.is_none()).await.is_err() {
                 break;
             }
             if blocked_capable {
                 let unblocked = connection::Unblocked {};
-                let _ = out.send(method(0, AMQPClass::Connection(connection::AMQPMethod::Unblocked(unblocked))));
+                out.send(&method(0, AMQPClass::Connection(connection::AMQPMethod::Unblocked(unblocked))));
             }
         }
-        let handled = conn.handle(frame).await;
-        // Nothing more buffered: the publishes read so far share one fsync before their confirms.
-        if r.buffer().is_empty() {
-            core.flush_confirms();
-        }
-        match handled {
+        match conn.handle(frame).await {
             Ok(Flow::Continue) => {}
             Ok(Flow::Stop) => break,
             Err(e) if e.connection => {
@@ -373,7 +386,7 @@ enum Flow {
 
 impl Conn {
     fn send(&self, channel: u16, m: AMQPClass) {
-        let _ = self.out.send(method(channel, m));
+        self.out.frame(&amq_protocol::frame::AMQPFrame::Method(channel, m));
     }
 
     /// Handle one frame. Channel exceptions are turned into channel.close here; connection
@@ -647,6 +660,7 @@ impl Conn {
     /// in line with the image (which includes the change once `propose` returns).
     async fn propose(&self, cmd: AmqpCommand) -> AmqpResult<()> {
         let Some(cluster) = self.core.cluster().cloned() else { return Ok(()) };
+        outbox::flush_deferred();
         cluster.propose(MetadataCommand::Amqp(cmd)).await.map_err(propose_error)?;
         self.core.sync_durable(&cluster.image().amqp);
         Ok(())
@@ -764,6 +778,7 @@ impl Conn {
             }
             joined.freeze()
         };
+        self.published = true;
         if let Err(e) = self.core.basic_publish(self.id, ch, &c.publish, header.properties, body) {
             let e = e.with_method(&AMQPClass::Basic(basic::AMQPMethod::Publish(c.publish)));
             if e.connection {

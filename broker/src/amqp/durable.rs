@@ -240,7 +240,7 @@ impl AmqpCore {
                         format!("vhost '{v}' is deleted"),
                         None,
                     );
-                    let _ = c.out.send(frames::method_frame(
+                    c.out.send(&frames::method_frame(
                         0,
                         AMQPClass::Connection(amq_protocol::protocol::connection::AMQPMethod::Close(
                             amq_protocol::protocol::connection::Close {

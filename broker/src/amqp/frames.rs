@@ -5,8 +5,7 @@
 
 use amq_protocol::frame::{gen_frame, AMQPContentHeader, AMQPFrame, WriteContext};
 use amq_protocol::protocol::{basic::AMQPProperties, AMQPClass};
-use bytes::{BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::errors::{code, AmqpException};
 
@@ -17,6 +16,8 @@ pub const FRAME_HEARTBEAT: u8 = 8;
 pub const FRAME_END: u8 = 0xCE;
 /// Frame header (type, channel, size) plus the frame-end octet.
 pub const FRAME_OVERHEAD: usize = 8;
+/// Bodies up to this size are copied out of the read buffer (see [`parse_frame`]).
+const COPY_BODY_BELOW: usize = 512;
 /// The protocol header a 0-9-1 client sends and the one we answer a wrong header with.
 pub const PROTOCOL_HEADER: [u8; 8] = *b"AMQP\x00\x00\x09\x01";
 
@@ -40,53 +41,58 @@ pub enum FrameError {
     Protocol(AmqpException),
 }
 
-/// Read one frame. `frame_max` bounds the payload (0 = the spec's unlimited, which we cap
-/// at our own maximum before tune-ok).
-pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, frame_max: u32) -> Result<InFrame, FrameError> {
-    let mut head = [0u8; 7];
-    match r.read_exact(&mut head).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
-        Err(e) => return Err(e.into()),
+/// Take one whole frame off the front of `buf`, or None when `buf` does not hold one yet.
+/// `frame_max` bounds the payload (0 = the spec's unlimited, which we cap at our own maximum
+/// before tune-ok). Body payloads are slices of the read buffer (no copy) unless small:
+/// those are copied so that a long-queued small message does not pin a whole read buffer.
+pub fn parse_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<InFrame>, FrameError> {
+    if buf.len() < 7 {
+        return Ok(None);
     }
-    let kind = head[0];
-    let channel = u16::from_be_bytes([head[1], head[2]]);
-    let size = u32::from_be_bytes([head[3], head[4], head[5], head[6]]);
+    let kind = buf[0];
+    let channel = u16::from_be_bytes([buf[1], buf[2]]);
+    let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]) as usize;
     let frame_error = |text: String| FrameError::Protocol(AmqpException::connection(code::FRAME_ERROR, text, None));
     if frame_max != 0 && size as u64 + FRAME_OVERHEAD as u64 > frame_max as u64 {
         return Err(frame_error(format!("frame size {size} larger than the negotiated frame_max {frame_max}")));
     }
-    let mut payload = BytesMut::zeroed(size as usize + 1);
-    r.read_exact(&mut payload).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            FrameError::Closed
-        } else {
-            e.into()
-        }
-    })?;
-    if payload[size as usize] != FRAME_END {
-        return Err(frame_error(format!("frame end octet is {:#04x}, not 0xce", payload[size as usize])));
+    if buf.len() < 7 + size + 1 {
+        buf.reserve(7 + size + 1 - buf.len());
+        return Ok(None);
     }
-    payload.truncate(size as usize);
-    let payload = payload.freeze();
-    match kind {
-        FRAME_METHOD => match amq_protocol::protocol::parse_class(&payload[..]) {
-            Ok((rest, class)) if rest.is_empty() => Ok(InFrame::Method(channel, class)),
-            _ => Err(FrameError::Protocol(method_parse_error(&payload))),
+    if buf[7 + size] != FRAME_END {
+        return Err(frame_error(format!("frame end octet is {:#04x}, not 0xce", buf[7 + size])));
+    }
+    let frame = match kind {
+        FRAME_METHOD => match amq_protocol::protocol::parse_class(&buf[7..7 + size]) {
+            Ok((rest, class)) if rest.is_empty() => InFrame::Method(channel, class),
+            _ => return Err(FrameError::Protocol(method_parse_error(&buf[7..7 + size]))),
         },
-        FRAME_HEADER => match amq_protocol::frame::parsing::parse_content_header(&payload[..]) {
-            Ok((rest, header)) if rest.is_empty() => Ok(InFrame::Header(channel, header)),
-            _ => Err(frame_error("malformed content header frame".into())),
+        FRAME_HEADER => match amq_protocol::frame::parsing::parse_content_header(&buf[7..7 + size]) {
+            Ok((rest, header)) if rest.is_empty() => InFrame::Header(channel, header),
+            _ => return Err(frame_error("malformed content header frame".into())),
         },
-        FRAME_BODY => Ok(InFrame::Body(channel, payload)),
+        FRAME_BODY => {
+            if size <= COPY_BODY_BELOW {
+                let body = Bytes::copy_from_slice(&buf[7..7 + size]);
+                buf.advance(7 + size + 1);
+                return Ok(Some(InFrame::Body(channel, body)));
+            }
+            buf.advance(7);
+            let body = buf.split_to(size).freeze();
+            buf.advance(1);
+            return Ok(Some(InFrame::Body(channel, body)));
+        }
         FRAME_HEARTBEAT => {
             if channel != 0 {
                 return Err(frame_error(format!("heartbeat frame on channel {channel}")));
             }
-            Ok(InFrame::Heartbeat)
+            InFrame::Heartbeat
         }
-        other => Err(frame_error(format!("unknown frame type {other}"))),
-    }
+        other => return Err(frame_error(format!("unknown frame type {other}"))),
+    };
+    buf.advance(7 + size + 1);
+    Ok(Some(frame))
 }
 
 /// A method frame we could not decode: an unknown class or method is COMMAND_INVALID (as
@@ -111,7 +117,9 @@ fn method_parse_error(payload: &[u8]) -> AmqpException {
 
 /// Encode a method frame.
 pub fn method_frame(channel: u16, method: AMQPClass) -> Bytes {
-    encode(&AMQPFrame::Method(channel, method))
+    let mut buf = BytesMut::with_capacity(64);
+    encode_into(&mut buf, &AMQPFrame::Method(channel, method));
+    buf.freeze()
 }
 
 /// Encode a heartbeat frame.
@@ -119,15 +127,55 @@ pub fn heartbeat_frame() -> Bytes {
     Bytes::from_static(&[FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END])
 }
 
-fn encode(frame: &AMQPFrame) -> Bytes {
-    let ctx = WriteContext::from(Vec::with_capacity(128));
-    // Writing into a Vec cannot fail short of a frame larger than memory.
-    let (buf, _) = gen_frame(frame)(ctx).expect("encoding a frame into a Vec").into_inner();
-    Bytes::from(buf)
+thread_local! {
+    /// Encoding scratch space (the encoder writes into a `Vec`), reused per thread.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Encode a content (header frame and body frames split by `frame_max`) after `method`,
-/// as one contiguous buffer so the three reach the socket together.
+/// Append the encoding of `frame` to `buf`.
+pub fn encode_into(buf: &mut BytesMut, frame: &AMQPFrame) {
+    SCRATCH.with(|scratch| {
+        let mut v = std::mem::take(&mut *scratch.borrow_mut());
+        v.clear();
+        // Writing into a Vec cannot fail short of a frame larger than memory.
+        let (v, _) = gen_frame(frame)(WriteContext::from(v)).expect("encoding a frame into a Vec").into_inner();
+        buf.extend_from_slice(&v);
+        if v.capacity() <= 64 * 1024 {
+            *scratch.borrow_mut() = v;
+        }
+    });
+}
+
+/// Append a content (header frame and body frames split by `frame_max`) after `method`,
+/// so that the three reach the socket together.
+pub fn content_into(
+    out: &mut BytesMut,
+    channel: u16,
+    method: &AMQPClass,
+    properties: &AMQPProperties,
+    body: &Bytes,
+    frame_max: u32,
+) {
+    encode_into(out, &AMQPFrame::Method(channel, method.clone()));
+    encode_into(
+        out,
+        &AMQPFrame::Header(
+            channel,
+            AMQPContentHeader { class_id: 60, body_size: body.len() as u64, properties: properties.clone() },
+        ),
+    );
+    let chunk = (frame_max as usize).saturating_sub(FRAME_OVERHEAD).max(1);
+    out.reserve(body.len() + body.len().div_ceil(chunk) * FRAME_OVERHEAD);
+    for part in body.chunks(chunk) {
+        out.put_u8(FRAME_BODY);
+        out.put_u16(channel);
+        out.put_u32(part.len() as u32);
+        out.extend_from_slice(part);
+        out.put_u8(FRAME_END);
+    }
+}
+
+/// A content as one buffer (see [`content_into`]).
 pub fn content_frames(
     channel: u16,
     method: AMQPClass,
@@ -136,19 +184,7 @@ pub fn content_frames(
     frame_max: u32,
 ) -> Bytes {
     let mut out = BytesMut::with_capacity(body.len() + 256);
-    out.extend_from_slice(&encode(&AMQPFrame::Method(channel, method)));
-    out.extend_from_slice(&encode(&AMQPFrame::Header(
-        channel,
-        AMQPContentHeader { class_id: 60, body_size: body.len() as u64, properties: properties.clone() },
-    )));
-    let chunk = (frame_max as usize).saturating_sub(FRAME_OVERHEAD).max(1);
-    for part in body.chunks(chunk) {
-        out.put_u8(FRAME_BODY);
-        out.put_u16(channel);
-        out.put_u32(part.len() as u32);
-        out.extend_from_slice(part);
-        out.put_u8(FRAME_END);
-    }
+    content_into(&mut out, channel, &method, properties, body, frame_max);
     out.freeze()
 }
 
@@ -157,45 +193,74 @@ mod tests {
     use super::*;
     use amq_protocol::protocol::basic;
 
-    #[tokio::test]
-    async fn content_is_split_by_frame_max_and_read_back() {
-        let body = Bytes::from(vec![7u8; 10_000]);
-        let method = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-            consumer_tag: "c".into(),
-            delivery_tag: 1,
-            redelivered: false,
-            exchange: "".into(),
-            routing_key: "q".into(),
-        }));
-        let bytes = content_frames(1, method.clone(), &AMQPProperties::default(), &body, 4096);
-        let mut r = &bytes[..];
-        assert!(matches!(read_frame(&mut r, 4096).await.unwrap(), InFrame::Method(1, m) if m == method));
-        assert!(matches!(read_frame(&mut r, 4096).await.unwrap(), InFrame::Header(1, h) if h.body_size == 10_000));
-        let mut got = Vec::new();
-        while !r.is_empty() {
-            match read_frame(&mut r, 4096).await.unwrap() {
-                InFrame::Body(1, b) => {
-                    assert!(b.len() <= 4096 - FRAME_OVERHEAD);
-                    got.extend_from_slice(&b)
-                }
-                other => panic!("{other:?}"),
-            }
-        }
-        assert_eq!(got, body);
+    fn next(buf: &mut BytesMut) -> Result<Option<InFrame>, FrameError> {
+        parse_frame(buf, 4096)
     }
 
-    #[tokio::test]
-    async fn oversized_and_badly_terminated_frames_are_frame_errors() {
+    #[test]
+    fn content_is_split_by_frame_max_and_read_back() {
+        for size in [10_000usize, 100] {
+            let body = Bytes::from(vec![7u8; size]);
+            let method = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+                consumer_tag: "c".into(),
+                delivery_tag: 1,
+                redelivered: false,
+                exchange: "".into(),
+                routing_key: "q".into(),
+            }));
+            let bytes = content_frames(1, method.clone(), &AMQPProperties::default(), &body, 4096);
+            let mut r = BytesMut::from(&bytes[..]);
+            assert!(matches!(next(&mut r).unwrap(), Some(InFrame::Method(1, m)) if m == method));
+            assert!(matches!(next(&mut r).unwrap(), Some(InFrame::Header(1, h)) if h.body_size == size as u64));
+            let mut got = Vec::new();
+            while !r.is_empty() {
+                match next(&mut r).unwrap() {
+                    Some(InFrame::Body(1, b)) => {
+                        assert!(b.len() <= 4096 - FRAME_OVERHEAD);
+                        got.extend_from_slice(&b)
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert_eq!(got, body);
+        }
+    }
+
+    #[test]
+    fn a_partial_frame_waits_for_the_rest() {
+        let bytes = content_frames(
+            2,
+            AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack { delivery_tag: 5, multiple: true })),
+            &AMQPProperties::default(),
+            &Bytes::from_static(b"hello"),
+            4096,
+        );
+        let mut r = BytesMut::new();
+        let mut frames = Vec::new();
+        // Fed one byte at a time, every frame comes out whole, once.
+        for b in bytes.iter() {
+            r.put_u8(*b);
+            while let Some(f) = next(&mut r).unwrap() {
+                frames.push(f);
+            }
+        }
+        assert_eq!(frames.len(), 3);
+        assert!(matches!(&frames[2], InFrame::Body(2, b) if &b[..] == b"hello"));
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn oversized_and_badly_terminated_frames_are_frame_errors() {
         let big = [FRAME_BODY, 0, 1, 0, 0, 0x20, 0, 0];
-        match read_frame(&mut &big[..], 4096).await {
+        match next(&mut BytesMut::from(&big[..])) {
             Err(FrameError::Protocol(e)) => assert_eq!(e.code, code::FRAME_ERROR),
             other => panic!("{other:?}"),
         }
         let bad_end = [FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, 0];
-        match read_frame(&mut &bad_end[..], 4096).await {
+        match next(&mut BytesMut::from(&bad_end[..])) {
             Err(FrameError::Protocol(e)) => assert_eq!(e.code, code::FRAME_ERROR),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(read_frame(&mut &heartbeat_frame()[..], 4096).await.unwrap(), InFrame::Heartbeat));
+        assert!(matches!(next(&mut BytesMut::from(&heartbeat_frame()[..])).unwrap(), Some(InFrame::Heartbeat)));
     }
 }

@@ -5,10 +5,12 @@
 pub mod alarm;
 pub mod auth;
 pub mod broker;
+pub mod commit;
 pub mod connection;
 pub mod errors;
 pub mod frames;
 pub mod json_args;
+pub mod outbox;
 pub mod server;
 
 pub use broker::{AmqpConfig, AmqpCore};

@@ -293,6 +293,11 @@ impl Log {
         Ok(())
     }
 
+    /// The active segment's file, for owners that fsync appends outside their own lock
+    /// (the group commit of AMQP queue stores).
+    pub fn active_file(&self) -> &Arc<File> {
+        self.active().file()
+    }
     fn active(&self) -> &LogSegment {
         self.segments.values().next_back().expect("a log always has an active segment")
     }

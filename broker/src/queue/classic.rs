@@ -102,13 +102,18 @@ impl Queue {
         self.store = Some(store);
     }
 
-    /// fdatasync persistent messages appended without it.
-    pub fn sync_store(&mut self) {
+    /// Write the settles buffered by the message store (see [`MessageStore::write_acks`]).
+    pub fn write_acks(&mut self) {
         if let Some(store) = self.store.as_mut() {
-            if let Err(e) = store.sync() {
-                tracing::error!(queue = %self.name, error = %e, "syncing the message store failed");
+            if let Err(e) = store.write_acks() {
+                tracing::error!(queue = %self.name, error = %e, "recording settled messages failed");
             }
         }
+    }
+
+    /// The file to fsync for the persistent messages appended to the store (if any).
+    pub fn written_file(&self) -> Option<std::sync::Arc<std::fs::File>> {
+        self.store.as_ref().map(|s| s.written_file())
     }
 
     /// The message left the queue for good (acknowledged, dropped, dead-lettered): forget it
@@ -128,8 +133,8 @@ impl Queue {
     /// Append a new message. Its expiry is the earlier of the queue TTL and its own. False
     /// when a persistent message could not be written to the queue's store (it is kept in
     /// memory, but must not be confirmed).
-    /// With `sync`, a persistent message is fsynced before this returns (its publisher waits
-    /// for a confirm); otherwise at the next [`Queue::sync_store`].
+    /// With `sync`, a persistent message is fsynced before this returns (a transaction
+    /// commits); otherwise the caller fsyncs [`Queue::written_file`] before confirming it.
     pub fn push(&mut self, msg: Arc<Message>, message_ttl: Option<u64>, now_ms: u64, sync: bool) -> bool {
         let ttl = match (self.args.message_ttl, message_ttl) {
             (Some(a), Some(b)) => Some(a.min(b)),

@@ -3,13 +3,17 @@
 //! message, key = exchange, routing key and content header, value = body), plus an
 //! append-only `acks` file of the offsets settled since. At open, the log is recovered (CRC
 //! checks, torn tails cut) and every message whose offset is not in `acks` is ready again.
-//! A message is on disk (fdatasync) before `append` returns, so a confirm sent after it
-//! survives a SIGKILL.
+//!
+//! Appends go to the page cache; the segment files they wrote are fsynced in groups, outside
+//! the AMQP core's lock, by its flusher ([`MessageStore::written_file`] says which), and a
+//! confirm is sent only after that. Settles are buffered and written to `acks` together
+//! ([`MessageStore::write_acks`]); losing the last of them in a crash only redelivers.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use amq_protocol::frame::{gen_frame, AMQPContentHeader, AMQPFrame, WriteContext};
 use bytes::Bytes;
@@ -37,12 +41,12 @@ pub struct MessageStore {
     dir: PathBuf,
     log: Log,
     acks: File,
+    /// Settled offsets not written to `acks` yet.
+    acks_buf: Vec<u8>,
     /// Offsets appended and not settled yet; the smallest bounds what can be deleted.
     live: std::collections::BTreeSet<i64>,
     /// Settles since the last look at deletable segments.
     settled_since_compaction: u32,
-    /// Appended without an fsync since the last one.
-    dirty: bool,
 }
 
 impl std::fmt::Debug for MessageStore {
@@ -171,41 +175,42 @@ impl MessageStore {
             offset = next;
         }
         let live_offsets = live.iter().map(|(o, _)| *o).collect();
-        let mut store =
-            Self { dir: dir.to_path_buf(), log, acks, live: live_offsets, settled_since_compaction: 0, dirty: false };
+        let mut store = Self {
+            dir: dir.to_path_buf(),
+            log,
+            acks,
+            acks_buf: Vec::new(),
+            live: live_offsets,
+            settled_since_compaction: 0,
+        };
         store.compact()?;
         Ok((store, live))
     }
 
-    /// Append a message; with `sync`, fdatasync it before returning (a publisher waits for a
-    /// confirm), otherwise it is synced by the next [`MessageStore::sync`]. Returns its offset.
+    /// Append a message to the page cache; with `sync`, fdatasync it before returning (a
+    /// transaction commits), otherwise the caller has [`Self::written_file`] fsynced before
+    /// it confirms. Returns its offset.
     pub fn append(&mut self, m: &Message, sync: bool) -> Result<i64> {
         let key = encode_key(m);
         let mut batch = build_batch(&[(Some(&key), Some(&m.body))], now_ms());
         let info = self.log.append(&mut batch, 0, now_ms())?;
         if sync {
-            self.log.flush(now_ms())?;
-            self.dirty = false;
-        } else {
-            self.dirty = true;
+            let path = self.dir.join("log");
+            self.log.active_file().sync_data().map_err(io(&path))?;
         }
         self.live.insert(info.first_offset);
         Ok(info.first_offset)
     }
 
-    /// fdatasync what was appended without it.
-    pub fn sync(&mut self) -> Result<()> {
-        if self.dirty {
-            self.log.flush(now_ms())?;
-            self.dirty = false;
-        }
-        Ok(())
+    /// The segment file the last append wrote to: what must be fsynced for it to be durable.
+    pub fn written_file(&self) -> Arc<File> {
+        self.log.active_file().clone()
     }
 
-    /// The message at `offset` is settled (acknowledged, dropped or dead-lettered).
+    /// The message at `offset` is settled (acknowledged, dropped or dead-lettered). Buffered
+    /// until [`Self::write_acks`].
     pub fn settle(&mut self, offset: i64) -> Result<()> {
-        let path = self.dir.join("acks");
-        self.acks.write_all(&offset.to_be_bytes()).map_err(io(&path))?;
+        self.acks_buf.extend_from_slice(&offset.to_be_bytes());
         self.live.remove(&offset);
         self.settled_since_compaction += 1;
         if self.settled_since_compaction >= 1024 {
@@ -214,9 +219,22 @@ impl MessageStore {
         Ok(())
     }
 
+    /// Write the buffered settles to `acks` (one write; no fsync: a settle lost in a crash
+    /// only brings its message back).
+    pub fn write_acks(&mut self) -> Result<()> {
+        if self.acks_buf.is_empty() {
+            return Ok(());
+        }
+        let path = self.dir.join("acks");
+        self.acks.write_all(&self.acks_buf).map_err(io(&path))?;
+        self.acks_buf.clear();
+        Ok(())
+    }
+
     /// Delete the segments whose messages are all settled, and rewrite the acks file
     /// without the offsets they held.
     pub fn compact(&mut self) -> Result<()> {
+        self.write_acks()?;
         self.settled_since_compaction = 0;
         let min_live = self.live.first().copied().unwrap_or_else(|| self.log.log_end_offset());
         if self.log.delete_segments_before(min_live)? == 0 {
@@ -245,10 +263,19 @@ impl MessageStore {
     }
 
     /// Remove the store (its queue was deleted).
-    pub fn destroy(self) {
+    pub fn destroy(mut self) {
+        self.acks_buf.clear();
         let dir = self.dir.clone();
         drop(self);
         let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+impl Drop for MessageStore {
+    fn drop(&mut self) {
+        if let Err(e) = self.write_acks() {
+            tracing::warn!(error = %e, "writing the last settles of a queue store failed");
+        }
     }
 }
 
