@@ -121,7 +121,7 @@ fn server_properties() -> FieldTable {
 pub async fn serve_connection(core: Arc<AmqpCore>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let (read_half, write_half) = stream.into_split();
-    let mut reader = FrameReader { half: read_half, buf: BytesMut::with_capacity(READ_BUFFER) };
+    let mut reader = FrameReader { half: read_half, buf: BytesMut::with_capacity(READ_BUFFER), unflushed: 0 };
     let out = Outbox::new(Some(write_half));
     let (hb_tx, hb_rx) = tokio::sync::watch::channel(0u16);
     let writer = tokio::spawn(out.clone().write_loop(hb_rx));
@@ -148,19 +148,41 @@ const READ_BUFFER: usize = 64 * 1024;
 struct FrameReader {
     half: OwnedReadHalf,
     buf: BytesMut,
+    /// Bytes read since the outboxes were last written.
+    unflushed: usize,
 }
+
+/// Input already waiting is read before the output of the previous read is written, up to
+/// this many bytes: under a stream of publishes the deliveries and confirms of several reads
+/// then leave in one write, while a lone message is answered at once.
+const FLUSH_EVERY: usize = 64 * 1024;
 
 impl FrameReader {
     /// Read more bytes from the socket (at least one), within `timeout`. What the frames
     /// handled so far made us write leaves first.
     async fn fill(&mut self, timeout: Duration) -> Result<(), FrameError> {
-        outbox::flush_deferred();
         if self.buf.capacity() - self.buf.len() < 4096 {
             self.buf.reserve(READ_BUFFER);
         }
+        if self.unflushed < FLUSH_EVERY {
+            match self.half.try_read_buf(&mut self.buf) {
+                Ok(0) => return Err(FrameError::Closed),
+                Ok(n) => {
+                    self.unflushed += n;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        outbox::flush_deferred();
+        self.unflushed = 0;
         match tokio::time::timeout(timeout, self.half.read_buf(&mut self.buf)).await {
             Ok(Ok(0)) => Err(FrameError::Closed),
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(n)) => {
+                self.unflushed = n;
+                Ok(())
+            }
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(FrameError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))),
         }
