@@ -216,13 +216,26 @@ pub struct DeclaredQueue {
     pub consumer_count: u32,
 }
 
-/// The group commit's thread: a round whenever one is asked for; stops with the core.
+/// How long the flusher gathers writes before a round that follows another at once (under a
+/// steady stream of persistent publishes): rounds back to back would each cover only the few
+/// messages published during one fsync, and cost a lock hand-over and a wake-up each.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The group commit's thread: a round whenever one is asked for; stops with the core. A
+/// round asked for while the flusher was idle starts at once (a lone confirm costs one fsync).
 fn flusher(core: std::sync::Weak<AmqpCore>, signal: Arc<FlushSignal>) {
+    let mut busy = false;
     loop {
         let asked = signal.wait(std::time::Duration::from_millis(500));
         let Some(core) = core.upgrade() else { return };
         if asked {
+            if busy {
+                std::thread::sleep(GATHER);
+            }
             core.commit_round();
+            busy = signal.requested();
+        } else {
+            busy = false;
         }
     }
 }

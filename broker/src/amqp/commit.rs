@@ -154,6 +154,11 @@ impl FlushSignal {
         }
     }
 
+    /// Whether a round is asked for (without waiting or clearing it).
+    pub fn requested(&self) -> bool {
+        self.requested.load(Ordering::Acquire)
+    }
+
     /// Wait until a round is asked for (true) or `timeout` passes (false).
     pub fn wait(&self, timeout: Duration) -> bool {
         let guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
