@@ -7,6 +7,8 @@ use kafka_protocol::protocol::buf::ByteBufMut;
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::log::LogSlice;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
     #[error("request of {size} bytes is larger than socket.request.max.bytes ({max})")]
@@ -71,40 +73,81 @@ pub fn decode_body<T: Decodable>(body: &mut Bytes, version: i16) -> Result<T, Co
     Ok(value)
 }
 
+/// One part of an encoded response frame, as it goes to the socket.
+#[derive(Debug, Clone)]
+pub enum FramePart {
+    /// Bytes in memory.
+    Bytes(Bytes),
+    /// A range of a segment file (fetched records), sent from the page cache by `sendfile`
+    /// without passing through user space.
+    File(LogSlice),
+}
+
+impl FramePart {
+    pub fn len(&self) -> usize {
+        match self {
+            FramePart::Bytes(b) => b.len(),
+            FramePart::File(s) => s.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A large `Bytes` field of a response body that is not copied into the encoded bytes: when
+/// the encoder writes `body` (recognised by address and length), `wire` becomes a part of the
+/// frame instead. `wire` is `body` itself for records in memory, or the file range that the
+/// placeholder `body` stands for (`kafka::file_records`).
+#[derive(Debug, Clone)]
+pub struct SharedPart {
+    pub body: Bytes,
+    pub wire: FramePart,
+}
+
+impl SharedPart {
+    /// Records in memory, shared rather than copied.
+    pub fn bytes(b: Bytes) -> Self {
+        SharedPart { wire: FramePart::Bytes(b.clone()), body: b }
+    }
+}
+
 /// An encoded response frame (size, header, body) as consecutive parts, written in order.
 /// Large `Bytes` fields of the body (the records of a fetch) are parts of their own,
 /// shared with the response rather than copied into the encoded bytes.
 #[derive(Debug, Default)]
 pub struct ResponseFrame {
-    parts: Vec<Bytes>,
+    parts: Vec<FramePart>,
 }
 
 impl ResponseFrame {
-    pub fn parts(&self) -> &[Bytes] {
+    pub fn parts(&self) -> &[FramePart] {
         &self.parts
     }
 
     /// Bytes on the wire, size prefix included.
     pub fn len(&self) -> usize {
-        self.parts.iter().map(Bytes::len).sum()
+        self.parts.iter().map(FramePart::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
         self.parts.is_empty()
     }
 
-    /// The whole frame in one buffer (a copy; for tests and diagnostics).
-    pub fn to_bytes(&self) -> Bytes {
-        match self.parts.as_slice() {
-            [one] => one.clone(),
-            parts => parts
-                .iter()
-                .fold(BytesMut::with_capacity(self.len()), |mut b, p| {
-                    b.extend_from_slice(p);
-                    b
-                })
-                .freeze(),
+    /// The whole frame in one buffer, file parts read in (a copy; for tests and diagnostics).
+    pub fn to_bytes(&self) -> std::io::Result<Bytes> {
+        if let [FramePart::Bytes(one)] = self.parts.as_slice() {
+            return Ok(one.clone());
         }
+        let mut out = Vec::with_capacity(self.len());
+        for part in &self.parts {
+            match part {
+                FramePart::Bytes(b) => out.extend_from_slice(b),
+                FramePart::File(s) => s.read_into(&mut out)?,
+            }
+        }
+        Ok(out.into())
     }
 }
 
@@ -125,7 +168,7 @@ pub fn encode_response_sharing<T: Encodable>(
     version: i16,
     correlation_id: i32,
     body: &T,
-    shared: &[Bytes],
+    shared: &[SharedPart],
 ) -> Result<ResponseFrame, CodecError> {
     // ApiVersions answers always use header v0, so a client can read an error about the version.
     let header_version = if api_key == ApiKey::ApiVersions { 0 } else { api_key.response_header_version(version) };
@@ -136,12 +179,13 @@ pub fn encode_response_sharing<T: Encodable>(
     let size =
         header.compute_size(header_version).map_err(malformed)? + body.compute_size(version).map_err(malformed)?;
     let size_i32 = i32::try_from(size).map_err(|_| CodecError::Malformed(format!("response of {size} bytes")))?;
-    let shared_len: usize = shared.iter().map(Bytes::len).sum();
+    let shared_len: usize = shared.iter().map(|s| s.body.len()).sum();
     let mut buf = GatherBuf {
         head: BytesMut::with_capacity(4 + size.saturating_sub(shared_len)),
         parts: Vec::new(),
         sealed: 0,
         shared,
+        matched_files: 0,
     };
     buf.put_i32(size_i32);
     header.encode(&mut buf, header_version).map_err(malformed)?;
@@ -149,9 +193,18 @@ pub fn encode_response_sharing<T: Encodable>(
     if buf.offset() != 4 + size {
         return Err(CodecError::Malformed(format!("encoded {} bytes, computed {}", buf.offset() - 4, size)));
     }
+    // A file part's body is a placeholder: had the encoder copied it instead of handing it
+    // to `put_slice` whole, the frame would carry its zeros instead of the records.
+    let files = shared.iter().filter(|s| matches!(s.wire, FramePart::File(_))).count();
+    if buf.matched_files != files {
+        return Err(CodecError::Malformed(format!(
+            "{} of {files} file-backed records were not written as parts",
+            files - buf.matched_files
+        )));
+    }
     let GatherBuf { head, mut parts, .. } = buf;
     if !head.is_empty() {
-        parts.push(head.freeze());
+        parts.push(FramePart::Bytes(head.freeze()));
     }
     Ok(ResponseFrame { parts })
 }
@@ -164,10 +217,12 @@ const SHARE_MIN_BYTES: usize = 4096;
 /// shared buffer as the next part, with no copy.
 struct GatherBuf<'a> {
     head: BytesMut,
-    parts: Vec<Bytes>,
+    parts: Vec<FramePart>,
     /// Bytes in `parts`, i.e. the offset at which `head` starts.
     sealed: usize,
-    shared: &'a [Bytes],
+    shared: &'a [SharedPart],
+    /// File parts found so far (each placeholder is written once).
+    matched_files: usize,
 }
 
 // SAFETY: every method that hands out or advances writable memory delegates to `head`, a
@@ -188,13 +243,16 @@ unsafe impl BufMut for GatherBuf<'_> {
 
     fn put_slice(&mut self, src: &[u8]) {
         if src.len() >= SHARE_MIN_BYTES {
-            if let Some(b) = self.shared.iter().find(|b| b.as_ptr() == src.as_ptr() && b.len() == src.len()) {
+            if let Some(s) = self.shared.iter().find(|s| s.body.as_ptr() == src.as_ptr() && s.body.len() == src.len()) {
                 if !self.head.is_empty() {
                     self.sealed += self.head.len();
-                    self.parts.push(self.head.split().freeze());
+                    self.parts.push(FramePart::Bytes(self.head.split().freeze()));
                 }
-                self.sealed += b.len();
-                self.parts.push(b.clone());
+                self.sealed += s.body.len();
+                if matches!(s.wire, FramePart::File(_)) {
+                    self.matched_files += 1;
+                }
+                self.parts.push(s.wire.clone());
                 return;
             }
         }
@@ -257,24 +315,61 @@ mod tests {
         framed
     }
 
+    fn is_part(frame: &ResponseFrame, b: &Bytes) -> bool {
+        frame.parts().iter().any(|p| matches!(p, FramePart::Bytes(p) if p.as_ptr() == b.as_ptr() && p.len() == b.len()))
+    }
+
     #[test]
     fn shared_records_are_parts_of_their_own_and_the_bytes_match_a_plain_encode() {
         let big = Bytes::from((0..100_000u32).map(|i| i as u8).collect::<Vec<u8>>());
         let small = Bytes::from_static(b"small records stay in the encoded part");
         let other = Bytes::from(vec![7u8; 8192]);
         let records = [big.clone(), small.clone(), other.clone()];
+        let shared: Vec<SharedPart> = records.iter().cloned().map(SharedPart::bytes).collect();
         for version in [4i16, 11, 12] {
             let resp = fetch_response(&records);
-            let frame = encode_response_sharing(ApiKey::Fetch, version, 9, &resp, &records).unwrap();
-            assert_eq!(frame.to_bytes().as_ref(), plain(version, 9, &resp).as_slice(), "v{version}");
+            let frame = encode_response_sharing(ApiKey::Fetch, version, 9, &resp, &shared).unwrap();
+            assert_eq!(frame.to_bytes().unwrap().as_ref(), plain(version, 9, &resp).as_slice(), "v{version}");
             // The large records are shared, not copied; the small ones are below the threshold.
-            assert!(frame.parts().iter().any(|p| p.as_ptr() == big.as_ptr() && p.len() == big.len()));
-            assert!(frame.parts().iter().any(|p| p.as_ptr() == other.as_ptr()));
-            assert!(!frame.parts().iter().any(|p| p.as_ptr() == small.as_ptr()));
+            assert!(is_part(&frame, &big));
+            assert!(is_part(&frame, &other));
+            assert!(!is_part(&frame, &small));
             // head, big, the middle (second partition and its small records), other, and from
             // v12 on a tail (the last partition's tagged fields).
             assert_eq!(frame.parts().len(), if version >= 12 { 5 } else { 4 }, "v{version}");
         }
+    }
+
+    /// A file part: the body holds a placeholder of the right length, the wire the file range;
+    /// the frame read back equals a plain encode of the file's bytes.
+    #[test]
+    fn file_records_go_out_as_file_parts_with_the_right_framing() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("00000000000000000000.log");
+        let content: Vec<u8> = (0..50_000u32).map(|i| (i * 7) as u8).collect();
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(b"0123456789").unwrap();
+        f.write_all(&content).unwrap();
+        drop(f);
+        let file = std::sync::Arc::new(std::fs::File::open(&path).unwrap());
+        let slice = LogSlice { file, position: 10, len: content.len(), first_batch_offset: 0 };
+        let mut placeholders = crate::kafka::file_records::Placeholders::default();
+        let placeholder = placeholders.take(content.len()).unwrap();
+        let second = placeholders.take(content.len()).unwrap();
+        assert_ne!(placeholder.as_ptr(), second.as_ptr(), "placeholders of one response never alias");
+        let shared = vec![SharedPart { body: placeholder.clone(), wire: FramePart::File(slice) }];
+        for version in [4i16, 12] {
+            let resp = fetch_response(&[placeholder.clone()]);
+            let frame = encode_response_sharing(ApiKey::Fetch, version, 3, &resp, &shared).unwrap();
+            assert!(frame.parts().iter().any(|p| matches!(p, FramePart::File(_))));
+            let expected = plain(version, 3, &fetch_response(&[Bytes::from(content.clone())]));
+            assert_eq!(frame.to_bytes().unwrap().as_ref(), expected.as_slice(), "v{version}");
+            assert_eq!(frame.len(), expected.len());
+        }
+        // A placeholder the body does not hold is an error, not a frame of zeros.
+        let resp = fetch_response(&[Bytes::from(vec![0u8; content.len()])]);
+        assert!(encode_response_sharing(ApiKey::Fetch, 12, 3, &resp, &shared).is_err());
     }
 
     #[test]
@@ -282,7 +377,7 @@ mod tests {
         let resp = fetch_response(&[Bytes::from(vec![1u8; 10_000])]);
         let frame = encode_response(ApiKey::Fetch, 12, 1, &resp).unwrap();
         assert_eq!(frame.parts().len(), 1);
-        assert_eq!(frame.to_bytes().as_ref(), plain(12, 1, &resp).as_slice());
+        assert_eq!(frame.to_bytes().unwrap().as_ref(), plain(12, 1, &resp).as_slice());
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 pub mod codec;
 pub mod context;
 pub mod errors;
+pub mod file_records;
 pub mod group;
 pub mod handlers;
 pub mod producer_ids;

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::codec::{self, CodecError};
+use super::codec::{self, CodecError, FramePart};
 use super::context::KafkaContext;
-use super::handlers;
+use super::{file_records, handlers};
 
 pub async fn serve(listener: TcpListener, ctx: Arc<KafkaContext>) {
     loop {
@@ -41,9 +41,16 @@ async fn connection(stream: TcpStream, ctx: Arc<KafkaContext>) -> Result<(), Cod
         let (api_key, header) = codec::decode_header(&mut frame)?;
         if let Some(response) = handlers::handle(&ctx, api_key, &header, frame).await? {
             // Small parts gather in the 64 KiB buffer; a part as large as the buffer (fetched
-            // records) goes from its own memory to the socket.
+            // records) goes from its own memory to the socket, and a file range (fetched
+            // records too) from the page cache with sendfile, after what precedes it.
             for part in response.parts() {
-                w.write_all(part).await?;
+                match part {
+                    FramePart::Bytes(b) => w.write_all(b).await?,
+                    FramePart::File(slice) => {
+                        w.flush().await?;
+                        file_records::send_file(w.get_ref().as_ref(), slice).await?;
+                    }
+                }
             }
             w.flush().await?;
         }

@@ -1,6 +1,7 @@
 //! Fetch (key 1), versions 4–12 (topics by name; v13+ topic ids are not served yet).
 //! Long poll: the request waits up to max.wait.ms until min.bytes are available. Records
-//! are the segment bytes as stored, never re-encoded. Consumers read up to the high
+//! are the segment bytes as stored, never re-encoded; ranges of `SENDFILE_MIN_BYTES` or more
+//! are not read at all here but sent from the page cache by the server (`file_records`). Consumers read up to the high
 //! watermark; followers (replica id >= 0) read up to the log end, and their fetch offset
 //! tells the leader how far they are (partition/replication.rs). No fetch sessions: every
 //! response is full and carries session id 0, which clients accept.
@@ -14,11 +15,20 @@ use kafka_protocol::ResponseError;
 
 use super::led_partition;
 use crate::cluster::image::MetadataImage;
+use crate::kafka::codec::{FramePart, SharedPart};
 use crate::kafka::context::KafkaContext;
 use crate::kafka::errors::log_error_code;
+use crate::kafka::file_records::{Placeholders, SENDFILE_MIN_BYTES};
 use crate::log::TopicPartition;
 
-pub async fn handle(ctx: &KafkaContext, req: FetchRequest, version: i16) -> FetchResponse {
+/// A fetch response and the records in it that go out as file ranges (their `records` in the
+/// response are placeholders; see `file_records`).
+pub struct FetchOutput {
+    pub response: FetchResponse,
+    pub files: Vec<SharedPart>,
+}
+
+pub async fn handle(ctx: &KafkaContext, req: FetchRequest, version: i16) -> FetchOutput {
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let mut appends = ctx.subscribe_appends();
     let mut progress = ctx.replication.subscribe_progress();
@@ -26,10 +36,10 @@ pub async fn handle(ctx: &KafkaContext, req: FetchRequest, version: i16) -> Fetc
         appends.borrow_and_update();
         progress.borrow_and_update();
         let image = ctx.cluster.image();
-        let (resp, bytes, any_error) = collect(ctx, &image, &req, version);
+        let (output, bytes, any_error) = collect(ctx, &image, &req, version);
         let now = Instant::now();
         if bytes >= req.min_bytes.max(0) as usize || any_error || now >= deadline {
-            return resp;
+            return output;
         }
         // Woken by any append or high-watermark move on this broker; re-reading is cheap
         // (index lookups).
@@ -43,13 +53,10 @@ pub async fn handle(ctx: &KafkaContext, req: FetchRequest, version: i16) -> Fetc
     }
 }
 
-fn collect(
-    ctx: &KafkaContext,
-    image: &MetadataImage,
-    req: &FetchRequest,
-    version: i16,
-) -> (FetchResponse, usize, bool) {
+fn collect(ctx: &KafkaContext, image: &MetadataImage, req: &FetchRequest, version: i16) -> (FetchOutput, usize, bool) {
     let mut total = 0usize;
+    let mut placeholders = Placeholders::default();
+    let mut files = Vec::new();
     let mut any_error = false;
     let follower = (req.replica_id.0 >= 0).then_some(req.replica_id.0 as crate::cluster::NodeId);
     let max_total = if req.max_bytes <= 0 { usize::MAX } else { req.max_bytes as usize };
@@ -89,11 +96,19 @@ fn collect(
                         // batch larger than the limits never blocks a consumer.
                         let slice = log.read(p.fetch_offset, want, upper, total == 0).map_err(|e| (e, hw))?;
                         drop(log);
-                        let bytes = match slice {
-                            Some(s) => {
+                        let placeholder = slice
+                            .as_ref()
+                            .filter(|s| s.len >= SENDFILE_MIN_BYTES)
+                            .and_then(|s| placeholders.take(s.len));
+                        let bytes = match (slice, placeholder) {
+                            (Some(s), Some(placeholder)) => {
+                                files.push(SharedPart { body: placeholder.clone(), wire: FramePart::File(s) });
+                                placeholder
+                            }
+                            (Some(s), None) => {
                                 Bytes::from(s.to_vec().map_err(|e| (crate::log::LogError::io("segment", e), hw))?)
                             }
-                            None => Bytes::new(),
+                            (None, _) => Bytes::new(),
                         };
                         Ok::<_, (crate::log::LogError, i64)>((hw, start, bytes))
                     });
@@ -130,7 +145,7 @@ fn collect(
         t.partitions = partitions;
         responses.push(t);
     }
-    let mut resp = FetchResponse::default();
-    resp.responses = responses;
-    (resp, total, any_error)
+    let mut response = FetchResponse::default();
+    response.responses = responses;
+    (FetchOutput { response, files }, total, any_error)
 }

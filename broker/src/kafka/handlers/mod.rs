@@ -115,16 +115,19 @@ async fn dispatch(
         }
         ApiKey::Fetch => {
             let req = codec::decode_body(body, version)?;
-            let resp = fetch::handle(ctx, req, version).await;
-            // The records go out as they were read, without a copy into the encoded response.
-            let records: Vec<Bytes> = resp
+            let fetch::FetchOutput { response, mut files } = fetch::handle(ctx, req, version).await;
+            // The records go out as they were read (or as file ranges), without a copy into
+            // the encoded response.
+            let in_memory = response
                 .responses
                 .iter()
                 .flat_map(|t| t.partitions.iter())
                 .filter_map(|p| p.records.clone())
-                .filter(|r| !r.is_empty())
-                .collect();
-            codec::encode_response_sharing(api_key, version, corr, &resp, &records).map(Some)
+                .filter(|r| !r.is_empty() && !files.iter().any(|f| f.body.as_ptr() == r.as_ptr()))
+                .map(codec::SharedPart::bytes)
+                .collect::<Vec<_>>();
+            files.extend(in_memory);
+            codec::encode_response_sharing(api_key, version, corr, &response, &files).map(Some)
         }
         ApiKey::ListOffsets => {
             let req = codec::decode_body(body, version)?;
