@@ -1,6 +1,6 @@
 """A numbered acks=all stream from an idempotent confluent-kafka producer, and the check
 that every acknowledged message is on the partition exactly once and in order; shared by the
-reassignment and drain tests."""
+failover, reassignment and drain tests."""
 
 from __future__ import annotations
 
@@ -14,24 +14,25 @@ from confluent_kafka import TopicPartition
 class NumberedProducer(threading.Thread):
     """Sends "p:seq" to partitions 0..n-1 round robin until stopped; records what was acked."""
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int):
+    def __init__(self, bootstrap: str, topic: str, partitions: int, metadata_refresh_ms: int | None = 1000):
         super().__init__(daemon=True)
         self.topic = topic
         self.partitions = partitions
         self.stop = threading.Event()
         self.acked = {p: [] for p in range(partitions)}
         self.failed = []
-        self.producer = ck.Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": 5,
-                "message.timeout.ms": 120_000,
-                "request.timeout.ms": 10_000,
-                "topic.metadata.refresh.interval.ms": 1000,
-            }
-        )
+        config = {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "message.timeout.ms": 120_000,
+            "request.timeout.ms": 10_000,
+        }
+        # None: librdkafka's own refresh interval (the failover test leaves recovery to it).
+        if metadata_refresh_ms is not None:
+            config["topic.metadata.refresh.interval.ms"] = metadata_refresh_ms
+        self.producer = ck.Producer(config)
 
     def total_acked(self) -> int:
         return sum(len(v) for v in self.acked.values())
