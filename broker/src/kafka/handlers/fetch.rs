@@ -21,11 +21,12 @@ use crate::kafka::errors::log_error_code;
 use crate::kafka::file_records::{Placeholders, SENDFILE_MIN_BYTES};
 use crate::log::TopicPartition;
 
-/// A fetch response and the records in it that go out as file ranges (their `records` in the
-/// response are placeholders; see `file_records`).
+/// A fetch response and the records in it, to be written as parts of their own rather than
+/// copied into the encoded frame: records read into memory, and file ranges (whose `records`
+/// in the response are placeholders; see `file_records`).
 pub struct FetchOutput {
     pub response: FetchResponse,
-    pub files: Vec<SharedPart>,
+    pub shared: Vec<SharedPart>,
 }
 
 pub async fn handle(ctx: &KafkaContext, req: FetchRequest, version: i16) -> FetchOutput {
@@ -56,7 +57,7 @@ pub async fn handle(ctx: &KafkaContext, req: FetchRequest, version: i16) -> Fetc
 fn collect(ctx: &KafkaContext, image: &MetadataImage, req: &FetchRequest, version: i16) -> (FetchOutput, usize, bool) {
     let mut total = 0usize;
     let mut placeholders = Placeholders::default();
-    let mut files = Vec::new();
+    let mut shared = Vec::new();
     let mut any_error = false;
     let follower = (req.replica_id.0 >= 0).then_some(req.replica_id.0 as crate::cluster::NodeId);
     let max_total = if req.max_bytes <= 0 { usize::MAX } else { req.max_bytes as usize };
@@ -102,11 +103,14 @@ fn collect(ctx: &KafkaContext, image: &MetadataImage, req: &FetchRequest, versio
                             .and_then(|s| placeholders.take(s.len));
                         let bytes = match (slice, placeholder) {
                             (Some(s), Some(placeholder)) => {
-                                files.push(SharedPart { body: placeholder.clone(), wire: FramePart::File(s) });
+                                shared.push(SharedPart { body: placeholder.clone(), wire: FramePart::File(s) });
                                 placeholder
                             }
                             (Some(s), None) => {
-                                Bytes::from(s.to_vec().map_err(|e| (crate::log::LogError::io("segment", e), hw))?)
+                                let read =
+                                    Bytes::from(s.to_vec().map_err(|e| (crate::log::LogError::io("segment", e), hw))?);
+                                shared.push(SharedPart::bytes(read.clone()));
+                                read
                             }
                             (None, _) => Bytes::new(),
                         };
@@ -147,5 +151,5 @@ fn collect(ctx: &KafkaContext, image: &MetadataImage, req: &FetchRequest, versio
     }
     let mut response = FetchResponse::default();
     response.responses = responses;
-    (FetchOutput { response, files }, total, any_error)
+    (FetchOutput { response, shared }, total, any_error)
 }

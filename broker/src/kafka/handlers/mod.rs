@@ -115,19 +115,10 @@ async fn dispatch(
         }
         ApiKey::Fetch => {
             let req = codec::decode_body(body, version)?;
-            let fetch::FetchOutput { response, mut files } = fetch::handle(ctx, req, version).await;
+            let fetch::FetchOutput { response, shared } = fetch::handle(ctx, req, version).await;
             // The records go out as they were read (or as file ranges), without a copy into
             // the encoded response.
-            let in_memory = response
-                .responses
-                .iter()
-                .flat_map(|t| t.partitions.iter())
-                .filter_map(|p| p.records.clone())
-                .filter(|r| !r.is_empty() && !files.iter().any(|f| f.body.as_ptr() == r.as_ptr()))
-                .map(codec::SharedPart::bytes)
-                .collect::<Vec<_>>();
-            files.extend(in_memory);
-            codec::encode_response_sharing(api_key, version, corr, &response, &files).map(Some)
+            codec::encode_response_sharing(api_key, version, corr, &response, &shared).map(Some)
         }
         ApiKey::ListOffsets => {
             let req = codec::decode_body(body, version)?;
