@@ -1,5 +1,6 @@
-//! AMQP 0-9-1 load generator on lapin, a client Weir did not write, so that Weir and
-//! RabbitMQ are measured by the same outside code (`scripts/bench-amqp` runs both).
+//! AMQP 0-9-1 load generator on lapin (`lapin_driver.rs`), a client Weir did not write, so
+//! that Weir and RabbitMQ are measured by the same outside code (`scripts/bench-amqp` runs
+//! both).
 //!
 //! Two modes, each one JSON line on stdout:
 //! - `throughput`: one publisher and one consumer connection on one queue; `count`
@@ -8,18 +9,16 @@
 //!   the first publish until the last message is delivered (and, with confirms, confirmed).
 //! - `latency`: messages at a fixed rate, each carrying its send time; p50/p99/max of
 //!   publish-to-delivery time.
+//!
+//! This file holds what is not the client library's: the arguments, the workload, the latency
+//! stamps, and the JSON line; a driver only speaks its library's API.
+
+mod lapin_driver;
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Parser, ValueEnum};
-use futures_util::stream::{FuturesUnordered, StreamExt};
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
-};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
 enum Mode {
@@ -66,14 +65,71 @@ struct Args {
     queue: Option<String>,
 }
 
+/// The consumer acks with `multiple` every this many deliveries (and at the last one).
 const ACK_EVERY: u64 = 100;
 
-async fn connect(url: &str, name: &str) -> Result<(Connection, Channel)> {
-    let conn = Connection::connect(url, ConnectionProperties::default().with_connection_name(name.into()))
-        .await
-        .with_context(|| format!("connecting to {url}"))?;
-    let channel = conn.create_channel().await?;
-    Ok((conn, channel))
+/// What the driver runs: one publisher connection and one consumer
+/// connection (each with one channel) on one queue, declared durable when `persistent` and
+/// purged first; confirms with at most `confirm_window` outstanding; the consumer with
+/// `prefetch` and manual acks with `multiple` (see [`ack_now`]).
+pub(crate) struct Workload {
+    pub url: String,
+    pub queue: String,
+    pub size: usize,
+    /// Messages to publish and to consume.
+    pub expected: u64,
+    pub latency: bool,
+    pub confirm: bool,
+    pub confirm_window: usize,
+    pub persistent: bool,
+    pub prefetch: u16,
+    pub rate: u64,
+    /// The clock the latency stamps are read against.
+    pub origin: Instant,
+}
+
+impl Workload {
+    pub fn payload(&self) -> Vec<u8> {
+        vec![b'x'; self.size]
+    }
+
+    /// The publisher's pace in latency mode: one tick per message.
+    pub fn ticker(&self) -> tokio::time::Interval {
+        let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / self.rate.max(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        tick
+    }
+}
+
+/// Writes the send time (nanoseconds since `origin`) into the payload's first 8 bytes.
+pub(crate) fn stamp(origin: Instant, payload: &mut [u8]) {
+    payload[..8].copy_from_slice(&(origin.elapsed().as_nanos() as u64).to_be_bytes());
+}
+
+/// Nanoseconds from the send time a delivered payload carries until now.
+pub(crate) fn since_stamp(origin: Instant, data: &[u8]) -> Result<u64> {
+    let Some(sent) = data.get(..8) else { bail!("a delivery of {} bytes carries no send time", data.len()) };
+    let sent = u64::from_be_bytes(sent.try_into().expect("8 bytes"));
+    Ok((origin.elapsed().as_nanos() as u64).saturating_sub(sent))
+}
+
+/// Whether the consumer acks (with `multiple`) after its `got`-th delivery of `expected`.
+pub(crate) fn ack_now(got: u64, expected: u64) -> bool {
+    got.is_multiple_of(ACK_EVERY) || got == expected
+}
+
+/// What a driver measured.
+pub(crate) struct Outcome {
+    /// Just before the first publish.
+    pub started: Instant,
+    /// When the last publish went out (and, with confirms, every confirm came back).
+    pub published_at: Instant,
+    /// When the last message was delivered.
+    pub consumed_at: Instant,
+    /// Publish-to-delivery nanoseconds, one per message (latency mode only).
+    pub samples: Vec<u64>,
+    /// Publishes the broker nacked.
+    pub nacked: u64,
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -90,96 +146,29 @@ async fn main() -> Result<()> {
     if args.mode == Mode::Latency && args.size < 8 {
         bail!("latency mode needs --size >= 8 to carry the send time");
     }
-    let queue = args.queue.clone().unwrap_or_else(|| format!("weir-bench-{}-{}", std::process::id(), args.size));
-    let (pub_conn, publisher) = connect(&args.url, "weir-bench-publisher").await?;
-    let (sub_conn, consumer_ch) = connect(&args.url, "weir-bench-consumer").await?;
-    let declare = QueueDeclareOptions { durable: args.persistent, ..QueueDeclareOptions::default() };
-    publisher.queue_declare(queue.as_str().into(), declare, FieldTable::default()).await?;
-    publisher.queue_purge(queue.as_str().into(), QueuePurgeOptions::default()).await?;
-    if args.confirm {
-        publisher.confirm_select(ConfirmSelectOptions::default()).await?;
-    }
-    consumer_ch.basic_qos(args.prefetch, BasicQosOptions::default()).await?;
-    let mut deliveries = consumer_ch
-        .basic_consume(
-            queue.as_str().into(),
-            "weir-bench".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-
-    let properties = if args.persistent {
-        BasicProperties::default().with_delivery_mode(2)
-    } else {
-        BasicProperties::default().with_delivery_mode(1)
+    let work = Workload {
+        url: args.url.clone(),
+        queue: args.queue.clone().unwrap_or_else(|| format!("weir-bench-{}-{}", std::process::id(), args.size)),
+        size: args.size,
+        expected: match args.mode {
+            Mode::Throughput => args.count,
+            Mode::Latency => args.rate * args.duration,
+        },
+        latency: args.mode == Mode::Latency,
+        confirm: args.confirm,
+        confirm_window: args.confirm_window.max(1),
+        persistent: args.persistent,
+        prefetch: args.prefetch,
+        rate: args.rate,
+        origin: Instant::now(),
     };
-    let expected = match args.mode {
-        Mode::Throughput => args.count,
-        Mode::Latency => args.rate * args.duration,
-    };
-    let origin = Instant::now();
+    let mut outcome = lapin_driver::run(&work).await?;
 
-    // The consumer: counts (and in latency mode times) every delivery, acks in groups.
-    let consumer_task = {
-        let channel = consumer_ch.clone();
-        let latency = args.mode == Mode::Latency;
-        tokio::spawn(async move {
-            let mut got = 0u64;
-            let mut samples = Vec::with_capacity(if latency { expected as usize } else { 0 });
-            while got < expected {
-                let Some(delivery) = deliveries.next().await else { bail!("consumer cancelled after {got}") };
-                let delivery = delivery?;
-                if latency {
-                    let sent = u64::from_be_bytes(delivery.data[..8].try_into().expect("8 bytes"));
-                    samples.push(origin.elapsed().as_nanos() as u64 - sent);
-                }
-                got += 1;
-                if got % ACK_EVERY == 0 || got == expected {
-                    channel.basic_ack(delivery.delivery_tag, BasicAckOptions { multiple: true }).await?;
-                }
-            }
-            Ok::<_, anyhow::Error>((Instant::now(), samples))
-        })
-    };
-
-    let mut payload = vec![b'x'; args.size];
-    let mut pending = FuturesUnordered::new();
-    let mut nacked = 0u64;
-    let started = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / args.rate.max(1)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    for _ in 0..expected {
-        if args.mode == Mode::Latency {
-            tick.tick().await;
-            payload[..8].copy_from_slice(&(origin.elapsed().as_nanos() as u64).to_be_bytes());
-        }
-        let confirm = publisher
-            .basic_publish(
-                "".into(),
-                queue.as_str().into(),
-                BasicPublishOptions::default(),
-                &payload,
-                properties.clone(),
-            )
-            .await?;
-        if args.confirm {
-            pending.push(confirm);
-            while pending.len() >= args.confirm_window {
-                if let Some(c) = pending.next().await {
-                    nacked += matches!(c?, Confirmation::Nack(_)) as u64;
-                }
-            }
-        }
-    }
-    while let Some(c) = pending.next().await {
-        nacked += matches!(c?, Confirmation::Nack(_)) as u64;
-    }
-    let published_at = Instant::now();
-    let (consumed_at, mut samples) = consumer_task.await??;
-    let end = consumed_at.max(published_at);
-    let secs = end.duration_since(started).as_secs_f64();
-    samples.sort_unstable();
+    let expected = work.expected;
+    let end = outcome.consumed_at.max(outcome.published_at);
+    let secs = end.duration_since(outcome.started).as_secs_f64();
+    outcome.samples.sort_unstable();
+    let samples = &outcome.samples;
     let us = |ns: u64| ns as f64 / 1000.0;
     let out = serde_json::json!({
         "label": args.label,
@@ -188,22 +177,18 @@ async fn main() -> Result<()> {
         "messages": expected,
         "confirm": args.confirm,
         "persistent": args.persistent,
-        "nacked": nacked,
+        "nacked": outcome.nacked,
         "secs": secs,
         "msgs_per_s": expected as f64 / secs,
         "mb_per_s": (expected as f64 * args.size as f64) / secs / 1e6,
-        "publish_secs": published_at.duration_since(started).as_secs_f64(),
-        "p50_us": (args.mode == Mode::Latency).then(|| us(percentile(&samples, 0.50))),
-        "p99_us": (args.mode == Mode::Latency).then(|| us(percentile(&samples, 0.99))),
-        "max_us": (args.mode == Mode::Latency).then(|| us(samples.last().copied().unwrap_or(0))),
+        "publish_secs": outcome.published_at.duration_since(outcome.started).as_secs_f64(),
+        "p50_us": work.latency.then(|| us(percentile(samples, 0.50))),
+        "p99_us": work.latency.then(|| us(percentile(samples, 0.99))),
+        "max_us": work.latency.then(|| us(samples.last().copied().unwrap_or(0))),
     });
     println!("{out}");
-
-    publisher.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await?;
-    let _ = pub_conn.close(200, "done".into()).await;
-    let _ = sub_conn.close(200, "done".into()).await;
-    if nacked > 0 {
-        bail!("{nacked} messages were nacked by the broker");
+    if outcome.nacked > 0 {
+        bail!("{} messages were nacked by the broker", outcome.nacked);
     }
     Ok(())
 }
