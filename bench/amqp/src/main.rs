@@ -1,6 +1,10 @@
-//! AMQP 0-9-1 load generator on lapin (`lapin_driver.rs`), a client Weir did not write, so
-//! that Weir and RabbitMQ are measured by the same outside code (`scripts/bench-amqp` runs
-//! both).
+//! AMQP 0-9-1 load generator on clients Weir did not write, so that Weir and RabbitMQ are
+//! measured by the same outside code (`scripts/bench-amqp` runs both). Two client libraries
+//! drive the same workload, chosen with `--client`:
+//! - `lapin` (the default), in `lapin_driver.rs`;
+//! - `amqprs`, in `amqprs_driver.rs`: a leaner client (one reader and one writer task per
+//!   connection, confirms through a callback instead of a future per publish), so that on a
+//!   small machine the client takes less of the CPU the broker shares with it.
 //!
 //! Two modes, each one JSON line on stdout:
 //! - `throughput`: one publisher and one consumer connection on one queue; `count`
@@ -10,9 +14,10 @@
 //! - `latency`: messages at a fixed rate, each carrying its send time; p50/p99/max of
 //!   publish-to-delivery time.
 //!
-//! This file holds what is not the client library's: the arguments, the workload, the latency
-//! stamps, and the JSON line; a driver only speaks its library's API.
+//! This file holds what both drivers share: the arguments, the workload, the latency stamps,
+//! and the JSON line; a driver only speaks its library's API.
 
+mod amqprs_driver;
 mod lapin_driver;
 
 use std::time::{Duration, Instant};
@@ -26,12 +31,21 @@ enum Mode {
     Latency,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+enum Client {
+    Lapin,
+    Amqprs,
+}
+
 #[derive(Parser, Debug)]
-#[command(about = "AMQP publish-and-consume load on lapin")]
+#[command(about = "AMQP publish-and-consume load on lapin or amqprs")]
 struct Args {
     /// Broker URI, e.g. amqp://guest:guest@127.0.0.1:5672/%2f
     #[arg(long)]
     url: String,
+    /// The AMQP client library that drives the load (the same workload with either).
+    #[arg(long, value_enum, default_value = "lapin")]
+    client: Client,
     #[arg(long, value_enum, default_value = "throughput")]
     mode: Mode,
     /// Payload bytes per message (at least 8 in latency mode: the send time).
@@ -68,7 +82,7 @@ struct Args {
 /// The consumer acks with `multiple` every this many deliveries (and at the last one).
 const ACK_EVERY: u64 = 100;
 
-/// What the driver runs: one publisher connection and one consumer
+/// What a driver runs, the same for every client: one publisher connection and one consumer
 /// connection (each with one channel) on one queue, declared durable when `persistent` and
 /// purged first; confirms with at most `confirm_window` outstanding; the consumer with
 /// `prefetch` and manual acks with `multiple` (see [`ack_now`]).
@@ -162,7 +176,10 @@ async fn main() -> Result<()> {
         rate: args.rate,
         origin: Instant::now(),
     };
-    let mut outcome = lapin_driver::run(&work).await?;
+    let mut outcome = match args.client {
+        Client::Lapin => lapin_driver::run(&work).await?,
+        Client::Amqprs => amqprs_driver::run(&work).await?,
+    };
 
     let expected = work.expected;
     let end = outcome.consumed_at.max(outcome.published_at);
@@ -172,6 +189,7 @@ async fn main() -> Result<()> {
     let us = |ns: u64| ns as f64 / 1000.0;
     let out = serde_json::json!({
         "label": args.label,
+        "client": format!("{:?}", args.client).to_lowercase(),
         "mode": format!("{:?}", args.mode).to_lowercase(),
         "size": args.size,
         "messages": expected,
