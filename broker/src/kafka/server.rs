@@ -1,14 +1,21 @@
-//! Accepts Kafka connections and answers their requests in order, one at a time per
-//! connection (Kafka clients rely on responses arriving in request order).
+//! Accepts Kafka connections and answers their requests in request order (Kafka clients rely
+//! on it). A connection reads and handles its requests one after another, but it does not
+//! wait for an acks=all produce's ISR before reading the next request: the responses queue in
+//! order and each goes out when it is complete. Kafka itself reads nothing more from a
+//! connection until it has answered; pipelining lets a producer's in-flight requests share
+//! the replication round trip instead of paying it one by one.
 
 use std::sync::Arc;
 
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 
 use super::codec::{self, CodecError, FramePart};
 use super::context::KafkaContext;
-use super::{file_records, handlers};
+use super::file_records;
+use super::handlers::{self, Reply};
 
 pub async fn serve(listener: TcpListener, ctx: Arc<KafkaContext>) {
     loop {
@@ -32,28 +39,69 @@ pub async fn serve(listener: TcpListener, ctx: Arc<KafkaContext>) {
     }
 }
 
+/// How many answered-or-waiting requests a connection holds before it stops reading: enough
+/// for librdkafka's five in-flight idempotent produce requests and then some.
+const PIPELINE_DEPTH: usize = 16;
+
 async fn connection(stream: TcpStream, ctx: Arc<KafkaContext>) -> Result<(), CodecError> {
     stream.set_nodelay(true)?;
     let (r, w) = stream.into_split();
+    let (replies, queued) = mpsc::channel(PIPELINE_DEPTH);
+    // Both halves run in this task: the reader handles requests in order (appends included),
+    // the writer sends their responses in the same order, waiting for a produce's ISR where
+    // needed. An error on either side ends both.
+    tokio::try_join!(read_requests(r, &ctx, replies), write_responses(w, queued))?;
+    Ok(())
+}
+
+async fn read_requests(
+    r: OwnedReadHalf,
+    ctx: &Arc<KafkaContext>,
+    replies: mpsc::Sender<Reply>,
+) -> Result<(), CodecError> {
     let mut r = BufReader::with_capacity(64 * 1024, r);
-    let mut w = BufWriter::with_capacity(64 * 1024, w);
     while let Some(mut frame) = codec::read_frame(&mut r, ctx.config.max_request_bytes).await? {
         let (api_key, header) = codec::decode_header(&mut frame)?;
-        if let Some(response) = handlers::handle(&ctx, api_key, &header, frame).await? {
-            // Small parts gather in the 64 KiB buffer; a part as large as the buffer (fetched
-            // records) goes from its own memory to the socket, and a file range (fetched
-            // records too) from the page cache with sendfile, after what precedes it.
-            for part in response.parts() {
-                match part {
-                    FramePart::Bytes(b) => w.write_all(b).await?,
-                    FramePart::File(slice) => {
-                        w.flush().await?;
-                        file_records::send_file(w.get_ref().as_ref(), slice).await?;
-                    }
+        let reply = handlers::handle(ctx, api_key, &header, frame).await?;
+        if matches!(reply, Reply::None) {
+            continue;
+        }
+        if replies.send(reply).await.is_err() {
+            // The writer failed; its error is the one reported.
+            break;
+        }
+    }
+    Ok(())
+}
+
+async fn write_responses(w: OwnedWriteHalf, mut queued: mpsc::Receiver<Reply>) -> Result<(), CodecError> {
+    let mut w = BufWriter::with_capacity(64 * 1024, w);
+    while let Some(reply) = queued.recv().await {
+        let response = match reply {
+            Reply::None => continue,
+            Reply::Now(frame) => frame,
+            Reply::Later(waiting) => match waiting.await? {
+                Some(frame) => frame,
+                None => continue,
+            },
+        };
+        // Small parts gather in the 64 KiB buffer; a part as large as the buffer (fetched
+        // records) goes from its own memory to the socket, and a file range (fetched records
+        // too) from the page cache with sendfile, after what precedes it.
+        for part in response.parts() {
+            match part {
+                FramePart::Bytes(b) => w.write_all(b).await?,
+                FramePart::File(slice) => {
+                    w.flush().await?;
+                    file_records::send_file(w.get_ref().as_ref(), slice).await?;
                 }
             }
+        }
+        // Responses already queued behind this one share its flush.
+        if queued.is_empty() {
             w.flush().await?;
         }
     }
+    w.flush().await?;
     Ok(())
 }

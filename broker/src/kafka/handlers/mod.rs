@@ -18,6 +18,8 @@ pub mod offset_for_leader_epoch;
 pub mod offsets;
 pub mod produce;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -61,17 +63,33 @@ pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
     SUPPORTED.iter().find(|(k, _, _)| *k == key).map(|(_, lo, hi)| (*lo, *hi))
 }
 
-/// Answer one request. `Ok(None)`: no response is sent (produce with acks=0). An error
-/// closes the connection, as Kafka does for requests it cannot parse or serve.
+/// What a request gets back.
+pub enum Reply {
+    /// Nothing (produce with acks=0).
+    None,
+    Now(ResponseFrame),
+    /// A produce whose batches are written and that waits for the ISR: the connection reads
+    /// on meanwhile and sends this response in its turn.
+    Later(Pin<Box<dyn Future<Output = Result<Option<ResponseFrame>, CodecError>> + Send>>),
+}
+
+impl From<Option<ResponseFrame>> for Reply {
+    fn from(frame: Option<ResponseFrame>) -> Self {
+        frame.map_or(Reply::None, Reply::Now)
+    }
+}
+
+/// Answer one request. An error closes the connection, as Kafka does for requests it cannot
+/// parse or serve.
 pub async fn handle(
-    ctx: &KafkaContext,
+    ctx: &Arc<KafkaContext>,
     api_key: ApiKey,
     header: &RequestHeader,
     mut body: Bytes,
-) -> Result<Option<ResponseFrame>, CodecError> {
+) -> Result<Reply, CodecError> {
     let version = header.request_api_version;
     if api_key == ApiKey::ApiVersions {
-        return api_versions::handle(header, body).map(Some);
+        return api_versions::handle(header, body).map(Reply::Now);
     }
     match supported_range(api_key) {
         Some((lo, hi)) if (lo..=hi).contains(&version) => {}
@@ -81,7 +99,11 @@ pub async fn handle(
     }
     let corr = header.correlation_id;
     let client_id = header.client_id.as_ref().map(|c| c.as_str()).unwrap_or("");
-    let result = dispatch(ctx, api_key, version, corr, client_id, &mut body).await;
+    let result = if api_key == ApiKey::Produce {
+        produce_reply(ctx, version, corr, &mut body).await
+    } else {
+        dispatch(ctx, api_key, version, corr, client_id, &mut body).await.map(Reply::from)
+    };
     if let Err(e) = &result {
         tracing::debug!(?api_key, version, error = %e, "request failed");
     }
@@ -89,6 +111,31 @@ pub async fn handle(
         CodecError::Malformed(m) => CodecError::Malformed(format!("{api_key:?} v{version}: {m}")),
         other => other,
     })
+}
+
+/// Produce appends at once; an acks=all request that must wait for its ISR answers later.
+async fn produce_reply(
+    ctx: &Arc<KafkaContext>,
+    version: i16,
+    corr: i32,
+    body: &mut Bytes,
+) -> Result<Reply, CodecError> {
+    let req = codec::decode_body(body, version)?;
+    let appended = produce::append(ctx, req, version);
+    let waits = appended.waits_for_isr();
+    let ctx = ctx.clone();
+    let respond = async move {
+        match appended.complete(&ctx.replication).await {
+            Ok(Some(resp)) => codec::encode_response(ApiKey::Produce, version, corr, &resp).map(Some),
+            Ok(None) => Ok(None),
+            Err(why) => Err(CodecError::Malformed(why)),
+        }
+    };
+    if waits {
+        // acks=all: no acks=0 error can come out of it, only the response.
+        return Ok(Reply::Later(Box::pin(respond)));
+    }
+    respond.await.map(Reply::from)
 }
 
 async fn dispatch(
@@ -104,14 +151,6 @@ async fn dispatch(
             let req = codec::decode_body(body, version)?;
             let resp = metadata::handle(ctx, req, version).await;
             codec::encode_response(api_key, version, corr, &resp).map(Some)
-        }
-        ApiKey::Produce => {
-            let req = codec::decode_body(body, version)?;
-            match produce::handle(ctx, req, version).await {
-                Ok(Some(resp)) => codec::encode_response(api_key, version, corr, &resp).map(Some),
-                Ok(None) => Ok(None),
-                Err(why) => Err(CodecError::Malformed(why)),
-            }
         }
         ApiKey::Fetch => {
             let req = codec::decode_body(body, version)?;

@@ -4,6 +4,11 @@
 //! request's timeout. An ISR smaller than `min.insync.replicas` refuses acks=all before the
 //! append (NOT_ENOUGH_REPLICAS), or after it if the ISR shrank meanwhile
 //! (NOT_ENOUGH_REPLICAS_AFTER_APPEND).
+//!
+//! The handler has two halves so that a connection can pipeline: `append` writes every batch
+//! at once, in request order (idempotent sequences and record order depend on it), and
+//! `Appended::complete` waits for the ISR. The connection reads its next request while an
+//! earlier one waits, and answers in request order (`kafka/server.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +22,7 @@ use super::{led_partition, str_bytes};
 use crate::kafka::context::KafkaContext;
 use crate::kafka::errors::log_error_code;
 use crate::log::{now_ms, TopicPartition};
-use crate::partition::replication::PartitionReplica;
+use crate::partition::replication::{PartitionReplica, Replication};
 
 /// An acks=all partition waiting for its ISR: where its response is, and what it waits for.
 struct AcksWait {
@@ -29,8 +34,20 @@ struct AcksWait {
     min_isr: usize,
 }
 
-/// `Err` closes the connection (a failed acks=0 produce).
-pub async fn handle(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Result<Option<ProduceResponse>, String> {
+/// A produce request whose batches are written (or refused); acks=all partitions may still
+/// have to wait for their ISR.
+pub struct Appended {
+    version: i16,
+    acks: i16,
+    responses: Vec<TopicProduceResponse>,
+    waits: Vec<AcksWait>,
+    /// The request's timeout, counted from its arrival.
+    deadline: tokio::time::Instant,
+}
+
+/// Validate and append every partition's batches; no waiting.
+pub fn append(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Appended {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(req.timeout_ms.max(0) as u64);
     let image = ctx.cluster.image();
     let mut appended = false;
     let mut waits = Vec::new();
@@ -122,31 +139,43 @@ pub async fn handle(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Re
     if appended {
         ctx.notify_appended();
     }
-    // The produce purgatory: every acks=all partition waits for its ISR, all against the
-    // same deadline (the request's timeout).
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(req.timeout_ms.max(0) as u64);
-    for w in waits {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let waited = ctx.replication.wait_for_isr(&w.replica, w.leader_epoch, w.required_offset, w.min_isr, left).await;
-        if let Err(e) = waited {
-            let out = &mut responses[w.topic].partition_responses[w.partition];
-            tracing::debug!(partition = %w.replica.tp, error = %e, "acks=all produce failed");
-            out.error_code = e.code();
-            set_message(out, version, &e.to_string());
-        }
+    Appended { version, acks: req.acks, responses, waits, deadline }
+}
+
+impl Appended {
+    /// Whether `complete` may have to wait (acks=all partitions were written).
+    pub fn waits_for_isr(&self) -> bool {
+        !self.waits.is_empty()
     }
-    if req.acks == 0 {
-        // No response to carry the error: Kafka closes the connection instead, so the client
-        // notices (and refreshes its metadata) rather than losing messages silently.
-        let failed = responses.iter().flat_map(|t| t.partition_responses.iter()).find(|p| p.error_code != 0);
-        if let Some(p) = failed {
-            return Err(format!("acks=0 produce failed with error {} on partition {}", p.error_code, p.index));
+
+    /// The produce purgatory: every acks=all partition waits for its ISR, all against the
+    /// same deadline (the request's timeout); then the response, if the request gets one.
+    /// `Err` closes the connection (a failed acks=0 produce).
+    pub async fn complete(self, replication: &Replication) -> Result<Option<ProduceResponse>, String> {
+        let Appended { version, acks, mut responses, waits, deadline } = self;
+        for w in waits {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let waited = replication.wait_for_isr(&w.replica, w.leader_epoch, w.required_offset, w.min_isr, left).await;
+            if let Err(e) = waited {
+                let out = &mut responses[w.topic].partition_responses[w.partition];
+                tracing::debug!(partition = %w.replica.tp, error = %e, "acks=all produce failed");
+                out.error_code = e.code();
+                set_message(out, version, &e.to_string());
+            }
         }
-        return Ok(None);
+        if acks == 0 {
+            // No response to carry the error: Kafka closes the connection instead, so the
+            // client notices (and refreshes its metadata) rather than losing messages silently.
+            let failed = responses.iter().flat_map(|t| t.partition_responses.iter()).find(|p| p.error_code != 0);
+            if let Some(p) = failed {
+                return Err(format!("acks=0 produce failed with error {} on partition {}", p.error_code, p.index));
+            }
+            return Ok(None);
+        }
+        let mut resp = ProduceResponse::default();
+        resp.responses = responses;
+        Ok(Some(resp))
     }
-    let mut resp = ProduceResponse::default();
-    resp.responses = responses;
-    Ok(Some(resp))
 }
 
 /// Error messages exist in the response from v8 on; the encoder refuses them before.
