@@ -496,6 +496,23 @@ def test_consumer_group_subscribe_commit_and_resume(broker, topic_name):
     assert group not in {g.group_id for g in listed.valid}
 
 
+def test_auto_created_topic_has_its_leader_in_the_first_metadata(broker, topic_name):
+    """The Metadata request that auto-creates a topic answers once the partition's log exists:
+    leader 0 and no error, not LEADER_NOT_AVAILABLE. librdkafka asks again only after a backoff
+    of about a second, so the first message of a new topic used to wait that long."""
+    p = producer(broker, **{"linger.ms": 0})
+    md = p.list_topics(topic=topic_name, timeout=10)  # a producer's request may auto-create
+    t = md.topics[topic_name]
+    assert t.error is None
+    assert [(pm.id, pm.leader, pm.error) for pm in t.partitions.values()] == [(0, 0, None)]
+    delivered = []
+    started = time.monotonic()
+    p.produce(topic_name, b"first", partition=0, on_delivery=lambda e, m: delivered.append((e, m.offset())))
+    assert p.flush(10) == 0
+    assert delivered == [(None, 0)]
+    assert time.monotonic() - started < 0.5, "the first message waited for a metadata retry"
+
+
 def test_produce_right_after_create_topics_keeps_order(broker, topic_name):
     """A non-idempotent producer that starts right after CreateTopics (the usual pattern of
     an application or an auto-created topic) gets every partition in the order it sent.

@@ -3,6 +3,7 @@
 //! request allow it.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -15,6 +16,7 @@ use crate::cluster::image::{validate_topic_name, MetadataImage, TopicRecord, NO_
 use crate::cluster::{MetadataError, ProposeError};
 use crate::kafka::context::KafkaContext;
 use crate::kafka::errors::propose_error_code;
+use crate::log::TopicPartition;
 
 pub async fn handle(ctx: &KafkaContext, req: MetadataRequest, version: i16) -> MetadataResponse {
     let mut image = ctx.cluster.image();
@@ -36,6 +38,7 @@ pub async fn handle(ctx: &KafkaContext, req: MetadataRequest, version: i16) -> M
         }
         Some(list) => {
             let mut errors = BTreeMap::new();
+            let mut created = Vec::new();
             for (name, id) in &list {
                 let Some(name) = name else { continue };
                 if image.topics.contains_key(name) || !allow_auto_create {
@@ -59,13 +62,14 @@ pub async fn handle(ctx: &KafkaContext, req: MetadataRequest, version: i16) -> M
                 {
                     Ok(()) | Err(ProposeError::Metadata(MetadataError::TopicExists(_))) => {
                         tracing::info!(topic = %name, "auto-created topic");
+                        created.push(name.clone());
                     }
                     Err(e) => {
                         errors.insert(name.clone(), propose_error_code(&e));
                     }
                 }
             }
-            image = ctx.cluster.image();
+            image = if created.is_empty() { ctx.cluster.image() } else { wait_for_local_logs(ctx, &created).await };
             for (name, id) in list {
                 let found = match &name {
                     Some(n) => image.topics.get(n),
@@ -117,6 +121,33 @@ pub async fn handle(ctx: &KafkaContext, req: MetadataRequest, version: i16) -> M
     resp
 }
 
+/// How long a Metadata request that auto-created topics waits for the partitions this broker
+/// leads to have their logs.
+const AUTO_CREATE_WAIT: Duration = Duration::from_secs(2);
+
+/// The image once every partition of `created` that this broker leads has its local log (the
+/// replica manager makes it when it applies the creation), or at `AUTO_CREATE_WAIT`. Until
+/// then such a partition is announced as LEADER_NOT_AVAILABLE (see `topic_entry`), and
+/// librdkafka asks again only after its backoff, about a second for a producer's first
+/// batches; waiting here a few milliseconds instead lets the first request go out at once.
+async fn wait_for_local_logs(ctx: &KafkaContext, created: &[String]) -> MetadataImage {
+    let deadline = Instant::now() + AUTO_CREATE_WAIT;
+    loop {
+        let image = ctx.cluster.image();
+        let ready = created.iter().all(|name| {
+            image.topics.get(name).is_none_or(|t| {
+                t.partitions.iter().enumerate().all(|(i, p)| {
+                    p.leader != ctx.node_id as i64 || ctx.logs.get(&TopicPartition::new(name, i as i32)).is_some()
+                })
+            })
+        });
+        if ready || Instant::now() >= deadline {
+            return image;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// Fields are set only in the versions that carry them: the encoder refuses the others.
 fn topic_entry(ctx: &KafkaContext, image: &MetadataImage, t: &TopicRecord, version: i16) -> MetadataResponseTopic {
     let mut e = MetadataResponseTopic::default();
@@ -152,7 +183,7 @@ fn topic_entry(ctx: &KafkaContext, image: &MetadataImage, t: &TopicRecord, versi
             // sent here a moment too early would get NOT_LEADER_OR_FOLLOWER and retry its
             // batches out of order.
             let local_log_missing = p.leader == ctx.node_id as i64
-                && ctx.logs.get(&crate::log::TopicPartition::new(&t.name, i as i32)).is_none();
+                && ctx.logs.get(&TopicPartition::new(&t.name, i as i32)).is_none();
             if p.leader == NO_LEADER || local_log_missing {
                 // As Kafka: no leader id with this error, or clients send to it anyway.
                 m.error_code = ResponseError::LeaderNotAvailable.code();
