@@ -8,6 +8,7 @@ use tracing_subscriber::EnvFilter;
 use weir_broker::cli::BrokerArgs;
 
 fn main() -> ExitCode {
+    keep_large_buffers_in_the_heap();
     let args = BrokerArgs::parse();
 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
@@ -32,6 +33,31 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("weir-broker failed: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// glibc serves a request buffer of a megabyte or more (a produce request, a fetched range
+/// read into memory) with its own mmap, or from a heap it trims back to the kernel once the
+/// buffer is freed, so every such request faulted fresh zeroed pages in again: about a quarter
+/// of the broker's CPU in an acks=all produce profile (exc_page_fault, clear_page, munmap).
+/// Raising both thresholds (which also stops glibc from adjusting them) keeps freed buffers
+/// for reuse. The `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_` environment variables,
+/// when set, win. No-op on other C libraries.
+fn keep_large_buffers_in_the_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // The largest threshold glibc accepts on 64-bit (half its per-thread heap size).
+        const MMAP_THRESHOLD: libc::c_int = 32 << 20;
+        // Free heap above this goes back to the kernel.
+        const TRIM_THRESHOLD: libc::c_int = 256 << 20;
+        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() && std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_none()
+        {
+            // SAFETY: mallopt only sets allocator parameters; called before any thread starts.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+                libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+            }
         }
     }
 }
