@@ -182,8 +182,8 @@ fn topic_entry(ctx: &KafkaContext, image: &MetadataImage, t: &TopicRecord, versi
             // A partition this broker leads is only announced once its log exists: a client
             // sent here a moment too early would get NOT_LEADER_OR_FOLLOWER and retry its
             // batches out of order.
-            let local_log_missing = p.leader == ctx.node_id as i64
-                && ctx.logs.get(&TopicPartition::new(&t.name, i as i32)).is_none();
+            let local_log_missing =
+                p.leader == ctx.node_id as i64 && ctx.logs.get(&TopicPartition::new(&t.name, i as i32)).is_none();
             if p.leader == NO_LEADER || local_log_missing {
                 // As Kafka: no leader id with this error, or clients send to it anyway.
                 m.error_code = ResponseError::LeaderNotAvailable.code();
