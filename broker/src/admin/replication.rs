@@ -251,7 +251,7 @@ async fn reassign(
         return Err(ApiError::bad_request("'partitions' is empty"));
     }
     let mut seen = BTreeSet::new();
-    let mut dry = cluster.image();
+    let mut dry = (*cluster.image()).clone();
     for e in &req.partitions {
         let Some(target) = &e.replicas else {
             return Err(ApiError::bad_request(format!(

@@ -184,9 +184,10 @@ impl ClusterNode {
         self.cfg.node_id
     }
 
-    /// A copy of this broker's metadata image.
-    pub fn image(&self) -> MetadataImage {
-        self.sm.image().read().expect("image lock").clone()
+    /// This broker's metadata image as of the last applied command: shared, never changed
+    /// in place (the next apply publishes a new one), so taking it costs one `Arc` clone.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.sm.image()
     }
 
     /// Changes to the image: the value is bumped after every apply.
@@ -484,7 +485,7 @@ impl ClusterNode {
                     leader = m.current_leader;
                 }
             }
-            let fenced = self.sm.image().read().expect("image lock").brokers.values().filter(|b| b.fenced).count();
+            let fenced = self.sm.image().brokers.values().filter(|b| b.fenced).count();
             self.metrics.fenced_brokers.set(fenced as i64);
             tokio::select! {
                 r = rx.changed() => if r.is_err() { return },

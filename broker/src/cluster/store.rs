@@ -212,7 +212,8 @@ pub struct StateMachineStore {
     db: Arc<DB>,
     group: GroupId,
     state: Arc<RwLock<PersistedState>>,
-    image: Arc<RwLock<MetadataImage>>,
+    /// Replaced whole after every apply, so that a reader's copy is one `Arc` clone.
+    image: Arc<RwLock<Arc<MetadataImage>>>,
     version: watch::Sender<u64>,
     /// Time to apply and persist one batch of committed entries.
     apply_seconds: Option<prometheus::Histogram>,
@@ -231,7 +232,7 @@ impl StateMachineStore {
             }
             None => PersistedState::default(),
         };
-        let image = Arc::new(RwLock::new(state.image.clone()));
+        let image = Arc::new(RwLock::new(Arc::new(state.image.clone())));
         let (version, _) = watch::channel(0);
         Ok(Self { db, group, state: Arc::new(RwLock::new(state)), image, version, apply_seconds: None })
     }
@@ -243,8 +244,8 @@ impl StateMachineStore {
     }
 
     /// The broker-wide read-only view of the image.
-    pub fn image(&self) -> Arc<RwLock<MetadataImage>> {
-        self.image.clone()
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image.read().expect("image lock").clone()
     }
 
     /// Bumped after every applied batch or installed snapshot.
@@ -271,7 +272,7 @@ impl StateMachineStore {
     }
 
     fn publish(&self, state: &PersistedState) {
-        *self.image.write().expect("image lock") = state.image.clone();
+        *self.image.write().expect("image lock") = Arc::new(state.image.clone());
         self.version.send_modify(|v| *v += 1);
     }
 }

@@ -91,7 +91,7 @@ impl ReplicaManager {
     /// Reconcile at start and after every image change until the cluster node stops.
     pub async fn run(self: Arc<Self>, cluster: Arc<ClusterNode>) {
         let mut rx = cluster.subscribe();
-        let mut previous: Option<MetadataImage> = None;
+        let mut previous: Option<Arc<MetadataImage>> = None;
         let wanted_at_start = self.local_partitions(&cluster.image());
         for tp in self.logs.partitions() {
             if !wanted_at_start.iter().any(|(t, _, p)| *t == tp.topic && *p == tp.partition) {
@@ -103,7 +103,7 @@ impl ReplicaManager {
             let me = self.clone();
             let prev = previous.clone();
             let img = image.clone();
-            match tokio::task::spawn_blocking(move || me.reconcile(prev.as_ref(), &img)).await {
+            match tokio::task::spawn_blocking(move || me.reconcile(prev.as_deref(), &img)).await {
                 // On failure the old image stays the baseline, so the next pass retries the
                 // same differences.
                 Ok(Ok(())) => previous = Some(image),

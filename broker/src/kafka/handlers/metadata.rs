@@ -3,6 +3,7 @@
 //! request allow it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::metadata_response::{
@@ -130,7 +131,7 @@ const AUTO_CREATE_WAIT: Duration = Duration::from_secs(2);
 /// then such a partition is announced as LEADER_NOT_AVAILABLE (see `topic_entry`), and
 /// librdkafka asks again only after its backoff, about a second for a producer's first
 /// batches; waiting here a few milliseconds instead lets the first request go out at once.
-async fn wait_for_local_logs(ctx: &KafkaContext, created: &[String]) -> MetadataImage {
+async fn wait_for_local_logs(ctx: &KafkaContext, created: &[String]) -> Arc<MetadataImage> {
     let deadline = Instant::now() + AUTO_CREATE_WAIT;
     loop {
         let image = ctx.cluster.image();
