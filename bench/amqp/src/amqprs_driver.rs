@@ -18,7 +18,7 @@ use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
 use anyhow::{bail, Context, Result};
 use tokio::sync::Notify;
 
-use crate::{ack_now, since_stamp, stamp, Outcome, Workload};
+use crate::{stamp, Outcome, Tally, Workload};
 
 /// amqp://user:password@host:port/vhost (vhost percent-decoded; `%2f` is `/`), the form
 /// `scripts/bench-amqp` passes. amqprs parses URIs only behind an extra feature.
@@ -159,30 +159,23 @@ pub(crate) async fn run(work: &Workload) -> Result<Outcome> {
     let (_tag, mut deliveries) =
         consumer_ch.basic_consume_rx(BasicConsumeArguments::new(queue, "weir-bench").manual_ack(true).finish()).await?;
 
-    let properties = BasicProperties::default().with_delivery_mode(if work.persistent { 2 } else { 1 }).finish();
+    let properties = BasicProperties::default().with_delivery_mode(work.delivery_mode()).finish();
     let route = BasicPublishArguments::new("", queue);
 
     // The consumer: counts (and in latency mode times) every delivery, acks in groups.
     let consumer_task = {
         let channel = consumer_ch.clone();
-        let latency = work.latency;
-        let origin = work.origin;
+        let mut tally = Tally::new(work);
         tokio::spawn(async move {
-            let mut got = 0u64;
-            let mut samples = Vec::with_capacity(if latency { expected as usize } else { 0 });
-            while got < expected {
-                let Some(delivery) = deliveries.recv().await else { bail!("consumer cancelled after {got}") };
+            while !tally.done() {
+                let Some(delivery) = deliveries.recv().await else { bail!("consumer cancelled after {}", tally.got) };
                 let tag =
                     delivery.deliver.as_ref().map(|d| d.delivery_tag()).context("a delivery without basic.deliver")?;
-                if latency {
-                    samples.push(since_stamp(origin, delivery.content.as_deref().unwrap_or_default())?);
-                }
-                got += 1;
-                if ack_now(got, expected) {
+                if tally.record(delivery.content.as_deref().unwrap_or_default())? {
                     channel.basic_ack(BasicAckArguments::new(tag, true)).await?;
                 }
             }
-            Ok::<_, anyhow::Error>((Instant::now(), samples))
+            Ok::<_, anyhow::Error>(tally.finish())
         })
     };
 

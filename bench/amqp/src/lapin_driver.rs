@@ -12,7 +12,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 
-use crate::{ack_now, since_stamp, stamp, Outcome, Workload};
+use crate::{stamp, Outcome, Tally, Workload};
 
 async fn connect(url: &str, name: &str) -> Result<(Connection, Channel)> {
     let conn = Connection::connect(url, ConnectionProperties::default().with_connection_name(name.into()))
@@ -38,32 +38,21 @@ pub(crate) async fn run(work: &Workload) -> Result<Outcome> {
         .basic_consume(queue.into(), "weir-bench".into(), BasicConsumeOptions::default(), FieldTable::default())
         .await?;
 
-    let properties = if work.persistent {
-        BasicProperties::default().with_delivery_mode(2)
-    } else {
-        BasicProperties::default().with_delivery_mode(1)
-    };
+    let properties = BasicProperties::default().with_delivery_mode(work.delivery_mode());
 
     // The consumer: counts (and in latency mode times) every delivery, acks in groups.
     let consumer_task = {
         let channel = consumer_ch.clone();
-        let latency = work.latency;
-        let origin = work.origin;
+        let mut tally = Tally::new(work);
         tokio::spawn(async move {
-            let mut got = 0u64;
-            let mut samples = Vec::with_capacity(if latency { expected as usize } else { 0 });
-            while got < expected {
-                let Some(delivery) = deliveries.next().await else { bail!("consumer cancelled after {got}") };
+            while !tally.done() {
+                let Some(delivery) = deliveries.next().await else { bail!("consumer cancelled after {}", tally.got) };
                 let delivery = delivery?;
-                if latency {
-                    samples.push(since_stamp(origin, &delivery.data)?);
-                }
-                got += 1;
-                if ack_now(got, expected) {
+                if tally.record(&delivery.data)? {
                     channel.basic_ack(delivery.delivery_tag, BasicAckOptions { multiple: true }).await?;
                 }
             }
-            Ok::<_, anyhow::Error>((Instant::now(), samples))
+            Ok::<_, anyhow::Error>(tally.finish())
         })
     };
 

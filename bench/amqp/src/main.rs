@@ -85,7 +85,7 @@ const ACK_EVERY: u64 = 100;
 /// What a driver runs, the same for every client: one publisher connection and one consumer
 /// connection (each with one channel) on one queue, declared durable when `persistent` and
 /// purged first; confirms with at most `confirm_window` outstanding; the consumer with
-/// `prefetch` and manual acks with `multiple` (see [`ack_now`]).
+/// `prefetch` and manual acks with `multiple` (see [`Tally`]).
 pub(crate) struct Workload {
     pub url: String,
     pub queue: String,
@@ -103,6 +103,15 @@ pub(crate) struct Workload {
 }
 
 impl Workload {
+    /// AMQP delivery-mode: 2 (persistent) or 1 (transient).
+    pub fn delivery_mode(&self) -> u8 {
+        if self.persistent {
+            2
+        } else {
+            1
+        }
+    }
+
     pub fn payload(&self) -> Vec<u8> {
         vec![b'x'; self.size]
     }
@@ -121,15 +130,46 @@ pub(crate) fn stamp(origin: Instant, payload: &mut [u8]) {
 }
 
 /// Nanoseconds from the send time a delivered payload carries until now.
-pub(crate) fn since_stamp(origin: Instant, data: &[u8]) -> Result<u64> {
+fn since_stamp(origin: Instant, data: &[u8]) -> Result<u64> {
     let Some(sent) = data.get(..8) else { bail!("a delivery of {} bytes carries no send time", data.len()) };
     let sent = u64::from_be_bytes(sent.try_into().expect("8 bytes"));
     Ok((origin.elapsed().as_nanos() as u64).saturating_sub(sent))
 }
 
-/// Whether the consumer acks (with `multiple`) after its `got`-th delivery of `expected`.
-pub(crate) fn ack_now(got: u64, expected: u64) -> bool {
-    got.is_multiple_of(ACK_EVERY) || got == expected
+/// The consumer's side of the workload, the same for every client: counts deliveries up to
+/// `expected`, keeps a latency sample per delivery in latency mode, and says when to ack (with
+/// `multiple`): every `ACK_EVERY` deliveries and at the last one.
+pub(crate) struct Tally {
+    expected: u64,
+    latency: bool,
+    origin: Instant,
+    pub got: u64,
+    samples: Vec<u64>,
+}
+
+impl Tally {
+    pub fn new(work: &Workload) -> Self {
+        let samples = Vec::with_capacity(if work.latency { work.expected as usize } else { 0 });
+        Self { expected: work.expected, latency: work.latency, origin: work.origin, got: 0, samples }
+    }
+
+    pub fn done(&self) -> bool {
+        self.got >= self.expected
+    }
+
+    /// Counts one delivery of `data`; true when the consumer should ack up to it.
+    pub fn record(&mut self, data: &[u8]) -> Result<bool> {
+        if self.latency {
+            self.samples.push(since_stamp(self.origin, data)?);
+        }
+        self.got += 1;
+        Ok(self.got.is_multiple_of(ACK_EVERY) || self.got == self.expected)
+    }
+
+    /// When the last message was delivered, and the latency samples.
+    pub fn finish(self) -> (Instant, Vec<u64>) {
+        (Instant::now(), self.samples)
+    }
 }
 
 /// What a driver measured.
