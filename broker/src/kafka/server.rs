@@ -63,9 +63,6 @@ async fn read_requests(
     while let Some(mut frame) = codec::read_frame(&mut r, ctx.config.max_request_bytes).await? {
         let (api_key, header) = codec::decode_header(&mut frame)?;
         let reply = handlers::handle(ctx, api_key, &header, frame).await?;
-        if matches!(reply, Reply::None) {
-            continue;
-        }
         if replies.send(reply).await.is_err() {
             // The writer failed; its error is the one reported.
             break;

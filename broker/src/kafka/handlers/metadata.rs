@@ -13,7 +13,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::ResponseError;
 
 use super::{kafka_endpoint, str_bytes, topic_uuid};
-use crate::cluster::image::{validate_topic_name, MetadataImage, TopicRecord, NO_LEADER};
+use crate::cluster::image::{validate_topic_name, MetadataImage, PartitionRecord, TopicRecord, NO_LEADER};
 use crate::cluster::{MetadataError, ProposeError};
 use crate::kafka::context::KafkaContext;
 use crate::kafka::errors::propose_error_code;
@@ -136,17 +136,23 @@ async fn wait_for_local_logs(ctx: &KafkaContext, created: &[String]) -> Arc<Meta
     loop {
         let image = ctx.cluster.image();
         let ready = created.iter().all(|name| {
-            image.topics.get(name).is_none_or(|t| {
-                t.partitions.iter().enumerate().all(|(i, p)| {
-                    p.leader != ctx.node_id as i64 || ctx.logs.get(&TopicPartition::new(name, i as i32)).is_some()
-                })
-            })
+            image
+                .topics
+                .get(name)
+                .is_none_or(|t| t.partitions.iter().enumerate().all(|(i, p)| !led_here_without_log(ctx, t, i, p)))
         });
         if ready || Instant::now() >= deadline {
             return image;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// Whether this broker leads partition `index` of `t` but has not made its log yet. Such a
+/// partition is only announced once its log exists: a client sent here a moment too early
+/// would get NOT_LEADER_OR_FOLLOWER and retry its batches out of order.
+fn led_here_without_log(ctx: &KafkaContext, t: &TopicRecord, index: usize, p: &PartitionRecord) -> bool {
+    p.leader == ctx.node_id as i64 && ctx.logs.get(&TopicPartition::new(&t.name, index as i32)).is_none()
 }
 
 /// Fields are set only in the versions that carry them: the encoder refuses the others.
@@ -180,12 +186,7 @@ fn topic_entry(ctx: &KafkaContext, image: &MetadataImage, t: &TopicRecord, versi
                     .map(|r| BrokerId(*r as i32))
                     .collect();
             }
-            // A partition this broker leads is only announced once its log exists: a client
-            // sent here a moment too early would get NOT_LEADER_OR_FOLLOWER and retry its
-            // batches out of order.
-            let local_log_missing =
-                p.leader == ctx.node_id as i64 && ctx.logs.get(&TopicPartition::new(&t.name, i as i32)).is_none();
-            if p.leader == NO_LEADER || local_log_missing {
+            if p.leader == NO_LEADER || led_here_without_log(ctx, t, i, p) {
                 // As Kafka: no leader id with this error, or clients send to it anyway.
                 m.error_code = ResponseError::LeaderNotAvailable.code();
                 m.leader_id = BrokerId(-1);
