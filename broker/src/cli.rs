@@ -75,6 +75,16 @@ pub struct BrokerArgs {
     /// the ISR (it rejoins once caught up).
     #[arg(long, env = "WEIR_REPLICA_LAG_TIME_MAX_MS", default_value_t = 30000)]
     pub replica_lag_time_max_ms: u64,
+
+    /// `replica.fetch.max.bytes`: how much a follower asks for per partition in one fetch
+    /// (a larger first batch still comes whole).
+    #[arg(long, env = "WEIR_REPLICA_FETCH_MAX_BYTES", default_value_t = 1024 * 1024)]
+    pub replica_fetch_max_bytes: i32,
+
+    /// `replica.fetch.response.max.bytes`: how much a follower asks for in one fetch, over
+    /// all partitions of its leader.
+    #[arg(long, env = "WEIR_REPLICA_FETCH_RESPONSE_MAX_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub replica_fetch_response_max_bytes: i32,
 }
 
 impl BrokerArgs {

@@ -140,6 +140,8 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding --kafka-listen {}", args.kafka_listen))?;
     let mut kafka_config = KafkaConfig::default();
     kafka_config.replication.replica_lag_time_max_ms = args.replica_lag_time_max_ms as i64;
+    kafka_config.replication.fetch_partition_max_bytes = args.replica_fetch_max_bytes;
+    kafka_config.replication.fetch_response_max_bytes = args.replica_fetch_response_max_bytes;
     let kafka = KafkaContext::new(node_id as NodeId, cluster.clone(), manager.clone(), kafka_config);
     kafka.replication.metrics.register(admin_state.registry()).context("registering replication metrics")?;
     tokio::spawn(kafka.replication.clone().run());
