@@ -4,7 +4,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::buf::ByteBufMut;
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::log::LogSlice;
@@ -58,7 +58,10 @@ pub fn decode_header(frame: &mut Bytes) -> Result<(ApiKey, RequestHeader), Codec
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let api_key = ApiKey::try_from(key).map_err(|_| CodecError::UnknownApiKey(key))?;
     let header_version = api_key.request_header_version(version);
-    let header = RequestHeader::decode(frame, header_version).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    let mut header = RequestHeader::decode(frame, header_version).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    // The client id is a slice of the frame; a copy of its few bytes lets the frame have one
+    // holder again, so a produce can write its records in place (handlers/produce.rs).
+    header.client_id = header.client_id.map(|c| StrBytes::from_string(c.as_str().to_string()));
     Ok((api_key, header))
 }
 

@@ -121,6 +121,8 @@ async fn produce_reply(
     body: &mut Bytes,
 ) -> Result<Reply, CodecError> {
     let req = codec::decode_body(body, version)?;
+    // What is left of the frame goes, so that the records can be its only holder.
+    *body = Bytes::new();
     let appended = produce::append(ctx, req, version);
     let waits = appended.waits_for_isr();
     let ctx = ctx.clone();

@@ -13,9 +13,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::ResponseError;
 
 use super::{led_partition, str_bytes};
@@ -45,28 +45,57 @@ pub struct Appended {
     deadline: tokio::time::Instant,
 }
 
+/// One topic of a produce request, detached from the request's frame.
+struct TopicRecords {
+    name: String,
+    /// (partition index, records)
+    partitions: Vec<(i32, Option<Bytes>)>,
+}
+
+/// The request's topics with their names copied out and everything else dropped, so that the
+/// records are all that still holds the request frame: the log then rewrites offsets and
+/// epochs in the frame itself instead of in a copy of every byte (for the common request of
+/// one partition; with several, all but the last written are copied).
+fn detach(req: ProduceRequest) -> Vec<TopicRecords> {
+    req.topic_data
+        .into_iter()
+        .map(|t| TopicRecords {
+            name: t.name.0.as_str().to_string(),
+            partitions: t.partition_data.into_iter().map(|p| (p.index, p.records)).collect(),
+        })
+        .collect()
+}
+
+/// A buffer the log may rewrite in place: the records themselves when nothing else holds
+/// their frame, else a copy.
+fn writable(records: Bytes) -> BytesMut {
+    records.try_into_mut().unwrap_or_else(|b| BytesMut::from(&b[..]))
+}
+
 /// Validate and append every partition's batches; no waiting.
 pub fn append(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Appended {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(req.timeout_ms.max(0) as u64);
+    let acks = req.acks;
+    let topics = detach(req);
     let image = ctx.cluster.image();
     let mut appended = false;
     let mut waits = Vec::new();
-    let mut responses = Vec::with_capacity(req.topic_data.len());
-    for topic in req.topic_data {
-        let name = topic.name.0.as_str().to_string();
+    let mut responses = Vec::with_capacity(topics.len());
+    for topic in topics {
+        let name = topic.name;
         let record = image.topics.get(&name);
         let min_isr: usize =
             record.and_then(|t| t.configs.get("min.insync.replicas")).and_then(|v| v.parse().ok()).unwrap_or(1);
-        let mut partitions = Vec::with_capacity(topic.partition_data.len());
-        for p in topic.partition_data {
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for (index, records) in topic.partitions {
             let mut out = PartitionProduceResponse::default();
-            out.index = p.index;
+            out.index = index;
             out.base_offset = -1;
             out.log_append_time_ms = -1;
             out.log_start_offset = -1;
-            let code = match led_partition(ctx, &image, &name, p.index) {
+            let code = match led_partition(ctx, &image, &name, index) {
                 Err(code) => code,
-                Ok((part, _)) if req.acks == -1 && part.isr.len() < min_isr => {
+                Ok((part, _)) if acks == -1 && part.isr.len() < min_isr => {
                     set_message(
                         &mut out,
                         version,
@@ -74,14 +103,12 @@ pub fn append(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Appended
                     );
                     ResponseError::NotEnoughReplicas.code()
                 }
-                Ok((part, log)) => match p.records {
+                Ok((part, log)) => match records {
                     None => ResponseError::CorruptMessage.code(),
                     Some(records) => {
-                        // One copy at most: the frame's bytes are shared, so they are copied
-                        // once into a buffer the log may rewrite (offsets, epoch) in place.
-                        let mut buf = records.try_into_mut().unwrap_or_else(|b| BytesMut::from(&b[..]));
+                        let mut buf = writable(records);
                         let epoch = part.leader_epoch;
-                        let tp = TopicPartition::new(&name, p.index);
+                        let tp = TopicPartition::new(&name, index);
                         let result = tokio::task::block_in_place(|| {
                             let replica = ctx.replication.ensure_leader(&tp, part, &log);
                             // Written only while this broker still leads at the image's epoch.
@@ -99,7 +126,7 @@ pub fn append(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Appended
                             }
                             Some(Ok((info, start, replica))) => {
                                 appended = true;
-                                if req.acks == -1 {
+                                if acks == -1 {
                                     waits.push(AcksWait {
                                         topic: responses.len(),
                                         partition: partitions.len(),
@@ -117,7 +144,7 @@ pub fn append(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Appended
                                 0
                             }
                             Some(Err(e)) => {
-                                tracing::debug!(topic = %name, partition = p.index, error = %e, "produce refused");
+                                tracing::debug!(topic = %name, partition = index, error = %e, "produce refused");
                                 set_message(&mut out, version, &e.to_string());
                                 log_error_code(&e)
                             }
@@ -126,20 +153,20 @@ pub fn append(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Appended
                 },
             };
             if code != 0 {
-                tracing::debug!(topic = %name, partition = p.index, code, "produce error");
+                tracing::debug!(topic = %name, partition = index, code, "produce error");
             }
             out.error_code = code;
             partitions.push(out);
         }
         let mut t = TopicProduceResponse::default();
-        t.name = topic.name;
+        t.name = TopicName(str_bytes(&name));
         t.partition_responses = partitions;
         responses.push(t);
     }
     if appended {
         ctx.notify_appended();
     }
-    Appended { version, acks: req.acks, responses, waits, deadline }
+    Appended { version, acks, responses, waits, deadline }
 }
 
 impl Appended {
@@ -182,5 +209,88 @@ impl Appended {
 fn set_message(out: &mut PartitionProduceResponse, version: i16, message: &str) {
     if version >= 8 {
         out.error_message = Some(str_bytes(message));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ApiKey, RequestHeader, TransactionalId};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    use crate::kafka::codec;
+
+    /// A produce request frame as the server reads it: header and body in one buffer.
+    fn frame(partitions: &[&[u8]]) -> Bytes {
+        let version = 9;
+        let mut header = RequestHeader::default();
+        header.request_api_key = ApiKey::Produce as i16;
+        header.request_api_version = version;
+        header.client_id = Some(StrBytes::from_static_str("a-client"));
+        let mut topic = TopicProduceData::default();
+        topic.name = TopicName(StrBytes::from_static_str("orders"));
+        topic.partition_data = partitions
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let mut p = PartitionProduceData::default();
+                p.index = i as i32;
+                p.records = Some(Bytes::copy_from_slice(r));
+                p
+            })
+            .collect();
+        let mut req = ProduceRequest::default();
+        req.transactional_id = Some(TransactionalId(StrBytes::from_static_str("tx")));
+        req.acks = -1;
+        req.topic_data = vec![topic];
+        let mut buf = BytesMut::new();
+        header.encode(&mut buf, ApiKey::Produce.request_header_version(version)).unwrap();
+        req.encode(&mut buf, version).unwrap();
+        buf.put_u8(0); // not read: what follows a body stays in the frame
+        buf.freeze()
+    }
+
+    /// Decoded as `kafka/server.rs` and `handlers::produce_reply` do, then detached.
+    fn decode_and_detach(mut frame: Bytes) -> (RequestHeader, Vec<TopicRecords>) {
+        let (_, header) = codec::decode_header(&mut frame).unwrap();
+        let req: ProduceRequest = codec::decode_body(&mut frame, header.request_api_version).unwrap();
+        drop(frame);
+        (header, detach(req))
+    }
+
+    #[test]
+    fn one_partition_is_written_in_its_frame_without_a_copy() {
+        let (header, topics) = decode_and_detach(frame(&[b"batch bytes"]));
+        assert_eq!(header.client_id.as_deref(), Some("a-client"));
+        assert_eq!(topics.len(), 1);
+        assert_eq!(topics[0].name, "orders");
+        let (index, records) = topics.into_iter().next().unwrap().partitions.pop().unwrap();
+        assert_eq!(index, 0);
+        let records = records.unwrap();
+        assert!(records.is_unique(), "something besides the records still holds the frame");
+        let at = records.as_ptr();
+        let buf = writable(records);
+        assert_eq!(buf.as_ptr(), at, "the records were copied");
+        assert_eq!(&buf[..], b"batch bytes");
+    }
+
+    #[test]
+    fn several_partitions_share_the_frame_until_the_last() {
+        let (_, topics) = decode_and_detach(frame(&[b"first", b"second"]));
+        let mut parts = topics.into_iter().next().unwrap().partitions.into_iter();
+        let (_, first) = parts.next().unwrap();
+        let first = first.unwrap();
+        let at = first.as_ptr();
+        let first = writable(first);
+        assert_ne!(first.as_ptr(), at, "a buffer the other partition still shares must be copied");
+        assert_eq!(&first[..], b"first");
+        let (_, second) = parts.next().unwrap();
+        let second = second.unwrap();
+        let at = second.as_ptr();
+        let second = writable(second);
+        assert_eq!(second.as_ptr(), at, "the last partition holds the frame alone");
+        assert_eq!(&second[..], b"second");
     }
 }
