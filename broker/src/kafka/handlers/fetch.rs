@@ -83,7 +83,12 @@ fn collect(ctx: &KafkaContext, image: &MetadataImage, req: &FetchRequest, versio
                 Ok((part, log)) => {
                     let room = max_total.saturating_sub(total);
                     let tp = TopicPartition::new(name, p.partition);
-                    let result = tokio::task::block_in_place(|| {
+                    // On this task's thread, not through block_in_place: what runs here is
+                    // index lookups and at most a read of under SENDFILE_MIN_BYTES (larger
+                    // ranges go out by sendfile, which blocks on a page-cache miss the same
+                    // way); handing the runtime's core to another thread for it cost more
+                    // than the work (a follower's long poll collects several times per batch).
+                    let result = (|| {
                         let replica = ctx.replication.ensure_leader(&tp, part, &log);
                         if let Some(f) = follower {
                             ctx.replication.record_follower_fetch(&replica, f, p.fetch_offset, &log);
@@ -115,7 +120,7 @@ fn collect(ctx: &KafkaContext, image: &MetadataImage, req: &FetchRequest, versio
                             (None, _) => Bytes::new(),
                         };
                         Ok::<_, (crate::log::LogError, i64)>((hw, start, bytes))
-                    });
+                    })();
                     match result {
                         Ok((hw, start, bytes)) => {
                             out.high_watermark = hw;
