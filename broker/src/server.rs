@@ -218,10 +218,14 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     }
 
     cluster.shutdown().await;
-    // The high watermarks as of now, so the restarted broker starts from them.
-    tokio::task::spawn_blocking(move || replication.checkpoint_high_watermarks())
-        .await
-        .context("high-watermark checkpoint task failed")?;
+    // The high watermarks as of now, so the restarted broker starts from them, once the
+    // replica fetchers have stopped writing (as Kafka stops them before closing its logs).
+    tokio::task::spawn_blocking(move || {
+        replication.stop_fetchers();
+        replication.checkpoint_high_watermarks()
+    })
+    .await
+    .context("high-watermark checkpoint task failed")?;
     let shutdown_manager = manager.clone();
     tokio::task::spawn_blocking(move || shutdown_manager.shutdown())
         .await

@@ -10,8 +10,14 @@
 //!
 //! Fetching at the log end is how the leader learns this follower's progress (its HW and
 //! ISR decisions depend on it).
+//!
+//! Each fetcher runs on a thread of its own (with a single-threaded runtime for its socket),
+//! as Kafka's replica fetcher threads do: its appends block that thread and nothing else, where
+//! on the shared runtime every append had to hand a worker's core to another thread
+//! (`block_in_place`) first.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -70,13 +76,38 @@ pub struct FetcherHandle {
     leader: NodeId,
     partitions: Mutex<BTreeMap<TopicPartition, Followed>>,
     wake: Notify,
+    stopped: AtomicBool,
 }
 
 impl FetcherHandle {
     pub fn start(replication: Arc<Replication>, leader: NodeId) -> Arc<Self> {
-        let handle = Arc::new(Self { leader, partitions: Mutex::new(BTreeMap::new()), wake: Notify::new() });
-        tokio::spawn(run(replication, handle.clone()));
+        let handle = Arc::new(Self {
+            leader,
+            partitions: Mutex::new(BTreeMap::new()),
+            wake: Notify::new(),
+            stopped: AtomicBool::new(false),
+        });
+        let h = handle.clone();
+        let spawned = std::thread::Builder::new().name(format!("replica-fetcher-{leader}")).spawn(move || {
+            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt.block_on(run(replication, h)),
+                Err(e) => tracing::error!(leader, error = %e, "replica fetcher has no runtime; not replicating"),
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(leader, error = %e, "cannot start the replica fetcher thread; not replicating");
+        }
         handle
+    }
+
+    /// Shutdown: the fetcher ends at its next round (`Replication::stop_fetchers`).
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    pub fn partitions(&self) -> Vec<TopicPartition> {
+        self.partitions.lock().expect("fetcher lock").keys().cloned().collect()
     }
 
     pub fn add_partition(&self, tp: TopicPartition, leader_epoch: i32) {
@@ -123,6 +154,9 @@ async fn run(rep: Arc<Replication>, handle: Arc<FetcherHandle>) {
     let mut conn: Option<Connection> = None;
     let backoff = Duration::from_millis(rep.config.fetch_backoff_ms);
     loop {
+        if handle.stopped.load(Ordering::SeqCst) {
+            return;
+        }
         let parts = handle.snapshot();
         if parts.is_empty() {
             conn = None;
@@ -248,7 +282,10 @@ async fn truncate(
             if target < leo {
                 tracing::warn!(partition = %tp, from = leo, to = target, leader = handle.leader, leader_epoch = epoch,
                     "truncating divergent records");
-                tokio::task::block_in_place(|| log.truncate_to(target, now_ms()))?;
+                if rep.fetchers_stopped() {
+                    return Ok(true);
+                }
+                log.truncate_to(target, now_ms())?;
                 rep.metrics.follower_truncations.inc();
             }
             let leo = log.log_end_offset();
@@ -317,8 +354,11 @@ async fn fetch(
                     let records = p.records.unwrap_or_default();
                     let Some(role) = replica.lock_if_following(handle.leader, epoch) else { continue };
                     let mut log = log.lock().expect("log lock");
+                    if rep.fetchers_stopped() {
+                        return Ok(true);
+                    }
                     if !records.is_empty() {
-                        let appended = tokio::task::block_in_place(|| log.append_as_follower(&records, now_ms()));
+                        let appended = log.append_as_follower(&records, now_ms());
                         if let Err(e) = appended {
                             // Overlap or a bad batch: find the divergence point again.
                             tracing::warn!(partition = %tp, error = %e, "replicated batch refused; re-truncating");
@@ -345,10 +385,13 @@ async fn fetch(
                 Some(ResponseError::OffsetOutOfRange) => {
                     let Some(role) = replica.lock_if_following(handle.leader, epoch) else { continue };
                     let mut log = log.lock().expect("log lock");
+                    if rep.fetchers_stopped() {
+                        return Ok(true);
+                    }
                     if log.log_end_offset() < p.log_start_offset {
                         tracing::warn!(partition = %tp, leader_log_start = p.log_start_offset,
                             "follower is behind the leader's log start; restarting the log there");
-                        tokio::task::block_in_place(|| log.truncate_fully_and_start_at(p.log_start_offset, now_ms()))?;
+                        log.truncate_fully_and_start_at(p.log_start_offset, now_ms())?;
                     } else {
                         drop(log);
                         drop(role);
@@ -391,7 +434,9 @@ impl Connection {
         let (r, w) = stream.into_split();
         tracing::info!(leader, %addr, "replica fetcher connected");
         Ok(Self {
-            r: BufReader::with_capacity(256 * 1024, r),
+            // Small: a fetched range larger than the buffer is read straight into its frame,
+            // so only the first few KiB of each response are copied twice.
+            r: BufReader::with_capacity(16 * 1024, r),
             w,
             correlation_id: 0,
             client_id: StrBytes::from_string(format!("weir-replica-fetcher-{}", rep.node_id)),

@@ -144,6 +144,8 @@ pub struct Replication {
     /// replica or not): a request handler holding an older image must not make this broker
     /// leader again (it may have just lost leadership or the replica).
     leader_epochs: Mutex<HashMap<TopicPartition, i32>>,
+    /// Set by `stop_fetchers` at shutdown: the fetchers write nothing more.
+    fetchers_stopped: AtomicBool,
 }
 
 /// `replica.high.watermark.checkpoint.interval.ms`.
@@ -172,7 +174,28 @@ impl Replication {
             partitions: Mutex::new(HashMap::new()),
             fetchers: Mutex::new(BTreeMap::new()),
             progress: watch::channel(0).0,
+            fetchers_stopped: AtomicBool::new(false),
         })
+    }
+
+    /// Shutdown: the replica fetchers stop, and once this returns none is writing to a log
+    /// (each checks the flag under the log's lock before it writes), so the logs can close.
+    pub fn stop_fetchers(&self) {
+        self.fetchers_stopped.store(true, Ordering::SeqCst);
+        let fetchers: Vec<_> = self.fetchers.lock().expect("fetchers lock").values().cloned().collect();
+        for f in fetchers {
+            f.stop();
+            for tp in f.partitions() {
+                if let Some(log) = self.logs.get(&tp) {
+                    // Waits out a write in progress.
+                    drop(log.lock().expect("log lock"));
+                }
+            }
+        }
+    }
+
+    pub(crate) fn fetchers_stopped(&self) -> bool {
+        self.fetchers_stopped.load(Ordering::SeqCst)
     }
 
     pub fn subscribe_progress(&self) -> watch::Receiver<u64> {
