@@ -17,7 +17,6 @@
 //! (`block_in_place`) first.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,17 +75,11 @@ pub struct FetcherHandle {
     leader: NodeId,
     partitions: Mutex<BTreeMap<TopicPartition, Followed>>,
     wake: Notify,
-    stopped: AtomicBool,
 }
 
 impl FetcherHandle {
     pub fn start(replication: Arc<Replication>, leader: NodeId) -> Arc<Self> {
-        let handle = Arc::new(Self {
-            leader,
-            partitions: Mutex::new(BTreeMap::new()),
-            wake: Notify::new(),
-            stopped: AtomicBool::new(false),
-        });
+        let handle = Arc::new(Self { leader, partitions: Mutex::new(BTreeMap::new()), wake: Notify::new() });
         let h = handle.clone();
         let spawned = std::thread::Builder::new().name(format!("replica-fetcher-{leader}")).spawn(move || {
             match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -100,14 +93,9 @@ impl FetcherHandle {
         handle
     }
 
-    /// Shutdown: the fetcher ends at its next round (`Replication::stop_fetchers`).
-    pub fn stop(&self) {
-        self.stopped.store(true, Ordering::SeqCst);
+    /// Shutdown (`Replication::stop_fetchers`): an idle fetcher wakes to see it is stopped.
+    pub fn wake(&self) {
         self.wake.notify_one();
-    }
-
-    pub fn partitions(&self) -> Vec<TopicPartition> {
-        self.partitions.lock().expect("fetcher lock").keys().cloned().collect()
     }
 
     pub fn add_partition(&self, tp: TopicPartition, leader_epoch: i32) {
@@ -154,7 +142,7 @@ async fn run(rep: Arc<Replication>, handle: Arc<FetcherHandle>) {
     let mut conn: Option<Connection> = None;
     let backoff = Duration::from_millis(rep.config.fetch_backoff_ms);
     loop {
-        if handle.stopped.load(Ordering::SeqCst) {
+        if rep.fetchers_stopped() {
             return;
         }
         let parts = handle.snapshot();
