@@ -25,6 +25,14 @@ pub const GROUP: &str = "weir.dev";
 /// The served and stored version.
 pub const VERSION: &str = "v1alpha1";
 
+/// `charts/weir/crds` of the checkout being built or tested. Cargo names that checkout at run
+/// time (`cargo run`, `cargo test`, nextest); the compile-time value, the fallback, names
+/// whichever checkout built the binary first, and checkouts sharing a target directory reuse it.
+pub fn chart_crds_dir() -> std::path::PathBuf {
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    std::path::Path::new(&manifest_dir).join("../charts/weir/crds")
+}
+
 /// Every CRD with the file name `crdgen` writes it under, in a fixed order.
 pub fn all_crds() -> Vec<(String, CustomResourceDefinition)> {
     [Topic::crd(), Queue::crd(), Exchange::crd(), Binding::crd()]

@@ -1,10 +1,8 @@
 //! The CRD YAML checked in under charts/weir/crds must be exactly what crdgen generates today.
 
-use std::path::Path;
-
 #[test]
 fn checked_in_crds_equal_generated() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/weir/crds");
+    let dir = weir_crds::chart_crds_dir();
     let mut expected_files: Vec<String> = Vec::new();
     for (file, crd) in weir_crds::all_crds() {
         let path = dir.join(&file);

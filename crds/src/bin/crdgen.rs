@@ -1,7 +1,7 @@
 //! Writes the CRD YAML of every Weir resource into `charts/weir/crds/` (or the directory given
 //! as the first argument). `crdgen --check` compares instead of writing and fails on a difference.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -17,7 +17,7 @@ fn main() -> ExitCode {
             _ => dir = Some(PathBuf::from(arg)),
         }
     }
-    let dir = dir.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/weir/crds"));
+    let dir = dir.unwrap_or_else(weir_crds::chart_crds_dir);
     let mut stale = 0;
     for (file, crd) in weir_crds::all_crds() {
         let path = dir.join(&file);
