@@ -96,6 +96,8 @@ def test_killed_member_is_expired_after_its_session_timeout(broker, topic_name):
         assert took <= 20, f"expiry took {took:.1f}s for a 6s session timeout"
         desc = describe(broker, group)
         assert [m.client_id for m in desc.members] == ["survivor"]
+        # Kafka's form of the address the member joined from.
+        assert [m.host for m in desc.members] == ["/127.0.0.1"]
         assert desc.state == ConsumerGroupState.STABLE
     finally:
         if victim.poll() is None:

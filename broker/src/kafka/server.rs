@@ -5,6 +5,7 @@
 //! connection until it has answered; pipelining lets a producer's in-flight requests share
 //! the replication round trip instead of paying it one by one.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
@@ -29,7 +30,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<KafkaContext>) {
         };
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            match connection(stream, ctx).await {
+            match connection(stream, peer, ctx).await {
                 Ok(()) => {}
                 // A client going away mid-request is ordinary; a bad request is worth a line.
                 Err(CodecError::Io(e)) => tracing::debug!(%peer, error = %e, "Kafka connection ended"),
@@ -43,26 +44,29 @@ pub async fn serve(listener: TcpListener, ctx: Arc<KafkaContext>) {
 /// for librdkafka's five in-flight idempotent produce requests and then some.
 const PIPELINE_DEPTH: usize = 16;
 
-async fn connection(stream: TcpStream, ctx: Arc<KafkaContext>) -> Result<(), CodecError> {
+async fn connection(stream: TcpStream, peer: SocketAddr, ctx: Arc<KafkaContext>) -> Result<(), CodecError> {
     stream.set_nodelay(true)?;
+    // As Kafka reports a group member's host (its InetAddress's toString): "/" and the address.
+    let client_host = format!("/{}", peer.ip());
     let (r, w) = stream.into_split();
     let (replies, queued) = mpsc::channel(PIPELINE_DEPTH);
     // Both halves run in this task: the reader handles requests in order (appends included),
     // the writer sends their responses in the same order, waiting for a produce's ISR where
     // needed. An error on either side ends both.
-    tokio::try_join!(read_requests(r, &ctx, replies), write_responses(w, queued))?;
+    tokio::try_join!(read_requests(r, &ctx, &client_host, replies), write_responses(w, queued))?;
     Ok(())
 }
 
 async fn read_requests(
     r: OwnedReadHalf,
     ctx: &Arc<KafkaContext>,
+    client_host: &str,
     replies: mpsc::Sender<Reply>,
 ) -> Result<(), CodecError> {
     let mut r = BufReader::with_capacity(64 * 1024, r);
     while let Some(mut frame) = codec::read_frame(&mut r, ctx.config.max_request_bytes).await? {
         let (api_key, header) = codec::decode_header(&mut frame)?;
-        let reply = handlers::handle(ctx, api_key, &header, frame).await?;
+        let reply = handlers::handle(ctx, api_key, &header, client_host, frame).await?;
         if replies.send(reply).await.is_err() {
             // The writer failed; its error is the one reported.
             break;

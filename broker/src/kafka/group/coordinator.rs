@@ -77,6 +77,8 @@ impl GroupState {
 struct Member {
     instance_id: Option<String>,
     client_id: String,
+    /// "/" and the address the member's JoinGroup came from, as DescribeGroups reports it.
+    client_host: String,
     session_timeout: Duration,
     rebalance_timeout: Duration,
     protocols: Vec<(String, Bytes)>,
@@ -91,6 +93,7 @@ impl Member {
         Self {
             instance_id: m.instance_id.clone(),
             client_id: m.client_id.clone(),
+            client_host: m.client_host.clone(),
             session_timeout: ms(m.session_timeout_ms),
             rebalance_timeout: ms(m.rebalance_timeout_ms),
             // The record keeps only the chosen protocol's metadata, which is all a later
@@ -227,7 +230,7 @@ impl Group {
                     member_id: id.clone(),
                     instance_id: m.instance_id.clone(),
                     client_id: m.client_id.clone(),
-                    client_host: String::new(),
+                    client_host: m.client_host.clone(),
                     rebalance_timeout_ms: m.rebalance_timeout.as_millis().min(i32::MAX as u128) as i32,
                     session_timeout_ms: m.session_timeout.as_millis().min(i32::MAX as u128) as i32,
                     subscription: m.metadata_for(protocol),
@@ -373,6 +376,7 @@ pub struct JoinRequest {
     pub member_id: String,
     pub instance_id: Option<String>,
     pub client_id: String,
+    pub client_host: String,
     pub session_timeout: Duration,
     pub rebalance_timeout: Duration,
     pub protocol_type: String,
@@ -400,7 +404,18 @@ pub struct GroupSummary {
     pub state: &'static str,
     pub protocol_type: String,
     pub protocol: String,
-    pub members: Vec<(String, Option<String>, String, Bytes, Bytes)>,
+    pub members: Vec<MemberSummary>,
+}
+
+/// One member as DescribeGroups shows it.
+pub struct MemberSummary {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    /// The chosen protocol's subscription metadata.
+    pub metadata: Bytes,
+    pub assignment: Bytes,
 }
 
 pub struct GroupCoordinator {
@@ -558,6 +573,7 @@ impl GroupCoordinator {
             let member = g.members.entry(member_id.clone()).or_insert_with(|| Member {
                 instance_id: req.instance_id.clone(),
                 client_id: req.client_id.clone(),
+                client_host: req.client_host.clone(),
                 session_timeout: req.session_timeout,
                 rebalance_timeout: req.rebalance_timeout,
                 protocols: Vec::new(),
@@ -566,6 +582,7 @@ impl GroupCoordinator {
                 joined: false,
             });
             member.protocols = req.protocols.clone();
+            member.client_host = req.client_host.clone();
             member.session_timeout = req.session_timeout;
             member.rebalance_timeout = req.rebalance_timeout;
             member.last_heartbeat = now;
@@ -608,6 +625,8 @@ impl GroupCoordinator {
         }
         let member = g.members.get_mut(member_id).expect("checked");
         member.protocols = req.protocols.clone();
+        // A restarted static member may come from another address (a rescheduled pod).
+        member.client_host = req.client_host.clone();
         member.session_timeout = req.session_timeout;
         member.rebalance_timeout = req.rebalance_timeout;
         member.last_heartbeat = now;
@@ -882,9 +901,13 @@ impl GroupCoordinator {
                 members: g
                     .members
                     .iter()
-                    .map(|(id, m)| {
-                        let meta = m.metadata_for(g.protocol.as_deref());
-                        (id.clone(), m.instance_id.clone(), m.client_id.clone(), meta, m.assignment.clone())
+                    .map(|(id, m)| MemberSummary {
+                        member_id: id.clone(),
+                        instance_id: m.instance_id.clone(),
+                        client_id: m.client_id.clone(),
+                        client_host: m.client_host.clone(),
+                        metadata: m.metadata_for(g.protocol.as_deref()),
+                        assignment: m.assignment.clone(),
                     })
                     .collect(),
             },

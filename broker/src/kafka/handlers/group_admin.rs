@@ -28,16 +28,16 @@ pub fn describe(ctx: &KafkaContext, req: DescribeGroupsRequest, version: i16) ->
                     out.members = s
                         .members
                         .into_iter()
-                        .map(|(id, inst, client_id, metadata, assignment)| {
+                        .map(|s| {
                             let mut m = DescribedGroupMember::default();
-                            m.member_id = str_bytes(&id);
+                            m.member_id = str_bytes(&s.member_id);
                             if version >= 4 {
-                                m.group_instance_id = inst.as_deref().map(str_bytes);
+                                m.group_instance_id = s.instance_id.as_deref().map(str_bytes);
                             }
-                            m.client_id = str_bytes(&client_id);
-                            m.client_host = str_bytes("");
-                            m.member_metadata = metadata;
-                            m.member_assignment = assignment;
+                            m.client_id = str_bytes(&s.client_id);
+                            m.client_host = str_bytes(&s.client_host);
+                            m.member_metadata = s.metadata;
+                            m.member_assignment = s.assignment;
                             m
                         })
                         .collect();

@@ -14,7 +14,13 @@ use super::str_bytes;
 use crate::kafka::context::KafkaContext;
 use crate::kafka::group::coordinator::JoinRequest;
 
-pub async fn join(ctx: &KafkaContext, req: JoinGroupRequest, version: i16, client_id: &str) -> JoinGroupResponse {
+pub async fn join(
+    ctx: &KafkaContext,
+    req: JoinGroupRequest,
+    version: i16,
+    client_id: &str,
+    client_host: &str,
+) -> JoinGroupResponse {
     let session = Duration::from_millis(req.session_timeout_ms.max(0) as u64);
     let rebalance = if version >= 1 { Duration::from_millis(req.rebalance_timeout_ms.max(0) as u64) } else { session };
     let result = ctx
@@ -24,6 +30,7 @@ pub async fn join(ctx: &KafkaContext, req: JoinGroupRequest, version: i16, clien
             member_id: req.member_id.as_str().to_string(),
             instance_id: req.group_instance_id.as_ref().map(|s| s.as_str().to_string()),
             client_id: client_id.to_string(),
+            client_host: client_host.to_string(),
             session_timeout: session,
             rebalance_timeout: rebalance,
             protocol_type: req.protocol_type.as_str().to_string(),

@@ -85,6 +85,7 @@ pub async fn handle(
     ctx: &Arc<KafkaContext>,
     api_key: ApiKey,
     header: &RequestHeader,
+    client_host: &str,
     mut body: Bytes,
 ) -> Result<Reply, CodecError> {
     let version = header.request_api_version;
@@ -102,7 +103,7 @@ pub async fn handle(
     let result = if api_key == ApiKey::Produce {
         produce_reply(ctx, version, corr, &mut body).await
     } else {
-        dispatch(ctx, api_key, version, corr, client_id, &mut body).await.map(Reply::from)
+        dispatch(ctx, api_key, version, corr, client_id, client_host, &mut body).await.map(Reply::from)
     };
     if let Err(e) = &result {
         tracing::debug!(?api_key, version, error = %e, "request failed");
@@ -146,6 +147,7 @@ async fn dispatch(
     version: i16,
     corr: i32,
     client_id: &str,
+    client_host: &str,
     body: &mut Bytes,
 ) -> Result<Option<ResponseFrame>, CodecError> {
     match api_key {
@@ -203,7 +205,7 @@ async fn dispatch(
         }
         ApiKey::JoinGroup => {
             let req = codec::decode_body(body, version)?;
-            let resp = groups::join(ctx, req, version, client_id).await;
+            let resp = groups::join(ctx, req, version, client_id, client_host).await;
             codec::encode_response(api_key, version, corr, &resp).map(Some)
         }
         ApiKey::SyncGroup => {
