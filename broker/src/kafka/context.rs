@@ -49,16 +49,18 @@ pub struct KafkaContext {
     pub producer_ids: ProducerIdManager,
     /// Leader/follower state, high watermarks and acks=all waits of the local replicas.
     pub replication: Arc<Replication>,
-    /// Bumped after every append, so fetches waiting for `min.bytes` wake up.
-    appended: watch::Sender<u64>,
+    /// Bumped after every append, so fetches waiting for `min.bytes` wake up (shared with
+    /// the group coordinator, whose appends followers fetch too).
+    appended: Arc<watch::Sender<u64>>,
 }
 
 impl KafkaContext {
     pub fn new(node_id: NodeId, cluster: Arc<ClusterNode>, logs: Arc<LogManager>, config: KafkaConfig) -> Arc<Self> {
-        let (appended, _) = watch::channel(0);
-        let groups = GroupCoordinator::new(node_id, cluster.clone(), logs.clone());
-        let producer_ids = ProducerIdManager::new(node_id, cluster.clone());
+        let appended = Arc::new(watch::channel(0).0);
         let replication = Replication::new(node_id, cluster.clone(), logs.clone(), config.replication.clone());
+        let groups =
+            GroupCoordinator::new(node_id, cluster.clone(), logs.clone(), replication.clone(), appended.clone());
+        let producer_ids = ProducerIdManager::new(node_id, cluster.clone());
         Arc::new(Self { node_id, cluster, logs, config, groups, producer_ids, replication, appended })
     }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::group_record::{self, StoredGroup, StoredMember};
 use super::offsets::{self, CommittedOffset, PartitionOffsets};
@@ -20,6 +20,7 @@ use super::{partition_for, OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS};
 use crate::cluster::assignment::random_usize;
 use crate::cluster::{ClusterNode, MetadataError, NodeId, ProposeError};
 use crate::log::{batch, now_ms, LogError, LogManager, TopicPartition};
+use crate::partition::replication::{AcksError, PartitionReplica, Replication};
 
 /// `group.initial.rebalance.delay.ms`: a new group waits this long for more members.
 pub const INITIAL_REBALANCE_DELAY: Duration = Duration::from_millis(3000);
@@ -42,6 +43,8 @@ fn new_member_id(client_id: &str) -> String {
 enum WriteError {
     #[error("{OFFSETS_TOPIC}-{0} has no local log")]
     NoLocalLog(i32),
+    #[error("this broker does not lead {OFFSETS_TOPIC}-{0}")]
+    NotLeader(i32),
     #[error(transparent)]
     Log(#[from] LogError),
 }
@@ -50,10 +53,22 @@ impl WriteError {
     fn code(&self) -> i16 {
         match self {
             WriteError::NoLocalLog(_) => code(ResponseError::CoordinatorNotAvailable),
+            WriteError::NotLeader(_) => code(ResponseError::NotCoordinator),
             WriteError::Log(_) => code(ResponseError::KafkaStorageError),
         }
     }
 }
+
+/// Where an append to `__consumer_offsets` landed, for waiting on its replication.
+struct Written {
+    replica: Arc<PartitionReplica>,
+    leader_epoch: i32,
+    /// The offset after the appended batch.
+    required: i64,
+}
+
+/// How long an offset commit waits for the ISR (Kafka's `offsets.commit.timeout.ms`).
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
@@ -422,19 +437,35 @@ pub struct GroupCoordinator {
     node_id: NodeId,
     cluster: Arc<ClusterNode>,
     logs: Arc<LogManager>,
+    /// Leader state of the `__consumer_offsets` partitions, for appending as their leader.
+    replication: Arc<Replication>,
+    /// The Kafka listener's append signal: followers long-polling these partitions wake up.
+    appended: Arc<watch::Sender<u64>>,
     groups: Mutex<HashMap<String, Group>>,
     /// `__consumer_offsets` partitions replayed since start, with their offsets.
     offsets: Mutex<HashMap<i32, PartitionOffsets>>,
+    /// The leader epoch of each partition in `offsets` when it was replayed. Another epoch
+    /// means leadership moved away and back: others may have written meanwhile.
+    loaded_epochs: Mutex<HashMap<i32, i32>>,
 }
 
 impl GroupCoordinator {
-    pub fn new(node_id: NodeId, cluster: Arc<ClusterNode>, logs: Arc<LogManager>) -> Arc<Self> {
+    pub fn new(
+        node_id: NodeId,
+        cluster: Arc<ClusterNode>,
+        logs: Arc<LogManager>,
+        replication: Arc<Replication>,
+        appended: Arc<watch::Sender<u64>>,
+    ) -> Arc<Self> {
         let c = Arc::new(Self {
             node_id,
             cluster,
             logs,
+            replication,
+            appended,
             groups: Mutex::new(HashMap::new()),
             offsets: Mutex::new(HashMap::new()),
+            loaded_epochs: Mutex::new(HashMap::new()),
         });
         tokio::spawn(c.clone().sweeper());
         c
@@ -474,11 +505,23 @@ impl GroupCoordinator {
     }
 
     fn ensure_loaded(&self, partition: i32) -> Result<(), i16> {
-        // Lock order everywhere: groups, then offsets, then a log.
+        let epoch = self.cluster.image().partition(OFFSETS_TOPIC, partition as u32).map(|p| p.leader_epoch);
+        // Lock order everywhere: groups, then offsets, then loaded epochs, then a log.
         let mut groups = self.groups.lock().expect("groups lock");
         let mut offsets = self.offsets.lock().expect("offsets lock");
+        let mut loaded_epochs = self.loaded_epochs.lock().expect("loaded epochs lock");
         if offsets.contains_key(&partition) {
-            return Ok(());
+            if loaded_epochs.get(&partition) == epoch.as_ref() {
+                return Ok(());
+            }
+            // Led again after a leader change: while another broker coordinated these groups,
+            // their commits and memberships reached this log only as replicated records, so
+            // what memory holds may be stale. Drop it and replay the log, as Kafka unloads a
+            // partition's groups when it stops leading and loads them when it leads again.
+            // Members waiting in a JoinGroup or SyncGroup get COORDINATOR_NOT_AVAILABLE.
+            offsets.remove(&partition);
+            groups.retain(|name, _| partition_for(name) != partition);
+            tracing::info!(partition, leader_epoch = ?epoch, "__consumer_offsets partition led again; reloading it");
         }
         let Some(log) = self.logs.get(&TopicPartition::new(OFFSETS_TOPIC, partition)) else {
             return Err(code(ResponseError::CoordinatorLoadInProgress));
@@ -501,6 +544,9 @@ impl GroupCoordinator {
                     "loaded __consumer_offsets partition"
                 );
                 offsets.insert(partition, loaded.offsets);
+                if let Some(epoch) = epoch {
+                    loaded_epochs.insert(partition, epoch);
+                }
                 Ok(())
             }
             Err(e) => {
@@ -663,17 +709,38 @@ impl GroupCoordinator {
         }
     }
 
-    /// Append one batch of records to this coordinator's `__consumer_offsets` partition.
-    fn append_records(&self, partition: i32, records: &[batch::KeyValue<'_>]) -> Result<(), WriteError> {
-        let Some(log) = self.logs.get(&TopicPartition::new(OFFSETS_TOPIC, partition)) else {
+    /// Append one batch of records to this coordinator's `__consumer_offsets` partition, as
+    /// its leader: refused when this broker does not lead it (at the image's leader epoch), so
+    /// that a former coordinator never writes into a replica it now follows.
+    fn append_records(&self, partition: i32, records: &[batch::KeyValue<'_>]) -> Result<Written, WriteError> {
+        let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
+        let Some(log) = self.logs.get(&tp) else {
             return Err(WriteError::NoLocalLog(partition));
+        };
+        let image = self.cluster.image();
+        let part = match image.partition(OFFSETS_TOPIC, partition as u32) {
+            Some(p) if p.leader == self.node_id as i64 => p,
+            _ => return Err(WriteError::NotLeader(partition)),
         };
         let now = now_ms();
         let mut batch = batch::build_batch(records, now);
-        let epoch =
-            self.cluster.image().partition(OFFSETS_TOPIC, partition as u32).map(|p| p.leader_epoch).unwrap_or(0);
-        tokio::task::block_in_place(|| log.lock().expect("log lock").append(&mut batch, epoch, now))?;
-        Ok(())
+        let epoch = part.leader_epoch;
+        let written = tokio::task::block_in_place(|| {
+            let replica = self.replication.ensure_leader(&tp, part, &log);
+            let appended =
+                self.replication.append_as_leader(&replica, epoch, &log, |log| log.append(&mut batch, epoch, now));
+            match appended {
+                None => Err(WriteError::NotLeader(partition)),
+                Some(result) => {
+                    let info = result?;
+                    // An ISR of the leader alone commits at once.
+                    self.replication.update_leader_hw(&replica, &log);
+                    Ok(Written { replica, leader_epoch: epoch, required: info.last_offset + 1 })
+                }
+            }
+        })?;
+        self.appended.send_modify(|v| *v = v.wrapping_add(1));
+        Ok(written)
     }
 
     pub async fn sync(
@@ -793,11 +860,53 @@ impl GroupCoordinator {
     }
 
     /// Validate and persist a commit; one code per offset.
-    pub fn commit(&self, group: &str, generation: i32, member_id: &str, offsets: Vec<OffsetToCommit>) -> Vec<i16> {
-        let all = |c: i16| vec![c; offsets.len()];
+    /// Commit offsets: answered once every in-sync replica of the group's `__consumer_offsets`
+    /// partition has them (Kafka's `offsets.commit.required.acks=-1`), so that an acknowledged
+    /// commit survives a coordinator failover.
+    pub async fn commit(
+        &self,
+        group: &str,
+        generation: i32,
+        member_id: &str,
+        offsets: Vec<OffsetToCommit>,
+    ) -> Vec<i16> {
+        let n = offsets.len();
+        let written = match self.commit_locally(group, generation, member_id, offsets) {
+            Ok(Some(w)) => w,
+            Ok(None) => return Vec::new(),
+            Err(code) => return vec![code; n],
+        };
+        let waited =
+            self.replication.wait_for_isr(&written.replica, written.leader_epoch, written.required, 1, COMMIT_TIMEOUT);
+        match waited.await {
+            Ok(()) => vec![0; n],
+            Err(e) => {
+                tracing::debug!(group, error = %e, "committed offsets not replicated");
+                // Kafka's mapping of a failed offsets append.
+                vec![
+                    match e {
+                        AcksError::Timeout => code(ResponseError::RequestTimedOut),
+                        AcksError::NotEnoughReplicasAfterAppend => code(ResponseError::CoordinatorNotAvailable),
+                        AcksError::NotLeader => code(ResponseError::NotCoordinator),
+                    };
+                    n
+                ]
+            }
+        }
+    }
+
+    /// Validate and append a commit, and apply it to memory (which follows the local log,
+    /// the leader's truth). `Ok(None)`: nothing to commit.
+    fn commit_locally(
+        &self,
+        group: &str,
+        generation: i32,
+        member_id: &str,
+        offsets: Vec<OffsetToCommit>,
+    ) -> Result<Option<Written>, i16> {
         let err = self.check_coordinator(group);
         if err != 0 {
-            return all(err);
+            return Err(err);
         }
         {
             let groups = self.groups.lock().expect("groups lock");
@@ -805,16 +914,16 @@ impl GroupCoordinator {
                 // Simple consumers (no membership) commit with generation -1.
                 None if generation < 0 => {}
                 Some(g) if generation < 0 && g.members.is_empty() => {}
-                None => return all(code(ResponseError::IllegalGeneration)),
+                None => return Err(code(ResponseError::IllegalGeneration)),
                 Some(g) => {
                     if !g.members.contains_key(member_id) {
-                        return all(code(ResponseError::UnknownMemberId));
+                        return Err(code(ResponseError::UnknownMemberId));
                     }
                     if generation != g.generation {
-                        return all(code(ResponseError::IllegalGeneration));
+                        return Err(code(ResponseError::IllegalGeneration));
                     }
                     if g.state == GroupState::PreparingRebalance {
-                        return all(code(ResponseError::RebalanceInProgress));
+                        return Err(code(ResponseError::RebalanceInProgress));
                     }
                 }
             }
@@ -834,22 +943,25 @@ impl GroupCoordinator {
             })
             .collect();
         if entries.is_empty() {
-            return Vec::new();
+            return Ok(None);
         }
         let records: Vec<batch::KeyValue<'_>> =
             entries.iter().map(|(k, v, _)| (Some(k.as_slice()), Some(v.as_slice()))).collect();
         // The offsets lock orders commits of a partition: memory follows the log.
         let mut loaded = self.offsets.lock().expect("offsets lock");
-        if let Err(e) = self.append_records(partition, &records) {
-            tracing::error!(group, error = %e, "writing committed offsets failed");
-            return all(e.code());
-        }
+        let written = match self.append_records(partition, &records) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(group, error = %e, "writing committed offsets failed");
+                return Err(e.code());
+            }
+        };
         let groups = loaded.entry(partition).or_default();
         let g = groups.entry(group.to_string()).or_default();
         for (o, (_, _, v)) in offsets.iter().zip(entries) {
             g.insert((o.topic.clone(), o.partition), v);
         }
-        all(0)
+        Ok(Some(written))
     }
 
     /// Committed offsets of `group`: for the given partitions, or all (topics = None).
@@ -977,6 +1089,11 @@ impl GroupCoordinator {
             let now = Instant::now();
             let mut groups = self.groups.lock().expect("groups lock");
             for (name, g) in groups.iter_mut() {
+                // Groups of partitions led elsewhere now wait, untouched, for this broker to
+                // lead again (and reload them) or never: their members heartbeat elsewhere.
+                if self.coordinator_of(name) != Some(self.node_id) {
+                    continue;
+                }
                 if g.state == GroupState::PreparingRebalance {
                     if g.ready_to_complete(now) {
                         g.complete_join();

@@ -225,7 +225,7 @@ async fn dispatch(
         }
         ApiKey::OffsetCommit => {
             let req = codec::decode_body(body, version)?;
-            let resp = offsets::commit(ctx, req, version);
+            let resp = offsets::commit(ctx, req, version).await;
             codec::encode_response(api_key, version, corr, &resp).map(Some)
         }
         ApiKey::OffsetFetch => {

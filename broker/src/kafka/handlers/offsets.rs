@@ -11,7 +11,7 @@ use super::str_bytes;
 use crate::kafka::context::KafkaContext;
 use crate::kafka::group::coordinator::OffsetToCommit;
 
-pub fn commit(ctx: &KafkaContext, req: OffsetCommitRequest, version: i16) -> OffsetCommitResponse {
+pub async fn commit(ctx: &KafkaContext, req: OffsetCommitRequest, version: i16) -> OffsetCommitResponse {
     let mut flat = Vec::new();
     for t in &req.topics {
         for p in &t.partitions {
@@ -27,6 +27,7 @@ pub fn commit(ctx: &KafkaContext, req: OffsetCommitRequest, version: i16) -> Off
     let mut codes = ctx
         .groups
         .commit(req.group_id.0.as_str(), req.generation_id_or_member_epoch, req.member_id.as_str(), flat)
+        .await
         .into_iter();
     let mut resp = OffsetCommitResponse::default();
     resp.topics = req

@@ -1,0 +1,142 @@
+"""A group coordinator that loses its `__consumer_offsets` partition and gets it back must not
+answer from what it held before: while it was away another broker coordinated the group and
+took newer commits, which reached it only as replicated records. Nor may it write into that
+partition while it only follows it (its session sweeper would expire members that now
+heartbeat elsewhere and record the change). Here the coordinator is SIGSTOPped until
+leadership moves, a commit goes to the new coordinator, then the old one resumes (a live
+member of a second group on the same partition outlasts its session meanwhile), catches up
+and is made leader again (preferred-leader election): the group's committed offset is the
+newer one, and the partition's three replicas end byte for byte equal."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+ck = pytest.importorskip("confluent_kafka")
+from confluent_kafka import TopicPartition  # noqa: E402
+
+from test_min_isr import create, produce, segment_bytes  # noqa: E402
+from weir_harness import wait_until  # noqa: E402
+
+OFFSETS_TOPIC = "__consumer_offsets"
+
+
+def offsets_partition(group: str) -> int:
+    """Kafka's choice: Java's String.hashCode of the group id, made positive, modulo 50."""
+    units = group.encode("utf-16-be")
+    h = 0
+    for i in range(0, len(units), 2):
+        h = (h * 31 + int.from_bytes(units[i:i + 2], "big")) & 0xFFFFFFFF
+    return (h & 0x7FFFFFFF) % 50
+
+
+RETRIABLE = {ck.KafkaError.COORDINATOR_LOAD_IN_PROGRESS, ck.KafkaError.NOT_COORDINATOR,
+             ck.KafkaError.COORDINATOR_NOT_AVAILABLE}
+
+
+def commit(bootstrap: str, group: str, topic: str, offset: int) -> None:
+    """A synchronous commit, again while the coordinator is loading or moving (librdkafka hands
+    those retriable errors of a synchronous commit to the application)."""
+    c = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                c.commit(offsets=[TopicPartition(topic, 0, offset)], asynchronous=False)
+                return
+            except ck.KafkaException as e:
+                if e.args[0].code() not in RETRIABLE or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+    finally:
+        c.close()
+
+
+def committed(bootstrap: str, group: str, topic: str) -> int:
+    c = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        (tp,) = c.committed([TopicPartition(topic, 0)], timeout=30)
+        return tp.offset
+    finally:
+        c.close()
+
+
+def start_member(bootstrap: str, group: str, topic: str) -> subprocess.Popen:
+    """A consumer process that joins `group` and polls until killed; prints once assigned."""
+    script = textwrap.dedent(
+        f"""
+        import confluent_kafka as ck
+        c = ck.Consumer({{"bootstrap.servers": "{bootstrap}", "group.id": "{group}",
+                          "session.timeout.ms": 6000, "heartbeat.interval.ms": 500}})
+        c.subscribe(["{topic}"])
+        told = False
+        while True:
+            c.poll(0.1)
+            if c.assignment() and not told:
+                print("assigned", flush=True)
+                told = True
+        """
+    )
+    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+
+
+def offsets_view(cluster, partition):
+    return next(p for p in cluster.partitions(OFFSETS_TOPIC) if p["partition"] == partition)
+
+
+@pytest.mark.cluster_args(session_timeout_ms=3000)
+def test_a_returning_coordinator_serves_the_commits_made_while_it_was_away(cluster):
+    topic, group = "coordinated", "moving-group"
+    create(cluster, topic, config={"min.insync.replicas": "2"})
+    assert [e for e, _ in produce(cluster.bootstrap, topic, [b"m"] * 30)] == [None] * 30
+    commit(cluster.bootstrap, group, topic, 10)
+    assert committed(cluster.bootstrap, group, topic) == 10
+
+    part = offsets_partition(group)
+    cluster.wait_isr(OFFSETS_TOPIC, part, 3)
+    # The coordinator must be the preferred replica, so that the election below brings it back.
+    coordinator = offsets_view(cluster, part)["replicas"][0]
+    if offsets_view(cluster, part)["leader"] != coordinator:
+        cluster.any_running().http_json("POST", "/api/v1/partitions/elect-preferred", {"topic": OFFSETS_TOPIC})
+        wait_until(lambda: offsets_view(cluster, part)["leader"] == coordinator, 30,
+                   what="the preferred replica leading the offsets partition")
+
+    # A member of another group on the same partition, alive throughout.
+    member_group = next(g for g in (f"members-{i}" for i in range(100_000)) if offsets_partition(g) == part)
+    member = start_member(cluster.bootstrap, member_group, topic)
+    try:
+        assert member.stdout.readline().strip() == "assigned"
+        check_moves(cluster, topic, group, part, coordinator)
+    finally:
+        member.kill()
+        member.wait(10)
+    wait_until(lambda: len({segment_bytes(b, OFFSETS_TOPIC, part) for b in cluster.brokers}) == 1, 30,
+               what=f"identical replicas of {OFFSETS_TOPIC}-{part}")
+
+
+def check_moves(cluster, topic, group, part, coordinator):
+    cluster.sigstop(coordinator)
+    try:
+        wait_until(lambda: offsets_view(cluster, part)["leader"] not in (None, coordinator), 30,
+                   what="the offsets partition led by another broker")
+        others = ",".join(b.bootstrap for b in cluster.brokers if b.node_id != coordinator)
+        commit(others, group, topic, 20)
+        assert committed(others, group, topic) == 20
+    finally:
+        cluster.sigcont(coordinator)
+    cluster.wait_isr(OFFSETS_TOPIC, part, 3)
+    # Longer than the member's session: a sweeper that still acted on the old state would
+    # expire it now (its heartbeats go to the new coordinator) and write that down.
+    time.sleep(7)
+    admin = cluster.any_running()
+    resp = admin.http_json("POST", "/api/v1/partitions/elect-preferred", {"topic": OFFSETS_TOPIC})
+    outcome = {r["partition"]: r["outcome"] for r in resp["results"]}.get(part)
+    assert outcome == "elected", (outcome, offsets_view(cluster, part))
+    wait_until(lambda: offsets_view(cluster, part)["leader"] == coordinator, 30,
+               what="leadership back on the first coordinator")
+    assert committed(cluster.bootstrap, group, topic) == 20
