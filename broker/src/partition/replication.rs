@@ -300,25 +300,29 @@ impl Replication {
         rep
     }
 
-    /// Run `append` on the log only while this broker leads the partition at `leader_epoch`,
-    /// holding the role lock across it so that a leadership change cannot slip in between the
-    /// check and the write. `None`: not the leader (any more).
+    /// Run `append` on the log of `tp` as its leader at `part`'s leader epoch (the leader
+    /// role set up from `part` if this broker has none yet), holding the role lock across it
+    /// so that a leadership change cannot slip in between the check and the write; then
+    /// recompute the HW (an ISR of the leader alone commits at once). `None`: not the leader
+    /// at that epoch (any more).
     pub fn append_as_leader<R>(
         &self,
-        rep: &PartitionReplica,
-        leader_epoch: i32,
+        tp: &TopicPartition,
+        part: &PartitionRecord,
         log: &Mutex<Log>,
         append: impl FnOnce(&mut Log) -> R,
-    ) -> Option<R> {
+    ) -> Option<(R, Arc<PartitionReplica>)> {
+        let rep = self.ensure_leader(tp, part, log);
         let role = rep.role.lock().expect("role lock");
-        if !matches!(&*role, Role::Leader { state, .. } if state.leader_epoch == leader_epoch) {
+        if !matches!(&*role, Role::Leader { state, .. } if state.leader_epoch == part.leader_epoch) {
             return None;
         }
-        let mut log = log.lock().expect("log lock");
-        let out = append(&mut log);
-        drop(log);
+        let mut locked = log.lock().expect("log lock");
+        let out = append(&mut locked);
+        drop(locked);
         drop(role);
-        Some(out)
+        self.update_leader_hw(&rep, log);
+        Some((out, rep))
     }
 
     /// Recompute a leader's HW from the ISR's log end offsets; wakes waiters if it moved.

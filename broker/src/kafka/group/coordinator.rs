@@ -725,20 +725,11 @@ impl GroupCoordinator {
         let now = now_ms();
         let mut batch = batch::build_batch(records, now);
         let epoch = part.leader_epoch;
-        let written = tokio::task::block_in_place(|| {
-            let replica = self.replication.ensure_leader(&tp, part, &log);
-            let appended =
-                self.replication.append_as_leader(&replica, epoch, &log, |log| log.append(&mut batch, epoch, now));
-            match appended {
-                None => Err(WriteError::NotLeader(partition)),
-                Some(result) => {
-                    let info = result?;
-                    // An ISR of the leader alone commits at once.
-                    self.replication.update_leader_hw(&replica, &log);
-                    Ok(Written { replica, leader_epoch: epoch, required: info.last_offset + 1 })
-                }
-            }
-        })?;
+        let appended = tokio::task::block_in_place(|| {
+            self.replication.append_as_leader(&tp, part, &log, |log| log.append(&mut batch, epoch, now))
+        });
+        let (result, replica) = appended.ok_or(WriteError::NotLeader(partition))?;
+        let written = Written { replica, leader_epoch: epoch, required: result?.last_offset + 1 };
         self.appended.send_modify(|v| *v = v.wrapping_add(1));
         Ok(written)
     }

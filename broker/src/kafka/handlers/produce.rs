@@ -109,16 +109,13 @@ pub fn append(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Appended
                         let mut buf = writable(records);
                         let epoch = part.leader_epoch;
                         let tp = TopicPartition::new(&name, index);
+                        // Written only while this broker still leads at the image's epoch.
                         let result = tokio::task::block_in_place(|| {
-                            let replica = ctx.replication.ensure_leader(&tp, part, &log);
-                            // Written only while this broker still leads at the image's epoch.
-                            let appended = ctx.replication.append_as_leader(&replica, epoch, &log, |log| {
+                            ctx.replication.append_as_leader(&tp, part, &log, |log| {
                                 log.append(&mut buf, epoch, now_ms()).map(|info| (info, log.log_start_offset()))
-                            })?;
-                            // An ISR of the leader alone commits at once.
-                            ctx.replication.update_leader_hw(&replica, &log);
-                            Some(appended.map(|(info, start)| (info, start, replica)))
-                        });
+                            })
+                        })
+                        .map(|(appended, replica)| appended.map(|(info, start)| (info, start, replica)));
                         match result {
                             None => {
                                 set_message(&mut out, version, "this broker no longer leads the partition");
