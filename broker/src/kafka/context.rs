@@ -11,6 +11,24 @@ use crate::cluster::{ClusterNode, NodeId};
 use crate::log::LogManager;
 use crate::partition::{Replication, ReplicationConfig};
 
+/// Bumped after every append, so fetches waiting for `min.bytes` wake up. Shared by the
+/// produce path and the group coordinator, whose appends followers fetch too.
+pub struct AppendSignal(watch::Sender<u64>);
+
+impl AppendSignal {
+    fn new() -> Arc<Self> {
+        Arc::new(Self(watch::channel(0).0))
+    }
+
+    pub fn notify(&self) {
+        self.0.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.0.subscribe()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
     /// `auto.create.topics.enable`.
@@ -49,14 +67,12 @@ pub struct KafkaContext {
     pub producer_ids: ProducerIdManager,
     /// Leader/follower state, high watermarks and acks=all waits of the local replicas.
     pub replication: Arc<Replication>,
-    /// Bumped after every append, so fetches waiting for `min.bytes` wake up (shared with
-    /// the group coordinator, whose appends followers fetch too).
-    appended: Arc<watch::Sender<u64>>,
+    appended: Arc<AppendSignal>,
 }
 
 impl KafkaContext {
     pub fn new(node_id: NodeId, cluster: Arc<ClusterNode>, logs: Arc<LogManager>, config: KafkaConfig) -> Arc<Self> {
-        let appended = Arc::new(watch::channel(0).0);
+        let appended = AppendSignal::new();
         let replication = Replication::new(node_id, cluster.clone(), logs.clone(), config.replication.clone());
         let groups =
             GroupCoordinator::new(node_id, cluster.clone(), logs.clone(), replication.clone(), appended.clone());
@@ -65,7 +81,7 @@ impl KafkaContext {
     }
 
     pub fn notify_appended(&self) {
-        self.appended.send_modify(|v| *v = v.wrapping_add(1));
+        self.appended.notify();
     }
 
     pub fn subscribe_appends(&self) -> watch::Receiver<u64> {

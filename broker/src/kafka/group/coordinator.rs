@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 use super::group_record::{self, StoredGroup, StoredMember};
 use super::offsets::{self, CommittedOffset, PartitionOffsets};
 use super::{partition_for, OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS};
 use crate::cluster::assignment::random_usize;
 use crate::cluster::{ClusterNode, MetadataError, NodeId, ProposeError};
+use crate::kafka::context::AppendSignal;
 use crate::log::{batch, now_ms, LogError, LogManager, TopicPartition};
 use crate::partition::replication::{AcksError, PartitionReplica, Replication};
 
@@ -439,8 +440,8 @@ pub struct GroupCoordinator {
     logs: Arc<LogManager>,
     /// Leader state of the `__consumer_offsets` partitions, for appending as their leader.
     replication: Arc<Replication>,
-    /// The Kafka listener's append signal: followers long-polling these partitions wake up.
-    appended: Arc<watch::Sender<u64>>,
+    /// Followers long-polling these partitions wake up on it.
+    appended: Arc<AppendSignal>,
     groups: Mutex<HashMap<String, Group>>,
     /// `__consumer_offsets` partitions replayed since start, with their offsets.
     offsets: Mutex<HashMap<i32, PartitionOffsets>>,
@@ -455,7 +456,7 @@ impl GroupCoordinator {
         cluster: Arc<ClusterNode>,
         logs: Arc<LogManager>,
         replication: Arc<Replication>,
-        appended: Arc<watch::Sender<u64>>,
+        appended: Arc<AppendSignal>,
     ) -> Arc<Self> {
         let c = Arc::new(Self {
             node_id,
@@ -730,7 +731,7 @@ impl GroupCoordinator {
         });
         let (result, replica) = appended.ok_or(WriteError::NotLeader(partition))?;
         let written = Written { replica, leader_epoch: epoch, required: result?.last_offset + 1 };
-        self.appended.send_modify(|v| *v = v.wrapping_add(1));
+        self.appended.notify();
         Ok(written)
     }
 
