@@ -21,7 +21,7 @@ STOPS = 6
 
 
 def log_since_last_start(broker) -> str:
-    return broker.log_path.read_text(errors="replace").rsplit("===== start #", 1)[-1]
+    return broker.log_text().rsplit("===== start #", 1)[-1]
 
 
 def bulk_load(bootstrap: str, topic: str, stop: threading.Event) -> None:
