@@ -12,7 +12,7 @@ use super::config::LogConfig;
 use super::error::{IoContext, Result};
 use super::metrics::LogMetrics;
 use super::segmented_log::Log;
-use super::{checkpoint, cleaner, now_ms};
+use super::{checkpoint, cleaner, now_ms, partition_metadata};
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TopicPartition {
@@ -58,6 +58,8 @@ pub struct LogManager {
     default_config: LogConfig,
     metrics: LogMetrics,
     logs: RwLock<BTreeMap<TopicPartition, Arc<Mutex<Log>>>>,
+    /// The topic id in each log's `partition.metadata` (absent for logs made before it).
+    topic_ids: Mutex<BTreeMap<TopicPartition, String>>,
     last_checkpoint_ms: AtomicI64,
 }
 
@@ -77,6 +79,7 @@ impl LogManager {
         let start_offsets = checkpoint::read(&data_dir.join(checkpoint::LOG_START_OFFSET_FILE))?;
         let now = now_ms();
         let mut logs = BTreeMap::new();
+        let mut topic_ids = BTreeMap::new();
         let mut report = LoadReport { clean_shutdown: clean, ..Default::default() };
         for entry in std::fs::read_dir(data_dir).at(data_dir)? {
             let entry = entry.at(data_dir)?;
@@ -96,6 +99,9 @@ impl LogManager {
                 tracing::info!(partition = %tp, segments = rec.segments_recovered, truncated_bytes = rec.truncated_bytes, "recovered log");
             }
             report.truncated_bytes += rec.truncated_bytes;
+            if let Some(id) = partition_metadata::read(&entry.path())? {
+                topic_ids.insert(tp.clone(), id);
+            }
             logs.insert(tp, Arc::new(Mutex::new(log)));
         }
         report.partitions = logs.len();
@@ -111,6 +117,7 @@ impl LogManager {
             default_config,
             metrics,
             logs: RwLock::new(logs),
+            topic_ids: Mutex::new(topic_ids),
             last_checkpoint_ms: AtomicI64::new(now),
         };
         Ok((manager, report))
@@ -149,8 +156,47 @@ impl LogManager {
         Ok(log)
     }
 
+    /// The log of `tp` for the topic whose id is `topic_id`, created if missing. A log left
+    /// by an earlier topic of the same name (another id in its `partition.metadata`) is
+    /// deleted and replaced by an empty one; a log without the file (made before it existed)
+    /// is taken as this topic's and the file written. `Ok((log, true))` when a log was
+    /// replaced.
+    pub fn get_or_create_for_topic(
+        &self,
+        tp: &TopicPartition,
+        topic_id: &str,
+        config: LogConfig,
+    ) -> Result<(Arc<Mutex<Log>>, bool)> {
+        let recorded = self.topic_ids.lock().expect("topic ids lock").get(tp).cloned();
+        if recorded.as_deref() == Some(topic_id) {
+            if let Some(log) = self.get(tp) {
+                return Ok((log, false));
+            }
+        }
+        let replaced = match &recorded {
+            Some(old) if old != topic_id && self.get(tp).is_some() => {
+                tracing::warn!(partition = %tp, old_topic_id = %old, topic_id, "local log belongs to an earlier topic of this name; deleting it");
+                self.delete(tp)?
+            }
+            _ => false,
+        };
+        let log = self.get_or_create(tp, config)?;
+        if !topic_id.is_empty() {
+            let dir = log.lock().expect("log lock").dir().to_path_buf();
+            partition_metadata::write(&dir, topic_id)?;
+            self.topic_ids.lock().expect("topic ids lock").insert(tp.clone(), topic_id.to_string());
+        }
+        Ok((log, replaced))
+    }
+
+    /// The topic id recorded for `tp`'s log, if any.
+    pub fn topic_id(&self, tp: &TopicPartition) -> Option<String> {
+        self.topic_ids.lock().expect("topic ids lock").get(tp).cloned()
+    }
+
     /// Delete the log of `tp` and its directory.
     pub fn delete(&self, tp: &TopicPartition) -> Result<bool> {
+        self.topic_ids.lock().expect("topic ids lock").remove(tp);
         let Some(log) = self.logs.write().expect("log map lock").remove(tp) else { return Ok(false) };
         let log = log.lock().expect("log lock");
         self.metrics.segments.sub(log.segment_count() as i64);

@@ -12,6 +12,7 @@ pub mod leader_epoch;
 pub mod manager;
 pub mod metrics;
 pub mod offset_index;
+pub mod partition_metadata;
 pub mod producer_state;
 pub mod segment;
 pub mod segmented_log;
