@@ -85,6 +85,21 @@ pub struct BrokerArgs {
     /// all partitions of its leader.
     #[arg(long, env = "WEIR_REPLICA_FETCH_RESPONSE_MAX_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub replica_fetch_response_max_bytes: i32,
+
+    /// `offsets.retention.minutes`: a consumer group's committed offsets are deleted once the
+    /// group has been empty this long; offsets committed outside any group membership, this
+    /// long after their commit.
+    #[arg(long, env = "WEIR_OFFSETS_RETENTION_MINUTES", default_value_t = 7 * 24 * 60)]
+    pub offsets_retention_minutes: u64,
+
+    /// The same in milliseconds, overriding the minutes when given (Kafka has no such key;
+    /// meant for tests).
+    #[arg(long, env = "WEIR_OFFSETS_RETENTION_MS")]
+    pub offsets_retention_ms: Option<u64>,
+
+    /// `offsets.retention.check.interval.ms`: how often expired offsets are looked for.
+    #[arg(long, env = "WEIR_OFFSETS_RETENTION_CHECK_INTERVAL_MS", default_value_t = 600_000)]
+    pub offsets_retention_check_interval_ms: u64,
 }
 
 impl BrokerArgs {

@@ -142,6 +142,11 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     kafka_config.replication.replica_lag_time_max_ms = args.replica_lag_time_max_ms as i64;
     kafka_config.replication.fetch_partition_max_bytes = args.replica_fetch_max_bytes;
     kafka_config.replication.fetch_response_max_bytes = args.replica_fetch_response_max_bytes;
+    kafka_config.groups.offsets_retention = Duration::from_millis(
+        args.offsets_retention_ms.unwrap_or(args.offsets_retention_minutes.saturating_mul(60_000)),
+    );
+    kafka_config.groups.offsets_retention_check_interval =
+        Duration::from_millis(args.offsets_retention_check_interval_ms.max(1));
     let kafka = KafkaContext::new(node_id as NodeId, cluster.clone(), manager.clone(), kafka_config);
     kafka.replication.metrics.register(admin_state.registry()).context("registering replication metrics")?;
     tokio::spawn(kafka.replication.clone().run());

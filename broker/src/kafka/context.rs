@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::group::GroupCoordinator;
+use super::group::{GroupConfig, GroupCoordinator};
 use super::producer_ids::ProducerIdManager;
 use crate::cluster::{ClusterNode, NodeId};
 use crate::log::LogManager;
@@ -43,6 +43,8 @@ pub struct KafkaConfig {
     pub cluster_id: String,
     /// Follower fetching, ISR upkeep (`replica.lag.time.max.ms`, ...).
     pub replication: ReplicationConfig,
+    /// The group coordinator's settings (`offsets.retention.minutes`, ...).
+    pub groups: GroupConfig,
 }
 
 impl Default for KafkaConfig {
@@ -54,6 +56,7 @@ impl Default for KafkaConfig {
             max_request_bytes: 100 * 1024 * 1024,
             cluster_id: "weir".to_string(),
             replication: ReplicationConfig::default(),
+            groups: GroupConfig::default(),
         }
     }
 }
@@ -74,8 +77,14 @@ impl KafkaContext {
     pub fn new(node_id: NodeId, cluster: Arc<ClusterNode>, logs: Arc<LogManager>, config: KafkaConfig) -> Arc<Self> {
         let appended = AppendSignal::new();
         let replication = Replication::new(node_id, cluster.clone(), logs.clone(), config.replication.clone());
-        let groups =
-            GroupCoordinator::new(node_id, cluster.clone(), logs.clone(), replication.clone(), appended.clone());
+        let groups = GroupCoordinator::new(
+            node_id,
+            cluster.clone(),
+            logs.clone(),
+            replication.clone(),
+            appended.clone(),
+            config.groups.clone(),
+        );
         let producer_ids = ProducerIdManager::new(node_id, cluster.clone());
         Arc::new(Self { node_id, cluster, logs, config, groups, producer_ids, replication, appended })
     }

@@ -1,8 +1,9 @@
 //! The group coordinator for the classic protocol (JoinGroup, SyncGroup, Heartbeat,
 //! LeaveGroup, OffsetCommit, OffsetFetch). Membership is served from memory. Committed
-//! offsets are written to `__consumer_offsets` before they are acknowledged; the group's
-//! metadata (generation, leader, members and assignments) is written there when a
-//! rebalance completes and when the group empties. Both are replayed when a partition is
+//! offsets are written to `__consumer_offsets` and replicated to the ISR before they are
+//! acknowledged; the group's metadata (generation, leader, members and assignments) is
+//! written there when a rebalance completes (SyncGroup answers once the ISR has it) and when
+//! the group empties (not waited for, as in Kafka). Both are replayed when a partition is
 //! first used after a start, so a restarted coordinator knows its members: they go on
 //! heartbeating in their generation and are expired only if their session runs out.
 
@@ -70,6 +71,25 @@ struct Written {
 
 /// How long an offset commit waits for the ISR (Kafka's `offsets.commit.timeout.ms`).
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Settings of the group coordinator that an operator may change.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// `offsets.retention.minutes`: committed offsets of a group that has been empty this long
+    /// (or, for a group without members ever, committed this long ago) are deleted.
+    pub offsets_retention: Duration,
+    /// `offsets.retention.check.interval.ms`: how often expired offsets are looked for.
+    pub offsets_retention_check_interval: Duration,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        Self {
+            offsets_retention: Duration::from_secs(7 * 24 * 3600),
+            offsets_retention_check_interval: Duration::from_secs(600),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
@@ -189,6 +209,12 @@ struct Group {
     /// Set when the group reached a state worth a group metadata record (Stable or Empty);
     /// the coordinator writes it before releasing the group.
     persist_needed: bool,
+    /// When the group last became Empty (wall clock, ms): its offsets' retention counts from
+    /// then, as in Kafka (KIP-211).
+    empty_since_ms: i64,
+    /// The generation whose leader's assignment is being written and replicated; SyncGroups
+    /// meanwhile (the leader's again included) wait for that write's outcome.
+    storing: Option<i32>,
 }
 
 impl Group {
@@ -207,6 +233,8 @@ impl Group {
             rebalance_deadline: now,
             join_not_before: now,
             persist_needed: false,
+            empty_since_ms: now_ms(),
+            storing: None,
         }
     }
 
@@ -217,6 +245,9 @@ impl Group {
         g.generation = stored.generation;
         g.protocol_type = Some(stored.protocol_type.clone()).filter(|t| !t.is_empty());
         if stored.members.is_empty() {
+            if stored.state_timestamp >= 0 {
+                g.empty_since_ms = stored.state_timestamp;
+            }
             return g;
         }
         g.state = GroupState::Stable;
@@ -238,7 +269,7 @@ impl Group {
             generation: self.generation,
             protocol: self.protocol.clone(),
             leader: self.leader.clone(),
-            state_timestamp: now_ms(),
+            state_timestamp: if self.members.is_empty() { self.empty_since_ms } else { now_ms() },
             members: self
                 .members
                 .iter()
@@ -273,6 +304,16 @@ impl Group {
         self.members.insert(new_id, member);
     }
 
+    /// A successful SyncGroup answer: the member's assignment (empty for an unknown member).
+    fn sync_ok(&self, member_id: &str) -> SyncResult {
+        SyncResult {
+            error: 0,
+            assignment: self.members.get(member_id).map(|m| m.assignment.clone()).unwrap_or_default(),
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: self.protocol.clone(),
+        }
+    }
+
     /// FENCED_INSTANCE_ID when a request names a static instance now held by another member id.
     fn fenced(&self, member_id: &str, instance_id: Option<&str>) -> bool {
         instance_id.and_then(|i| self.static_members.get(i)).is_some_and(|holder| holder != member_id)
@@ -305,10 +346,7 @@ impl Group {
         }
         self.generation += 1;
         if self.members.is_empty() {
-            self.state = GroupState::Empty;
-            self.protocol = None;
-            self.leader = None;
-            self.persist_needed = true;
+            self.become_empty();
             return;
         }
         // The first protocol of the first member that every member supports.
@@ -348,6 +386,25 @@ impl Group {
         }
     }
 
+    fn become_empty(&mut self) {
+        self.state = GroupState::Empty;
+        self.protocol = None;
+        self.leader = None;
+        self.empty_since_ms = now_ms();
+        self.persist_needed = true;
+    }
+
+    /// What the retention of this group's committed offsets counts from (Kafka, KIP-211): for
+    /// a consumer group, the time it became Empty (none while it has members); for a group
+    /// that never had members (offsets committed by standalone consumers), each commit's time.
+    fn retention_base(&self) -> RetentionBase {
+        match (&self.protocol_type, self.state) {
+            (None, _) => RetentionBase::CommitTime,
+            (Some(_), GroupState::Empty) if self.pending.is_empty() => RetentionBase::Since(self.empty_since_ms),
+            (Some(_), _) => RetentionBase::Never,
+        }
+    }
+
     fn remove_member(&mut self, id: &str) {
         if let Some(m) = self.members.remove(id) {
             if let Some(inst) = m.instance_id {
@@ -374,15 +431,30 @@ impl Group {
     fn after_departure(&mut self, now: Instant) {
         if self.members.is_empty() {
             self.generation += 1;
-            self.state = GroupState::Empty;
-            self.protocol = None;
-            self.leader = None;
-            self.persist_needed = true;
+            self.become_empty();
             for (_, tx) in self.sync_waiters.drain() {
                 let _ = tx.send(SyncResult::error(code(ResponseError::RebalanceInProgress)));
             }
         } else if self.state != GroupState::PreparingRebalance {
             self.prepare_rebalance(now);
+        }
+    }
+}
+
+/// What an offset's retention period counts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RetentionBase {
+    CommitTime,
+    Since(i64),
+    Never,
+}
+
+impl RetentionBase {
+    fn expired(self, offset: &CommittedOffset, now_ms: i64, retention_ms: i64) -> bool {
+        match self {
+            RetentionBase::CommitTime => now_ms - offset.commit_timestamp >= retention_ms,
+            RetentionBase::Since(t) => now_ms - t >= retention_ms,
+            RetentionBase::Never => false,
         }
     }
 }
@@ -448,6 +520,7 @@ pub struct GroupCoordinator {
     /// The leader epoch of each partition in `offsets` when it was replayed. Another epoch
     /// means leadership moved away and back: others may have written meanwhile.
     loaded_epochs: Mutex<HashMap<i32, i32>>,
+    config: GroupConfig,
 }
 
 impl GroupCoordinator {
@@ -457,6 +530,7 @@ impl GroupCoordinator {
         logs: Arc<LogManager>,
         replication: Arc<Replication>,
         appended: Arc<AppendSignal>,
+        config: GroupConfig,
     ) -> Arc<Self> {
         let c = Arc::new(Self {
             node_id,
@@ -467,6 +541,7 @@ impl GroupCoordinator {
             groups: Mutex::new(HashMap::new()),
             offsets: Mutex::new(HashMap::new()),
             loaded_epochs: Mutex::new(HashMap::new()),
+            config,
         });
         tokio::spawn(c.clone().sweeper());
         c
@@ -568,7 +643,12 @@ impl GroupCoordinator {
         if req.protocols.is_empty() || req.protocol_type.is_empty() {
             return JoinResult::error(code(ResponseError::InconsistentGroupProtocol), req.member_id);
         }
-        let rx = {
+        // What to wait for once the groups lock is released.
+        enum Answer {
+            Waiter(oneshot::Receiver<JoinResult>),
+            OnceStored(JoinResult, Result<Written, WriteError>),
+        }
+        let answer = 'locked: {
             let now = Instant::now();
             let mut groups = self.groups.lock().expect("groups lock");
             let g = groups.entry(req.group.clone()).or_insert_with(|| Group::new(now));
@@ -591,8 +671,11 @@ impl GroupCoordinator {
                         let new_id = new_member_id(&req.client_id);
                         g.replace_static_member(inst, &existing, new_id.clone());
                         if let Some(result) = Self::rejoin_stable_static(g, &new_id, &req, now) {
-                            self.persist_if_needed(&req.group, g);
-                            return result;
+                            // Answered once the new member id is replicated (Kafka stores the
+                            // group before answering), so a failover fences the old one too.
+                            g.persist_needed = false;
+                            let written = self.write_group_record(&req.group, g);
+                            break 'locked Answer::OnceStored(result, written);
                         }
                         new_id
                     }
@@ -649,9 +732,17 @@ impl GroupCoordinator {
                 g.complete_join();
                 self.persist_if_needed(&req.group, g);
             }
-            rx
+            Answer::Waiter(rx)
         };
-        rx.await.unwrap_or_else(|_| JoinResult::error(code(ResponseError::CoordinatorNotAvailable), String::new()))
+        match answer {
+            Answer::Waiter(rx) => rx
+                .await
+                .unwrap_or_else(|_| JoinResult::error(code(ResponseError::CoordinatorNotAvailable), String::new())),
+            Answer::OnceStored(result, written) => match self.replicated(&req.group, written).await {
+                Ok(()) => result,
+                Err(error) => JoinResult::error(error, result.member_id),
+            },
+        }
     }
 
     /// A static member rejoined (already under its new id) a Stable group with the same
@@ -696,18 +787,47 @@ impl GroupCoordinator {
         })
     }
 
-    /// Write the group's metadata record if a state change asked for one. A failed write is
-    /// logged and the group goes on from memory; the next change writes it again.
+    /// Write the group's metadata record if a state change asked for one, without waiting for
+    /// its replication (as Kafka, for a group that emptied). A failed write is logged and the
+    /// group goes on from memory; the next change writes it again.
     fn persist_if_needed(&self, name: &str, g: &mut Group) {
         if !g.persist_needed {
             return;
         }
         g.persist_needed = false;
-        let key = group_record::encode_key(name);
-        let value = group_record::encode_value(&g.to_stored());
-        if let Err(e) = self.append_records(partition_for(name), &[(Some(key.as_slice()), Some(value.as_slice()))]) {
+        if let Err(e) = self.write_group_record(name, g) {
             tracing::error!(group = name, error = %e, "writing group metadata failed");
         }
+    }
+
+    /// Append the group's metadata record as it is in memory now.
+    fn write_group_record(&self, name: &str, g: &Group) -> Result<Written, WriteError> {
+        let key = group_record::encode_key(name);
+        let value = group_record::encode_value(&g.to_stored());
+        self.append_records(partition_for(name), &[(Some(key.as_slice()), Some(value.as_slice()))])
+    }
+
+    /// Wait until every in-sync replica has a group metadata record (Kafka's
+    /// `offsets.commit.required.acks=-1` for the group store too). The error is the code Kafka
+    /// answers a failed group store with.
+    async fn replicated(&self, group: &str, written: Result<Written, WriteError>) -> Result<(), i16> {
+        let written = written.map_err(|e| {
+            tracing::error!(group, error = %e, "writing group metadata failed");
+            match e {
+                WriteError::NoLocalLog(_) => code(ResponseError::CoordinatorNotAvailable),
+                WriteError::NotLeader(_) | WriteError::Log(_) => code(ResponseError::NotCoordinator),
+            }
+        })?;
+        let waited =
+            self.replication.wait_for_isr(&written.replica, written.leader_epoch, written.required, 1, COMMIT_TIMEOUT);
+        waited.await.map_err(|e| {
+            tracing::info!(group, error = %e, "group metadata not replicated");
+            match e {
+                AcksError::Timeout => code(ResponseError::RebalanceInProgress),
+                AcksError::NotEnoughReplicasAfterAppend => code(ResponseError::CoordinatorNotAvailable),
+                AcksError::NotLeader => code(ResponseError::NotCoordinator),
+            }
+        })
     }
 
     /// Append one batch of records to this coordinator's `__consumer_offsets` partition, as
@@ -747,7 +867,12 @@ impl GroupCoordinator {
         if err != 0 {
             return SyncResult::error(err);
         }
-        let rx = {
+        // The leader stores the assignment; everyone else waits for that to end.
+        enum Turn {
+            Wait(oneshot::Receiver<SyncResult>),
+            Store(Result<Written, WriteError>),
+        }
+        let turn = {
             let mut groups = self.groups.lock().expect("groups lock");
             let Some(g) = groups.get_mut(group) else { return SyncResult::error(code(ResponseError::UnknownMemberId)) };
             if g.fenced(member_id, instance_id) {
@@ -759,40 +884,70 @@ impl GroupCoordinator {
             if generation != g.generation {
                 return SyncResult::error(code(ResponseError::IllegalGeneration));
             }
-            let ok = |g: &Group, a: Bytes| SyncResult {
-                error: 0,
-                assignment: a,
-                protocol_type: g.protocol_type.clone(),
-                protocol_name: g.protocol.clone(),
-            };
             match g.state {
                 GroupState::PreparingRebalance => return SyncResult::error(code(ResponseError::RebalanceInProgress)),
                 GroupState::Empty => return SyncResult::error(code(ResponseError::UnknownMemberId)),
-                GroupState::Stable => return ok(g, g.members[member_id].assignment.clone()),
+                GroupState::Stable => return g.sync_ok(member_id),
                 GroupState::CompletingRebalance => {}
             }
             g.members.get_mut(member_id).expect("checked").last_heartbeat = Instant::now();
-            if g.leader.as_deref() == Some(member_id) {
+            if g.leader.as_deref() != Some(member_id) || g.storing == Some(generation) {
+                let (tx, rx) = oneshot::channel();
+                g.sync_waiters.insert(member_id.to_string(), tx);
+                Turn::Wait(rx)
+            } else {
                 let mut given: HashMap<String, Bytes> = assignments.into_iter().collect();
                 for (id, m) in g.members.iter_mut() {
                     m.assignment = given.remove(id).unwrap_or_default();
                 }
+                // Nobody learns the assignment before the ISR has it, as in Kafka: a coordinator
+                // failover then finds the group Stable in this generation, not one behind.
+                g.storing = Some(generation);
+                g.persist_needed = false;
+                Turn::Store(self.write_group_record(group, g))
+            }
+        };
+        let written = match turn {
+            Turn::Store(written) => written,
+            Turn::Wait(rx) => {
+                return rx.await.unwrap_or_else(|_| SyncResult::error(code(ResponseError::CoordinatorNotAvailable)))
+            }
+        };
+        let stored = self.replicated(group, written).await;
+        let mut groups = self.groups.lock().expect("groups lock");
+        let Some(g) = groups.get_mut(group) else { return SyncResult::error(code(ResponseError::UnknownMemberId)) };
+        // A join or departure meanwhile started another rebalance: the members waiting were
+        // told so, and so is the leader.
+        if g.state != GroupState::CompletingRebalance || g.generation != generation || g.storing != Some(generation) {
+            let error = if g.members.contains_key(member_id) {
+                ResponseError::RebalanceInProgress
+            } else {
+                ResponseError::UnknownMemberId
+            };
+            return SyncResult::error(code(error));
+        }
+        g.storing = None;
+        match stored {
+            Ok(()) => {
                 g.state = GroupState::Stable;
-                // Written before anyone learns the assignment, as Kafka does.
-                g.persist_needed = true;
-                self.persist_if_needed(group, g);
                 let waiting: Vec<_> = g.sync_waiters.drain().collect();
                 for (id, tx) in waiting {
-                    let a = g.members.get(&id).map(|m| m.assignment.clone()).unwrap_or_default();
-                    let _ = tx.send(ok(g, a));
+                    let _ = tx.send(g.sync_ok(&id));
                 }
-                return ok(g, g.members[member_id].assignment.clone());
+                g.sync_ok(member_id)
             }
-            let (tx, rx) = oneshot::channel();
-            g.sync_waiters.insert(member_id.to_string(), tx);
-            rx
-        };
-        rx.await.unwrap_or_else(|_| SyncResult::error(code(ResponseError::CoordinatorNotAvailable)))
+            Err(error) => {
+                // Kafka: every member waiting gets the error, and the group rebalances.
+                for m in g.members.values_mut() {
+                    m.assignment = Bytes::new();
+                }
+                for (_, tx) in g.sync_waiters.drain() {
+                    let _ = tx.send(SyncResult::error(error));
+                }
+                g.prepare_rebalance(Instant::now());
+                SyncResult::error(error)
+            }
+        }
     }
 
     pub fn heartbeat(&self, group: &str, generation: i32, member_id: &str, instance_id: Option<&str>) -> i16 {
@@ -1073,12 +1228,82 @@ impl GroupCoordinator {
         0
     }
 
+    /// Delete committed offsets past `offsets.retention.minutes` (tombstones in
+    /// `__consumer_offsets`), then the Empty groups left without offsets (Kafka moves them to
+    /// Dead and writes a tombstone for their metadata). Only in partitions this broker leads
+    /// and has loaded. Returns how many offsets expired.
+    fn expire_offsets(&self, now_ms: i64) -> usize {
+        let retention_ms = self.config.offsets_retention.as_millis().min(i64::MAX as u128) as i64;
+        let image = self.cluster.image();
+        let mut groups = self.groups.lock().expect("groups lock");
+        let mut loaded = self.offsets.lock().expect("offsets lock");
+        let mut expired_total = 0;
+        for (&partition, committed) in loaded.iter_mut() {
+            let leads =
+                image.partition(OFFSETS_TOPIC, partition as u32).is_some_and(|p| p.leader == self.node_id as i64);
+            if !leads {
+                continue;
+            }
+            let mut expired: Vec<(String, String, i32)> = Vec::new();
+            for (group, offsets) in committed.iter() {
+                let base = groups.get(group).map_or(RetentionBase::CommitTime, Group::retention_base);
+                for ((topic, p), v) in offsets {
+                    if base.expired(v, now_ms, retention_ms) {
+                        expired.push((group.clone(), topic.clone(), *p));
+                    }
+                }
+            }
+            // Empty groups whose offsets are all gone (or never were) end too.
+            let ending: Vec<String> = groups
+                .iter()
+                .filter(|(name, g)| {
+                    partition_for(name) == partition
+                        && g.state == GroupState::Empty
+                        && g.pending.is_empty()
+                        && committed.get(*name).is_none_or(|o| {
+                            o.keys().all(|(t, p)| expired.iter().any(|(eg, et, ep)| eg == *name && et == t && ep == p))
+                        })
+                })
+                .map(|(name, _)| name.clone())
+                .collect();
+            if expired.is_empty() && ending.is_empty() {
+                continue;
+            }
+            let mut keys: Vec<Vec<u8>> = expired.iter().map(|(g, t, p)| offsets::encode_key(g, t, *p)).collect();
+            keys.extend(ending.iter().map(|g| group_record::encode_key(g)));
+            let records: Vec<batch::KeyValue<'_>> = keys.iter().map(|k| (Some(k.as_slice()), None)).collect();
+            if let Err(e) = self.append_records(partition, &records) {
+                tracing::error!(partition, error = %e, "writing expired offsets failed");
+                continue;
+            }
+            for (g, t, p) in &expired {
+                if let Some(offsets) = committed.get_mut(g) {
+                    offsets.remove(&(t.clone(), *p));
+                    if offsets.is_empty() {
+                        committed.remove(g);
+                    }
+                }
+            }
+            for g in &ending {
+                groups.remove(g);
+            }
+            tracing::info!(partition, offsets = expired.len(), groups = ending.len(), "expired committed offsets");
+            expired_total += expired.len();
+        }
+        expired_total
+    }
+
     /// Expire members past their session timeout; complete joins whose time has come.
     async fn sweeper(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut next_retention_check = Instant::now() + self.config.offsets_retention_check_interval;
         loop {
             tick.tick().await;
             let now = Instant::now();
+            if now >= next_retention_check {
+                next_retention_check = now + self.config.offsets_retention_check_interval;
+                self.expire_offsets(now_ms());
+            }
             let mut groups = self.groups.lock().expect("groups lock");
             for (name, g) in groups.iter_mut() {
                 // Groups of partitions led elsewhere now wait, untouched, for this broker to
@@ -1110,5 +1335,62 @@ impl GroupCoordinator {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn committed_at(commit_timestamp: i64) -> CommittedOffset {
+        CommittedOffset { offset: 1, leader_epoch: -1, metadata: String::new(), commit_timestamp }
+    }
+
+    #[test]
+    fn retention_counts_from_the_commit_without_membership_and_from_emptiness_with_it() {
+        let now = Instant::now();
+        let retention = 1_000;
+        let old = committed_at(10_000);
+
+        // Offsets only (no consumer protocol ever): each commit's own time.
+        let standalone = Group::new(now);
+        assert_eq!(standalone.retention_base(), RetentionBase::CommitTime);
+        assert!(RetentionBase::CommitTime.expired(&old, 11_000, retention));
+        assert!(!RetentionBase::CommitTime.expired(&old, 10_999, retention));
+
+        // A consumer group with a member: never, however old the commit.
+        let mut group = Group::new(now);
+        group.protocol_type = Some("consumer".to_string());
+        group.state = GroupState::Stable;
+        assert_eq!(group.retention_base(), RetentionBase::Never);
+        assert!(!group.retention_base().expired(&old, i64::MAX / 2, retention));
+
+        // Once it empties: from that moment, not from the commit.
+        group.members.clear();
+        group.become_empty();
+        let since = group.empty_since_ms;
+        assert_eq!(group.retention_base(), RetentionBase::Since(since));
+        assert!(!group.retention_base().expired(&old, since + retention - 1, retention));
+        assert!(group.retention_base().expired(&old, since + retention, retention));
+
+        // A member id handed out (KIP-394) and not yet joined keeps the group.
+        group.pending.insert("m-1".to_string());
+        assert_eq!(group.retention_base(), RetentionBase::Never);
+    }
+
+    #[test]
+    fn an_empty_group_restored_from_its_record_keeps_the_time_it_emptied() {
+        let stored = StoredGroup {
+            protocol_type: "consumer".to_string(),
+            generation: 4,
+            protocol: None,
+            leader: None,
+            state_timestamp: 1_700_000_000_000,
+            members: Vec::new(),
+        };
+        let g = Group::restore(&stored, Instant::now());
+        assert_eq!(g.state, GroupState::Empty);
+        assert_eq!(g.retention_base(), RetentionBase::Since(1_700_000_000_000));
+        assert_eq!(g.to_stored().state_timestamp, 1_700_000_000_000);
     }
 }

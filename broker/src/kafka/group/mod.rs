@@ -6,7 +6,7 @@ pub mod coordinator;
 pub mod group_record;
 pub mod offsets;
 
-pub use coordinator::GroupCoordinator;
+pub use coordinator::{GroupConfig, GroupCoordinator};
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// `offsets.topic.num.partitions`.

@@ -1,0 +1,114 @@
+"""Committed offsets expire as in Kafka (`offsets.retention.minutes`, KIP-211), seen through
+confluent-kafka: offsets committed without group membership expire that long after their
+commit; a consumer group's offsets stay while it has members, however old, and expire that
+long after the group became empty, and the empty group ends with them. Expiry is written to
+`__consumer_offsets` as tombstones, so a restarted broker does not bring the offsets back.
+The broker runs with a 3 s retention checked every 0.5 s (`--offsets-retention-ms`, the test
+form of the minutes)."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ck = pytest.importorskip("confluent_kafka")
+from confluent_kafka import TopicPartition  # noqa: E402
+from confluent_kafka.admin import AdminClient  # noqa: E402
+
+from weir_harness import Broker, create_topic_ready, group_consumer_config, stop_and_remove, wait_until  # noqa: E402
+
+RETENTION_S = 3.0
+CHECK_INTERVAL_S = 0.5
+NO_OFFSET = ck.OFFSET_INVALID  # what committed() gives for a partition without a commit
+
+
+class RetentionBroker(Broker):
+    def args(self) -> list[str]:
+        return super().args() + [
+            "--offsets-retention-ms", str(int(RETENTION_S * 1000)),
+            "--offsets-retention-check-interval-ms", str(int(CHECK_INTERVAL_S * 1000)),
+        ]  # fmt: skip
+
+
+@pytest.fixture()
+def broker():
+    root = Path(tempfile.mkdtemp(prefix="weir-e2e-retention-"))
+    b = RetentionBroker(root / "broker-0")
+    try:
+        b.start()
+        yield b
+    finally:
+        stop_and_remove(b, root)
+
+
+def committed(bootstrap: str, group: str, topic: str, partitions: int = 1) -> list[int]:
+    """The group's committed offsets (OffsetFetch only: this consumer never joins)."""
+    c = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        return [tp.offset for tp in c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=20)]
+    finally:
+        c.close()
+
+
+def listed_groups(bootstrap: str) -> set[str]:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    return {g.group_id for g in admin.list_consumer_groups(request_timeout=10).result(20).valid}
+
+
+def test_offsets_committed_without_membership_expire_after_the_retention(broker, topic_name):
+    create_topic_ready(broker.bootstrap, topic_name, partitions=2)
+    group = f"{topic_name}-standalone"
+    c = ck.Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        c.commit(offsets=[TopicPartition(topic_name, 0, 5)], asynchronous=False)
+        first = time.monotonic()
+        time.sleep(1.5)
+        c.commit(offsets=[TopicPartition(topic_name, 1, 7)], asynchronous=False)
+        second = time.monotonic()
+    finally:
+        c.close()
+    assert committed(broker.bootstrap, group, topic_name, 2) == [5, 7]
+    assert group in listed_groups(broker.bootstrap)
+
+    # Each offset's retention counts from its own commit.
+    wait_until(lambda: committed(broker.bootstrap, group, topic_name, 2)[0] == NO_OFFSET, 20,
+               interval=0.2, what="the first commit expired")
+    assert time.monotonic() - first >= RETENTION_S - 0.2
+    left = committed(broker.bootstrap, group, topic_name, 2)
+    if time.monotonic() - second < RETENTION_S - CHECK_INTERVAL_S - 0.3:
+        assert left == [NO_OFFSET, 7], "the younger commit expired with the older one"
+    wait_until(lambda: committed(broker.bootstrap, group, topic_name, 2) == [NO_OFFSET, NO_OFFSET], 20,
+               interval=0.2, what="the second commit expired")
+    assert time.monotonic() - second >= RETENTION_S - 0.2
+    wait_until(lambda: group not in listed_groups(broker.bootstrap), 10, what="the group gone from ListGroups")
+
+
+def test_a_groups_offsets_expire_only_once_it_is_empty_and_stay_expired_after_a_restart(broker, topic_name):
+    create_topic_ready(broker.bootstrap, topic_name)
+    group = f"{topic_name}-group"
+    member = ck.Consumer(group_consumer_config(broker.bootstrap, group, "retention-member"))
+    member.subscribe([topic_name])
+    try:
+        wait_until(lambda: member.poll(0.1) is None and bool(member.assignment()), 30, what="an assignment")
+        member.commit(offsets=[TopicPartition(topic_name, 0, 3)], asynchronous=False)
+        # Twice the retention with a live member: nothing expires.
+        deadline = time.monotonic() + 2 * RETENTION_S
+        while time.monotonic() < deadline:
+            member.poll(0.1)
+        assert committed(broker.bootstrap, group, topic_name) == [3]
+    finally:
+        member.close()  # LeaveGroup: the group is empty from now
+    emptied = time.monotonic()
+
+    wait_until(lambda: committed(broker.bootstrap, group, topic_name) == [NO_OFFSET], 20, interval=0.2,
+               what="the group's offsets expired")
+    assert time.monotonic() - emptied >= RETENTION_S - 0.3
+    wait_until(lambda: group not in listed_groups(broker.bootstrap), 10, what="the empty group gone")
+
+    broker.stop()
+    broker.start()
+    assert committed(broker.bootstrap, group, topic_name) == [NO_OFFSET]
+    assert group not in listed_groups(broker.bootstrap)
