@@ -9,39 +9,20 @@
 
 from __future__ import annotations
 
-import contextlib
-import tempfile
-from pathlib import Path
-
 import pytest
 
-from weir_harness import Broker, attach_broker_logs, stop_and_remove, unique_name
-
-
-def _tmp_root(prefix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=prefix))
-
-
-@contextlib.contextmanager
-def _running_broker(prefix: str):
-    root = _tmp_root(prefix)
-    b = Broker(root / "broker-0")
-    try:
-        b.start()
-        yield b
-    finally:
-        stop_and_remove(b, root)
+from weir_harness import attach_broker_logs, running_broker, unique_name
 
 
 @pytest.fixture(scope="session")
 def broker():
-    with _running_broker("weir-e2e-clients-") as b:
+    with running_broker("weir-e2e-clients-") as b:
         yield b
 
 
 @pytest.fixture()
 def fresh_broker():
-    with _running_broker("weir-e2e-clients-own-") as b:
+    with running_broker("weir-e2e-clients-own-") as b:
         yield b
 
 

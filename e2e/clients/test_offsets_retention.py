@@ -8,9 +8,7 @@ form of the minutes)."""
 
 from __future__ import annotations
 
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
@@ -18,7 +16,7 @@ ck = pytest.importorskip("confluent_kafka")
 from confluent_kafka import TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient  # noqa: E402
 
-from weir_harness import Broker, create_topic_ready, group_consumer_config, stop_and_remove, wait_until  # noqa: E402
+from weir_harness import Broker, create_topic_ready, group_consumer_config, running_broker, wait_until  # noqa: E402
 
 RETENTION_S = 3.0
 CHECK_INTERVAL_S = 0.5
@@ -35,13 +33,8 @@ class RetentionBroker(Broker):
 
 @pytest.fixture()
 def broker():
-    root = Path(tempfile.mkdtemp(prefix="weir-e2e-retention-"))
-    b = RetentionBroker(root / "broker-0")
-    try:
-        b.start()
+    with running_broker("weir-e2e-retention-", RetentionBroker) as b:
         yield b
-    finally:
-        stop_and_remove(b, root)
 
 
 def committed(bootstrap: str, group: str, topic: str, partitions: int = 1) -> list[int]:

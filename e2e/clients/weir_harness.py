@@ -6,11 +6,13 @@ it saw, every subprocess has a timeout.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import struct
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -331,3 +333,16 @@ def stop_and_remove(broker: "Broker", root: Path) -> None:
         if broker.running():
             broker.kill()
         remove_test_dir(root)
+
+
+@contextlib.contextmanager
+def running_broker(prefix: str, broker_class: type[Broker] = Broker):
+    """A started broker (of `broker_class`, for one with extra arguments) in a new temp dir
+    named by `prefix`; stopped and removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    b = broker_class(root / "broker-0")
+    try:
+        b.start()
+        yield b
+    finally:
+        stop_and_remove(b, root)
