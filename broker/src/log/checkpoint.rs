@@ -20,9 +20,17 @@ pub fn write(path: &Path, offsets: &BTreeMap<TopicPartition, i64>) -> Result<()>
     for (tp, off) in offsets {
         text.push_str(&format!("{} {} {}\n", tp.topic, tp.partition, off));
     }
-    let tmp = path.with_extension("tmp");
+    write_atomically(path, text.as_bytes())
+}
+
+/// Replace the file at `path` with `contents` so that a crash leaves the old or the new file:
+/// written to `<path>.tmp`, fsynced, renamed over `path`, and the directory fsynced.
+pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
     let mut f = File::create(&tmp).at(&tmp)?;
-    f.write_all(text.as_bytes()).at(&tmp)?;
+    f.write_all(contents).at(&tmp)?;
     f.sync_all().at(&tmp)?;
     fs::rename(&tmp, path).at(path)?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))

@@ -7,12 +7,11 @@
 //! fsync, rename) whenever it changes, which happens only at a leader change, a truncation
 //! or a log start offset move — never per append.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::checkpoint::sync_dir;
-use super::error::{IoContext, LogError, Result};
+use super::checkpoint::write_atomically;
+use super::error::{LogError, Result};
 
 pub const LEADER_EPOCH_FILE: &str = "leader-epoch-checkpoint";
 
@@ -146,12 +145,7 @@ impl LeaderEpochCache {
         for e in &self.entries {
             text.push_str(&format!("{} {}\n", e.epoch, e.start_offset));
         }
-        let tmp = self.path.with_extension("tmp");
-        let mut f = File::create(&tmp).at(&tmp)?;
-        f.write_all(text.as_bytes()).at(&tmp)?;
-        f.sync_all().at(&tmp)?;
-        fs::rename(&tmp, &self.path).at(&self.path)?;
-        sync_dir(self.path.parent().unwrap_or(Path::new(".")))
+        write_atomically(&self.path, text.as_bytes())
     }
 }
 

@@ -174,7 +174,7 @@ impl LogManager {
             }
         }
         let replaced = match &recorded {
-            Some(old) if old != topic_id && self.get(tp).is_some() => {
+            Some(old) if old != topic_id => {
                 tracing::warn!(partition = %tp, old_topic_id = %old, topic_id, "local log belongs to an earlier topic of this name; deleting it");
                 self.delete(tp)?
             }

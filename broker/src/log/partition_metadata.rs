@@ -4,12 +4,11 @@
 //! even by a broker that never saw the deletion (its metadata store lost, or caught up from a
 //! snapshot that already had the new topic).
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::Path;
 
-use super::checkpoint::sync_dir;
-use super::error::{IoContext, LogError, Result};
+use super::checkpoint::write_atomically;
+use super::error::{LogError, Result};
 
 pub const FILE: &str = "partition.metadata";
 
@@ -33,15 +32,9 @@ pub fn read(dir: &Path) -> Result<Option<String>> {
     }
 }
 
-/// Record `topic_id` in `dir`: written to a temporary file, fsynced and renamed.
+/// Record `topic_id` in `dir` (atomically: a crash leaves the old or the new file).
 pub fn write(dir: &Path, topic_id: &str) -> Result<()> {
-    let path = dir.join(FILE);
-    let tmp = dir.join(format!("{FILE}.tmp"));
-    let mut f = File::create(&tmp).at(&tmp)?;
-    f.write_all(format!("version: 0\ntopic_id: {topic_id}\n").as_bytes()).at(&tmp)?;
-    f.sync_all().at(&tmp)?;
-    fs::rename(&tmp, &path).at(&path)?;
-    sync_dir(dir)
+    write_atomically(&dir.join(FILE), format!("version: 0\ntopic_id: {topic_id}\n").as_bytes())
 }
 
 #[cfg(test)]

@@ -1231,26 +1231,29 @@ impl GroupCoordinator {
     /// Delete committed offsets past `offsets.retention.minutes` (tombstones in
     /// `__consumer_offsets`), then the Empty groups left without offsets (Kafka moves them to
     /// Dead and writes a tombstone for their metadata). Only in partitions this broker leads
-    /// and has loaded. Returns how many offsets expired.
-    fn expire_offsets(&self, now_ms: i64) -> usize {
+    /// and has loaded.
+    fn expire_offsets(&self, now_ms: i64) {
         let retention_ms = self.config.offsets_retention.as_millis().min(i64::MAX as u128) as i64;
         let image = self.cluster.image();
         let mut groups = self.groups.lock().expect("groups lock");
         let mut loaded = self.offsets.lock().expect("offsets lock");
-        let mut expired_total = 0;
         for (&partition, committed) in loaded.iter_mut() {
             let leads =
                 image.partition(OFFSETS_TOPIC, partition as u32).is_some_and(|p| p.leader == self.node_id as i64);
             if !leads {
                 continue;
             }
-            let mut expired: Vec<(String, String, i32)> = Vec::new();
+            // Per group, its expired (topic, partition)s.
+            let mut expired: HashMap<String, Vec<(String, i32)>> = HashMap::new();
             for (group, offsets) in committed.iter() {
                 let base = groups.get(group).map_or(RetentionBase::CommitTime, Group::retention_base);
-                for ((topic, p), v) in offsets {
-                    if base.expired(v, now_ms, retention_ms) {
-                        expired.push((group.clone(), topic.clone(), *p));
-                    }
+                let gone: Vec<(String, i32)> = offsets
+                    .iter()
+                    .filter(|(_, v)| base.expired(v, now_ms, retention_ms))
+                    .map(|(tp, _)| tp.clone())
+                    .collect();
+                if !gone.is_empty() {
+                    expired.insert(group.clone(), gone);
                 }
             }
             // Empty groups whose offsets are all gone (or never were) end too.
@@ -1260,37 +1263,36 @@ impl GroupCoordinator {
                     partition_for(name) == partition
                         && g.state == GroupState::Empty
                         && g.pending.is_empty()
-                        && committed.get(*name).is_none_or(|o| {
-                            o.keys().all(|(t, p)| expired.iter().any(|(eg, et, ep)| eg == *name && et == t && ep == p))
-                        })
+                        && committed.get(*name).is_none_or(|o| expired.get(*name).is_some_and(|e| e.len() == o.len()))
                 })
                 .map(|(name, _)| name.clone())
                 .collect();
             if expired.is_empty() && ending.is_empty() {
                 continue;
             }
-            let mut keys: Vec<Vec<u8>> = expired.iter().map(|(g, t, p)| offsets::encode_key(g, t, *p)).collect();
+            let mut keys: Vec<Vec<u8>> =
+                expired.iter().flat_map(|(g, tps)| tps.iter().map(|(t, p)| offsets::encode_key(g, t, *p))).collect();
+            let expired_count = keys.len();
             keys.extend(ending.iter().map(|g| group_record::encode_key(g)));
             let records: Vec<batch::KeyValue<'_>> = keys.iter().map(|k| (Some(k.as_slice()), None)).collect();
             if let Err(e) = self.append_records(partition, &records) {
                 tracing::error!(partition, error = %e, "writing expired offsets failed");
                 continue;
             }
-            for (g, t, p) in &expired {
-                if let Some(offsets) = committed.get_mut(g) {
-                    offsets.remove(&(t.clone(), *p));
-                    if offsets.is_empty() {
-                        committed.remove(g);
-                    }
+            for (g, tps) in expired {
+                let Some(offsets) = committed.get_mut(&g) else { continue };
+                for tp in &tps {
+                    offsets.remove(tp);
+                }
+                if offsets.is_empty() {
+                    committed.remove(&g);
                 }
             }
             for g in &ending {
                 groups.remove(g);
             }
-            tracing::info!(partition, offsets = expired.len(), groups = ending.len(), "expired committed offsets");
-            expired_total += expired.len();
+            tracing::info!(partition, offsets = expired_count, groups = ending.len(), "expired committed offsets");
         }
-        expired_total
     }
 
     /// Expire members past their session timeout; complete joins whose time has come.
