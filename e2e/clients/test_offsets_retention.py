@@ -1,7 +1,8 @@
 """Committed offsets expire as in Kafka (`offsets.retention.minutes`, KIP-211), seen through
 confluent-kafka: offsets committed without group membership expire that long after their
 commit; a consumer group's offsets stay while it has members, however old, and expire that
-long after the group became empty, and the empty group ends with them. Expiry is written to
+long after the group became empty, and the empty group ends with them; while the group is
+stable, its offsets of topics no member subscribes to expire that long after their commit. Expiry is written to
 `__consumer_offsets` as tombstones, so a restarted broker does not bring the offsets back.
 The broker runs with a 3 s retention checked every 0.5 s (`--offsets-retention-ms`, the test
 form of the minutes)."""
@@ -105,3 +106,32 @@ def test_a_groups_offsets_expire_only_once_it_is_empty_and_stay_expired_after_a_
     broker.start()
     assert committed(broker.bootstrap, group, topic_name) == [NO_OFFSET]
     assert group not in listed_groups(broker.bootstrap)
+
+
+def test_a_stable_groups_offsets_of_unsubscribed_topics_expire_from_their_commit(broker, topic_name):
+    subscribed, other = topic_name, f"{topic_name}-other"
+    create_topic_ready(broker.bootstrap, subscribed)
+    create_topic_ready(broker.bootstrap, other)
+    group = f"{topic_name}-stable"
+    member = ck.Consumer(group_consumer_config(broker.bootstrap, group, "retention-stable"))
+    member.subscribe([subscribed])
+    try:
+        wait_until(lambda: member.poll(0.1) is None and bool(member.assignment()), 30, what="an assignment")
+        member.commit(offsets=[TopicPartition(subscribed, 0, 3), TopicPartition(other, 0, 9)], asynchronous=False)
+        committed_at = time.monotonic()
+        assert committed(broker.bootstrap, group, other) == [9]
+        # The member stays (polling keeps its session); the offset of the topic it does not
+        # subscribe to expires from its commit, the subscribed one stays.
+        deadline = time.monotonic() + 20
+        while committed(broker.bootstrap, group, other) != [NO_OFFSET]:
+            assert time.monotonic() < deadline, "the unsubscribed topic's offset never expired"
+            for _ in range(5):
+                member.poll(0.1)
+        assert time.monotonic() - committed_at >= RETENTION_S - 0.3
+        end = time.monotonic() + RETENTION_S
+        while time.monotonic() < end:
+            member.poll(0.1)
+        assert committed(broker.bootstrap, group, subscribed) == [3]
+        assert group in listed_groups(broker.bootstrap)
+    finally:
+        member.close()

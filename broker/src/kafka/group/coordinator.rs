@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
+use kafka_protocol::messages::ConsumerProtocolSubscription;
+use kafka_protocol::protocol::Decodable;
 use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
 
@@ -71,6 +73,11 @@ struct Written {
 
 /// How long an offset commit waits for the ISR (Kafka's `offsets.commit.timeout.ms`).
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The protocol type of Kafka's consumer groups, whose member metadata is a
+/// `ConsumerProtocolSubscription`.
+const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
+/// The newest `ConsumerProtocolSubscription` version the crate decodes.
+const CONSUMER_PROTOCOL_SUBSCRIPTION_MAX_VERSION: i16 = 3;
 
 /// Settings of the group coordinator that an operator may change.
 #[derive(Debug, Clone)]
@@ -395,14 +402,38 @@ impl Group {
     }
 
     /// What the retention of this group's committed offsets counts from (Kafka, KIP-211): for
-    /// a consumer group, the time it became Empty (none while it has members); for a group
-    /// that never had members (offsets committed by standalone consumers), each commit's time.
+    /// a group with members, the time it became Empty; for a group that never had members
+    /// (offsets committed by standalone consumers), each commit's time. A Stable consumer
+    /// group's offsets of topics none of its members subscribes to count from their commit
+    /// too; its other offsets, and every offset of a group with members of another protocol
+    /// type or in a rebalance, stay.
     fn retention_base(&self) -> RetentionBase {
         match (&self.protocol_type, self.state) {
             (None, _) => RetentionBase::CommitTime,
             (Some(_), GroupState::Empty) if self.pending.is_empty() => RetentionBase::Since(self.empty_since_ms),
+            (Some(t), GroupState::Stable) if t == CONSUMER_PROTOCOL_TYPE => {
+                self.subscribed_topics().map_or(RetentionBase::Never, RetentionBase::Unsubscribed)
+            }
             (Some(_), _) => RetentionBase::Never,
         }
+    }
+
+    /// Every topic the members subscribe to, read from their consumer-protocol metadata for
+    /// the chosen protocol; `None` when one of them does not decode (nothing is expired then).
+    fn subscribed_topics(&self) -> Option<HashSet<String>> {
+        let mut topics = HashSet::new();
+        for m in self.members.values() {
+            let mut metadata = m.metadata_for(self.protocol.as_deref());
+            if metadata.len() < 2 {
+                return None;
+            }
+            let version = metadata.get_i16();
+            // Fields are only ever appended, so a newer version's prefix decodes (as Kafka does).
+            let version = version.min(CONSUMER_PROTOCOL_SUBSCRIPTION_MAX_VERSION);
+            let subscription = ConsumerProtocolSubscription::decode(&mut metadata, version).ok()?;
+            topics.extend(subscription.topics.iter().map(|t| t.to_string()));
+        }
+        Some(topics)
     }
 
     fn remove_member(&mut self, id: &str) {
@@ -442,18 +473,23 @@ impl Group {
 }
 
 /// What an offset's retention period counts from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum RetentionBase {
     CommitTime,
     Since(i64),
+    /// The commit time, for topics outside this set; never for those in it.
+    Unsubscribed(HashSet<String>),
     Never,
 }
 
 impl RetentionBase {
-    fn expired(self, offset: &CommittedOffset, now_ms: i64, retention_ms: i64) -> bool {
+    fn expired(&self, topic: &str, offset: &CommittedOffset, now_ms: i64, retention_ms: i64) -> bool {
         match self {
             RetentionBase::CommitTime => now_ms - offset.commit_timestamp >= retention_ms,
             RetentionBase::Since(t) => now_ms - t >= retention_ms,
+            RetentionBase::Unsubscribed(subscribed) => {
+                !subscribed.contains(topic) && now_ms - offset.commit_timestamp >= retention_ms
+            }
             RetentionBase::Never => false,
         }
     }
@@ -1249,7 +1285,7 @@ impl GroupCoordinator {
                 let base = groups.get(group).map_or(RetentionBase::CommitTime, Group::retention_base);
                 let gone: Vec<(String, i32)> = offsets
                     .iter()
-                    .filter(|(_, v)| base.expired(v, now_ms, retention_ms))
+                    .filter(|((topic, _), v)| base.expired(topic, v, now_ms, retention_ms))
                     .map(|(tp, _)| tp.clone())
                     .collect();
                 if !gone.is_empty() {
@@ -1357,26 +1393,94 @@ mod tests {
         // Offsets only (no consumer protocol ever): each commit's own time.
         let standalone = Group::new(now);
         assert_eq!(standalone.retention_base(), RetentionBase::CommitTime);
-        assert!(RetentionBase::CommitTime.expired(&old, 11_000, retention));
-        assert!(!RetentionBase::CommitTime.expired(&old, 10_999, retention));
+        assert!(RetentionBase::CommitTime.expired("t", &old, 11_000, retention));
+        assert!(!RetentionBase::CommitTime.expired("t", &old, 10_999, retention));
 
-        // A consumer group with a member: never, however old the commit.
+        // A group with a member whose metadata is not a consumer subscription: never, however
+        // old the commit.
         let mut group = Group::new(now);
         group.protocol_type = Some("consumer".to_string());
+        group.protocol = Some("range".to_string());
         group.state = GroupState::Stable;
+        group.members.insert("m-0".to_string(), member_with(now, "range", Bytes::from_static(b"\x00")));
         assert_eq!(group.retention_base(), RetentionBase::Never);
-        assert!(!group.retention_base().expired(&old, i64::MAX / 2, retention));
+        assert!(!group.retention_base().expired("t", &old, i64::MAX / 2, retention));
 
         // Once it empties: from that moment, not from the commit.
         group.members.clear();
         group.become_empty();
         let since = group.empty_since_ms;
         assert_eq!(group.retention_base(), RetentionBase::Since(since));
-        assert!(!group.retention_base().expired(&old, since + retention - 1, retention));
-        assert!(group.retention_base().expired(&old, since + retention, retention));
+        assert!(!group.retention_base().expired("t", &old, since + retention - 1, retention));
+        assert!(group.retention_base().expired("t", &old, since + retention, retention));
 
         // A member id handed out (KIP-394) and not yet joined keeps the group.
         group.pending.insert("m-1".to_string());
+        assert_eq!(group.retention_base(), RetentionBase::Never);
+    }
+
+    fn member_with(now: Instant, protocol: &str, metadata: Bytes) -> Member {
+        Member {
+            instance_id: None,
+            client_id: "c".to_string(),
+            client_host: "/127.0.0.1".to_string(),
+            session_timeout: Duration::from_secs(10),
+            rebalance_timeout: Duration::from_secs(10),
+            protocols: vec![(protocol.to_string(), metadata)],
+            assignment: Bytes::new(),
+            last_heartbeat: now,
+            joined: true,
+        }
+    }
+
+    /// A consumer's JoinGroup metadata: the subscription's version, then the subscription.
+    fn subscription(version: i16, topics: &[&str]) -> Bytes {
+        use kafka_protocol::protocol::{Encodable, StrBytes};
+        let mut s = ConsumerProtocolSubscription::default();
+        s.topics = topics.iter().map(|t| StrBytes::from_string(t.to_string())).collect();
+        let mut buf = bytes::BytesMut::new();
+        buf.extend_from_slice(&version.to_be_bytes());
+        s.encode(&mut buf, version).expect("encode subscription");
+        buf.freeze()
+    }
+
+    #[test]
+    fn a_stable_consumer_group_expires_offsets_of_topics_it_no_longer_subscribes_to() {
+        let now = Instant::now();
+        let retention = 1_000;
+        let old = committed_at(10_000);
+        let mut group = Group::new(now);
+        group.protocol_type = Some("consumer".to_string());
+        group.protocol = Some("range".to_string());
+        group.state = GroupState::Stable;
+        group.members.insert("m-0".to_string(), member_with(now, "range", subscription(1, &["orders"])));
+        group.members.insert("m-1".to_string(), member_with(now, "range", subscription(3, &["payments"])));
+
+        let base = group.retention_base();
+        let subscribed: HashSet<String> = ["orders", "payments"].iter().map(|t| t.to_string()).collect();
+        assert_eq!(base, RetentionBase::Unsubscribed(subscribed));
+        // Subscribed topics stay however old their commits are.
+        assert!(!base.expired("orders", &old, i64::MAX / 2, retention));
+        assert!(!base.expired("payments", &old, i64::MAX / 2, retention));
+        // Others count from their commit.
+        assert!(!base.expired("audit", &old, 10_999, retention));
+        assert!(base.expired("audit", &old, 11_000, retention));
+
+        // A subscription version newer than the crate knows still decodes (fields are appended).
+        group.members.insert("m-2".to_string(), member_with(now, "range", subscription(3, &["audit"])));
+        if let Some(m) = group.members.get_mut("m-2") {
+            let mut v = m.protocols[0].1.to_vec();
+            v[0..2].copy_from_slice(&9i16.to_be_bytes());
+            m.protocols[0].1 = Bytes::from(v);
+        }
+        assert!(!group.retention_base().expired("audit", &old, i64::MAX / 2, retention));
+
+        // During a rebalance nothing expires (subscriptions may be changing).
+        group.state = GroupState::PreparingRebalance;
+        assert_eq!(group.retention_base(), RetentionBase::Never);
+        // Nor for a group of another protocol type (Connect, a stream processor's own).
+        group.state = GroupState::Stable;
+        group.protocol_type = Some("connect".to_string());
         assert_eq!(group.retention_base(), RetentionBase::Never);
     }
 
