@@ -47,6 +47,25 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int = 1) -> li
         c.close()
 
 
+def assigned_member(bootstrap: str, group: str, topic: str, name: str):
+    """A consumer subscribed to `topic` that has joined `group` and holds its assignment."""
+    member = ck.Consumer(group_consumer_config(bootstrap, group, name))
+    member.subscribe([topic])
+    try:
+        wait_until(lambda: member.poll(0.1) is None and bool(member.assignment()), 30, what="an assignment")
+    except BaseException:
+        member.close()
+        raise
+    return member
+
+
+def keep_polling(member, seconds: float) -> None:
+    """Poll (which keeps the member's session) for `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        member.poll(0.1)
+
+
 def listed_groups(bootstrap: str) -> set[str]:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     return {g.group_id for g in admin.list_consumer_groups(request_timeout=10).result(20).valid}
@@ -83,15 +102,11 @@ def test_offsets_committed_without_membership_expire_after_the_retention(broker,
 def test_a_groups_offsets_expire_only_once_it_is_empty_and_stay_expired_after_a_restart(broker, topic_name):
     create_topic_ready(broker.bootstrap, topic_name)
     group = f"{topic_name}-group"
-    member = ck.Consumer(group_consumer_config(broker.bootstrap, group, "retention-member"))
-    member.subscribe([topic_name])
+    member = assigned_member(broker.bootstrap, group, topic_name, "retention-member")
     try:
-        wait_until(lambda: member.poll(0.1) is None and bool(member.assignment()), 30, what="an assignment")
         member.commit(offsets=[TopicPartition(topic_name, 0, 3)], asynchronous=False)
         # Twice the retention with a live member: nothing expires.
-        deadline = time.monotonic() + 2 * RETENTION_S
-        while time.monotonic() < deadline:
-            member.poll(0.1)
+        keep_polling(member, 2 * RETENTION_S)
         assert committed(broker.bootstrap, group, topic_name) == [3]
     finally:
         member.close()  # LeaveGroup: the group is empty from now
@@ -113,10 +128,8 @@ def test_a_stable_groups_offsets_of_unsubscribed_topics_expire_from_their_commit
     create_topic_ready(broker.bootstrap, subscribed)
     create_topic_ready(broker.bootstrap, other)
     group = f"{topic_name}-stable"
-    member = ck.Consumer(group_consumer_config(broker.bootstrap, group, "retention-stable"))
-    member.subscribe([subscribed])
+    member = assigned_member(broker.bootstrap, group, subscribed, "retention-stable")
     try:
-        wait_until(lambda: member.poll(0.1) is None and bool(member.assignment()), 30, what="an assignment")
         member.commit(offsets=[TopicPartition(subscribed, 0, 3), TopicPartition(other, 0, 9)], asynchronous=False)
         committed_at = time.monotonic()
         assert committed(broker.bootstrap, group, other) == [9]
@@ -125,12 +138,9 @@ def test_a_stable_groups_offsets_of_unsubscribed_topics_expire_from_their_commit
         deadline = time.monotonic() + 20
         while committed(broker.bootstrap, group, other) != [NO_OFFSET]:
             assert time.monotonic() < deadline, "the unsubscribed topic's offset never expired"
-            for _ in range(5):
-                member.poll(0.1)
+            keep_polling(member, 0.5)
         assert time.monotonic() - committed_at >= RETENTION_S - 0.3
-        end = time.monotonic() + RETENTION_S
-        while time.monotonic() < end:
-            member.poll(0.1)
+        keep_polling(member, RETENTION_S)
         assert committed(broker.bootstrap, group, subscribed) == [3]
         assert group in listed_groups(broker.bootstrap)
     finally:
