@@ -128,7 +128,7 @@ async fn produce_reply(
     let waits = appended.waits_for_isr();
     let ctx = ctx.clone();
     let respond = async move {
-        match appended.complete(&ctx.replication).await {
+        match appended.complete(&ctx).await {
             Ok(Some(resp)) => codec::encode_response(ApiKey::Produce, version, corr, &resp).map(Some),
             Ok(None) => Ok(None),
             Err(why) => Err(CodecError::Malformed(why)),

@@ -9,20 +9,29 @@
 //! at once, in request order (idempotent sequences and record order depend on it), and
 //! `Appended::complete` waits for the ISR. The connection reads its next request while an
 //! earlier one waits, and answers in request order (`kafka/server.rs`).
+//!
+//! From v10 on (KIP-951), a partition refused with NOT_LEADER_OR_FOLLOWER names its current
+//! leader and leader epoch, and the response carries those leaders' endpoints, so that a
+//! client (librdkafka 2.4+) moves to the new leader without a Metadata round trip first.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::ResponseError;
 
-use super::{led_partition, str_bytes};
+use super::{kafka_endpoint, led_partition, str_bytes};
+use crate::cluster::image::MetadataImage;
+use crate::cluster::NodeId;
 use crate::kafka::context::KafkaContext;
 use crate::kafka::errors::log_error_code;
 use crate::log::{now_ms, TopicPartition};
-use crate::partition::replication::{PartitionReplica, Replication};
+use crate::partition::replication::PartitionReplica;
 
 /// An acks=all partition waiting for its ISR: where its response is, and what it waits for.
 struct AcksWait {
@@ -175,11 +184,12 @@ impl Appended {
     /// The produce purgatory: every acks=all partition waits for its ISR, all against the
     /// same deadline (the request's timeout); then the response, if the request gets one.
     /// `Err` closes the connection (a failed acks=0 produce).
-    pub async fn complete(self, replication: &Replication) -> Result<Option<ProduceResponse>, String> {
+    pub async fn complete(self, ctx: &KafkaContext) -> Result<Option<ProduceResponse>, String> {
         let Appended { version, acks, mut responses, waits, deadline } = self;
         for w in waits {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let waited = replication.wait_for_isr(&w.replica, w.leader_epoch, w.required_offset, w.min_isr, left).await;
+            let waited =
+                ctx.replication.wait_for_isr(&w.replica, w.leader_epoch, w.required_offset, w.min_isr, left).await;
             if let Err(e) = waited {
                 let out = &mut responses[w.topic].partition_responses[w.partition];
                 tracing::debug!(partition = %w.replica.tp, error = %e, "acks=all produce failed");
@@ -198,8 +208,50 @@ impl Appended {
         }
         let mut resp = ProduceResponse::default();
         resp.responses = responses;
+        if version >= 10 {
+            add_leader_hints(&mut resp, &ctx.cluster.image(), ctx.node_id);
+        }
         Ok(Some(resp))
     }
+}
+
+/// KIP-951: each partition refused with NOT_LEADER_OR_FOLLOWER gets its leader and leader
+/// epoch from `image` (the newest this broker has applied, which may be newer than the one
+/// the append checked), and the response gets the Kafka endpoint of each leader named. No hint
+/// when the image names no live leader, or this broker itself (its image is behind the
+/// change that refused the write): the client then asks for Metadata, as before v10.
+fn add_leader_hints(resp: &mut ProduceResponse, image: &MetadataImage, this_broker: NodeId) {
+    let not_leader = ResponseError::NotLeaderOrFollower.code();
+    let mut leaders = BTreeSet::new();
+    for t in resp.responses.iter_mut() {
+        let topic = image.topics.get(t.name.0.as_str());
+        for p in t.partition_responses.iter_mut().filter(|p| p.error_code == not_leader) {
+            let Some(part) = topic.and_then(|t| t.partitions.get(p.index as usize)) else { continue };
+            let Ok(leader) = NodeId::try_from(part.leader) else { continue };
+            let live = image.brokers.get(&leader).is_some_and(|b| !b.fenced);
+            if leader == this_broker || !live {
+                continue;
+            }
+            let mut current = LeaderIdAndEpoch::default();
+            current.leader_id = BrokerId(leader as i32);
+            current.leader_epoch = part.leader_epoch;
+            p.current_leader = current;
+            leaders.insert(leader);
+        }
+    }
+    resp.node_endpoints = leaders
+        .into_iter()
+        .filter_map(|id| {
+            let b = image.brokers.get(&id)?;
+            let (host, port) = kafka_endpoint(b)?;
+            let mut e = NodeEndpoint::default();
+            e.node_id = BrokerId(id as i32);
+            e.host = str_bytes(&host);
+            e.port = port;
+            e.rack = b.rack.as_deref().map(str_bytes);
+            Some(e)
+        })
+        .collect();
 }
 
 /// Error messages exist in the response from v8 on; the encoder refuses them before.
@@ -264,6 +316,88 @@ mod tests {
         let buf = writable(records);
         let in_place = buf.as_ptr() == at;
         (buf, in_place)
+    }
+
+    fn refused(partitions: &[(i32, i16)]) -> ProduceResponse {
+        let mut t = TopicProduceResponse::default();
+        t.name = TopicName(str_bytes("orders"));
+        t.partition_responses = partitions
+            .iter()
+            .map(|&(index, error_code)| {
+                let mut p = PartitionProduceResponse::default();
+                p.index = index;
+                p.error_code = error_code;
+                p
+            })
+            .collect();
+        let mut resp = ProduceResponse::default();
+        resp.responses = vec![t];
+        resp
+    }
+
+    #[test]
+    fn a_partition_refused_for_leadership_names_its_leader_and_the_response_its_endpoint() {
+        use crate::cluster::image::{BrokerRecord, PartitionRecord, TopicRecord};
+        let mut image = MetadataImage::default();
+        for id in 0..4u64 {
+            let b = BrokerRecord {
+                id,
+                raft_addr: String::new(),
+                kafka_addr: format!("127.0.0.{}:{}", id + 1, 9092 + id),
+                http_addr: String::new(),
+                rack: (id == 1).then(|| "rack-a".to_string()),
+                fenced: id == 3,
+                epoch: 1,
+                draining: false,
+            };
+            image.brokers.insert(id, b);
+        }
+        let part = |leader: i64, leader_epoch: i32| PartitionRecord {
+            replicas: vec![0, 1, 2],
+            isr: vec![0, 1, 2],
+            leader,
+            leader_epoch,
+            partition_epoch: 1,
+            adding: Vec::new(),
+            removing: Vec::new(),
+        };
+        let topic = TopicRecord {
+            name: "orders".into(),
+            topic_id: "id".into(),
+            configs: Default::default(),
+            // 0: led by 1; 1: by this broker (0) in a stale image; 2: leaderless; 3: fenced 3;
+            // 4: led by 1 but refused for another reason.
+            partitions: vec![part(1, 7), part(0, 3), part(-1, 4), part(3, 2), part(1, 9)],
+        };
+        image.topics.insert("orders".into(), topic);
+        let not_leader = ResponseError::NotLeaderOrFollower.code();
+        let mut resp = refused(&[
+            (0, not_leader),
+            (1, not_leader),
+            (2, not_leader),
+            (3, not_leader),
+            (4, ResponseError::NotEnoughReplicas.code()),
+            (9, not_leader),
+        ]);
+        add_leader_hints(&mut resp, &image, 0);
+        let hints: Vec<(i32, i32)> = resp.responses[0]
+            .partition_responses
+            .iter()
+            .map(|p| (p.current_leader.leader_id.0, p.current_leader.leader_epoch))
+            .collect();
+        assert_eq!(hints, vec![(1, 7), (-1, -1), (-1, -1), (-1, -1), (-1, -1), (-1, -1)]);
+        assert_eq!(resp.node_endpoints.len(), 1);
+        let e = &resp.node_endpoints[0];
+        assert_eq!((e.node_id.0, e.host.as_str(), e.port), (1, "127.0.0.2", 9093));
+        assert_eq!(e.rack.as_deref(), Some("rack-a"));
+
+        // Encoded as v10 tagged fields, they decode back; v9 has no such fields.
+        use kafka_protocol::protocol::{Decodable, Encodable};
+        let mut buf = BytesMut::new();
+        resp.encode(&mut buf, 10).unwrap();
+        let back = ProduceResponse::decode(&mut buf.freeze(), 10).unwrap();
+        assert_eq!(back.responses[0].partition_responses[0].current_leader.leader_id.0, 1);
+        assert_eq!(back.node_endpoints.len(), 1);
     }
 
     #[test]
