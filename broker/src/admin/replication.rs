@@ -1,7 +1,8 @@
 //! Replication admin operations for the operator and people: preferred-leader election
 //! (`POST /api/v1/partitions/elect-preferred`), partition reassignment
 //! (`POST /api/v1/partitions/reassign`, `GET /api/v1/partitions/reassignments`) and broker
-//! draining (`/api/v1/brokers/{id}/drain`). Per-topic `min.insync.replicas` is a topic config
+//! draining (`/api/v1/brokers/{id}/drain`), and the reassignment throttle
+//! (`/api/v1/replication/throttle`). Per-topic `min.insync.replicas` is a topic config
 //! (`PATCH /api/v1/topics/{name}`).
 //!
 //! Reassignments live in the metadata image (`adding` / `removing` of a partition) and are
@@ -30,6 +31,7 @@ pub fn routes() -> Router<Arc<AdminState>> {
         .route("/partitions/reassign", post(reassign))
         .route("/partitions/reassignments", get(list_reassignments))
         .route("/brokers/{id}/drain", get(drain_status).post(drain).delete(undrain))
+        .route("/replication/throttle", get(throttle).put(set_throttle))
 }
 
 /// How often a proposal is retried when the partition epoch moved under it (an ISR change by
@@ -475,4 +477,30 @@ async fn undrain(State(state): State<Arc<AdminState>>, Path(id): Path<String>) -
     let id = broker_id(&id, &cluster.image())?;
     cluster.propose(MetadataCommand::SetBrokerDraining { broker_id: id, draining: false }).await?;
     Ok(Json(drain_view(&cluster.image(), id)))
+}
+
+/// The reassignment throttle: bytes per second each leader serves, in all, to replicas that
+/// reassignments are adding (Kafka's `leader.replication.throttled.rate`, applied to exactly
+/// the replicas `kafka-reassign-partitions --throttle` names). 0: unthrottled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationThrottle {
+    pub bytes_per_sec: u64,
+}
+
+async fn throttle(State(state): State<Arc<AdminState>>) -> Result<Json<ReplicationThrottle>, ApiError> {
+    let bytes_per_sec = cluster_of(&state)?.image().replication_throttle_bytes_per_sec;
+    Ok(Json(ReplicationThrottle { bytes_per_sec }))
+}
+
+/// Set the throttle for every broker (a metadata command, so it survives restarts and
+/// reaches every leader); the answer comes once it is committed and applied here.
+async fn set_throttle(
+    State(state): State<Arc<AdminState>>,
+    ApiJson(req): ApiJson<ReplicationThrottle>,
+) -> Result<Json<ReplicationThrottle>, ApiError> {
+    let cluster = cluster_of(&state)?;
+    cluster.propose(MetadataCommand::SetReplicationThrottle { bytes_per_sec: req.bytes_per_sec }).await?;
+    let bytes_per_sec = cluster.image().replication_throttle_bytes_per_sec;
+    Ok(Json(ReplicationThrottle { bytes_per_sec }))
 }

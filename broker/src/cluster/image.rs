@@ -120,6 +120,10 @@ pub struct MetadataImage {
     /// Durable AMQP entities.
     #[serde(default)]
     pub amqp: super::amqp_image::AmqpImage,
+    /// What each leader may serve per second to replicas being added by reassignments
+    /// (0: unthrottled); `partition/throttle.rs`.
+    #[serde(default)]
+    pub replication_throttle_bytes_per_sec: u64,
 }
 
 /// Topic config keys beyond the log's own.
@@ -339,6 +343,10 @@ impl MetadataImage {
             MetadataCommand::SetBrokerDraining { broker_id, draining } => {
                 let b = self.brokers.get_mut(broker_id).ok_or(MetadataError::UnknownBroker(*broker_id))?;
                 b.draining = *draining;
+                Ok(())
+            }
+            MetadataCommand::SetReplicationThrottle { bytes_per_sec } => {
+                self.replication_throttle_bytes_per_sec = *bytes_per_sec;
                 Ok(())
             }
             MetadataCommand::AllocateProducerIds { broker_id, count } => {

@@ -88,6 +88,11 @@ pub enum MetadataCommand {
         broker_id: NodeId,
         draining: bool,
     },
+    /// The reassignment throttle, in bytes per second for every leader (0: none): what a
+    /// leader serves to replicas a reassignment is adding (`partition/throttle.rs`).
+    SetReplicationThrottle {
+        bytes_per_sec: u64,
+    },
     /// Hand `broker_id` the next `count` idempotent-producer ids (KIP-730's block allocation).
     AllocateProducerIds {
         broker_id: NodeId,

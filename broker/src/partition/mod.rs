@@ -8,6 +8,7 @@ pub mod leader;
 pub mod metrics;
 pub mod replica_manager;
 pub mod replication;
+pub mod throttle;
 
 pub use replica_manager::ReplicaManager;
 pub use replication::{Replication, ReplicationConfig};

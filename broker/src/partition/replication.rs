@@ -22,6 +22,7 @@ use super::fetcher::FetcherHandle;
 use super::hw_checkpoint;
 use super::leader::LeaderState;
 use super::metrics::ReplicationMetrics;
+use super::throttle::ReplicationThrottle;
 use crate::cluster::image::{MetadataImage, PartitionRecord};
 use crate::cluster::types::MetadataCommand;
 use crate::cluster::{ClusterNode, NodeId};
@@ -146,6 +147,8 @@ pub struct Replication {
     leader_epochs: Mutex<HashMap<TopicPartition, i32>>,
     /// Set by `stop_fetchers` at shutdown: the fetchers write nothing more.
     fetchers_stopped: AtomicBool,
+    /// The byte budget of fetches by replicas a reassignment is adding.
+    pub reassignment_throttle: ReplicationThrottle,
 }
 
 /// `replica.high.watermark.checkpoint.interval.ms`.
@@ -175,6 +178,7 @@ impl Replication {
             fetchers: Mutex::new(BTreeMap::new()),
             progress: watch::channel(0).0,
             fetchers_stopped: AtomicBool::new(false),
+            reassignment_throttle: ReplicationThrottle::default(),
         })
     }
 

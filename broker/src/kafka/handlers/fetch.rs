@@ -88,6 +88,12 @@ fn collect(ctx: &KafkaContext, image: &MetadataImage, req: &FetchRequest, versio
                     // ranges go out by sendfile, which blocks on a page-cache miss the same
                     // way); handing the runtime's core to another thread for it cost more
                     // than the work (a follower's long poll collects several times per batch).
+                    // A replica that a reassignment is adding fetches within the cluster's
+                    // reassignment throttle (partition/throttle.rs); over budget, it gets no
+                    // records this time.
+                    let throttle_rate = image.replication_throttle_bytes_per_sec;
+                    let throttled = throttle_rate > 0 && follower.is_some_and(|f| part.adding.contains(&f));
+                    let held_back = throttled && !ctx.replication.reassignment_throttle.allows(throttle_rate);
                     let result = (|| {
                         let replica = ctx.replication.ensure_leader(&tp, part, &log);
                         if let Some(f) = follower {
@@ -97,6 +103,9 @@ fn collect(ctx: &KafkaContext, image: &MetadataImage, req: &FetchRequest, versio
                         let log = log.lock().expect("log lock");
                         let upper = if follower.is_some() { log.log_end_offset() } else { hw };
                         let start = log.log_start_offset();
+                        if held_back {
+                            return Ok((hw, start, Bytes::new()));
+                        }
                         let want = (p.partition_max_bytes.max(0) as usize).min(room);
                         // The first partition with data gets at least one whole batch, so a
                         // batch larger than the limits never blocks a consumer.
@@ -123,6 +132,9 @@ fn collect(ctx: &KafkaContext, image: &MetadataImage, req: &FetchRequest, versio
                     })();
                     match result {
                         Ok((hw, start, bytes)) => {
+                            if throttled {
+                                ctx.replication.reassignment_throttle.served(bytes.len());
+                            }
                             out.high_watermark = hw;
                             out.last_stable_offset = hw;
                             if version >= 5 {
