@@ -23,6 +23,8 @@ METRICS = [
     "weir_replica_fetcher_lag_seconds",
     "weir_produce_purgatory_size",
     "weir_follower_truncations_total",
+    "weir_reassignment_throttled_bytes_total",
+    "weir_reassignment_throttled_fetches_total",
 ]
 
 

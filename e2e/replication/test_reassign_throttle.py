@@ -14,6 +14,7 @@ import pytest
 
 ck = pytest.importorskip("confluent_kafka")
 
+from test_metrics import metric  # noqa: E402
 from test_min_isr import produce, segment_bytes  # noqa: E402
 from weir_harness import wait_until  # noqa: E402
 
@@ -83,9 +84,16 @@ def test_a_throttled_reassignment_catches_up_at_the_throttle_and_in_sync_replica
     # At most one second's budget saved up, then the throttle: about size / THROTTLE - 1 seconds.
     assert throttled >= size / THROTTLE - 2, f"{size} bytes copied in {throttled:.1f}s at a {THROTTLE} B/s throttle"
 
+    # The leader counted the throttled bytes (the whole log) and the fetches it held back.
+    leader = cluster.brokers[0]
+    served = metric(leader, "weir_reassignment_throttled_bytes_total")
+    assert served >= size, (served, size)
+    assert metric(leader, "weir_reassignment_throttled_fetches_total") >= 1
+
     set_throttle(cluster, 0)
     unthrottled = move_to_0_and_1(cluster, "unthrottled")
     assert unthrottled < throttled / 2, (throttled, unthrottled)
+    assert metric(leader, "weir_reassignment_throttled_bytes_total") == served, "counted without a throttle"
 
     for topic in ("throttled", "unthrottled"):
         assert segment_bytes(cluster.brokers[1], topic, 0) == segment_bytes(cluster.brokers[0], topic, 0)

@@ -15,6 +15,10 @@ pub struct ReplicationMetrics {
     /// partition caught up with its leader's HW.
     pub fetcher_lag_seconds: Gauge,
     pub follower_truncations: IntCounter,
+    /// Bytes served to replicas a reassignment is adding while a throttle is set, and the
+    /// fetches of theirs held back for want of budget.
+    pub throttled_bytes: IntCounter,
+    pub throttled_fetches: IntCounter,
 }
 
 impl ReplicationMetrics {
@@ -47,6 +51,14 @@ impl ReplicationMetrics {
                 "weir_follower_truncations_total",
                 "Times a follower truncated its log to its leader's (divergent suffix after a leader change)",
             ),
+            throttled_bytes: counter(
+                "weir_reassignment_throttled_bytes_total",
+                "Bytes this leader served, within the reassignment throttle, to replicas being added",
+            ),
+            throttled_fetches: counter(
+                "weir_reassignment_throttled_fetches_total",
+                "Fetches of replicas being added that this leader answered without records: throttle budget spent",
+            ),
         }
     }
 
@@ -59,6 +71,8 @@ impl ReplicationMetrics {
         registry.register(Box::new(self.fetcher_lag_messages.clone()))?;
         registry.register(Box::new(self.fetcher_lag_seconds.clone()))?;
         registry.register(Box::new(self.follower_truncations.clone()))?;
+        registry.register(Box::new(self.throttled_bytes.clone()))?;
+        registry.register(Box::new(self.throttled_fetches.clone()))?;
         Ok(())
     }
 }

@@ -104,6 +104,7 @@ fn collect(ctx: &KafkaContext, image: &MetadataImage, req: &FetchRequest, versio
                         let upper = if follower.is_some() { log.log_end_offset() } else { hw };
                         let start = log.log_start_offset();
                         if held_back {
+                            ctx.replication.metrics.throttled_fetches.inc();
                             return Ok((hw, start, Bytes::new()));
                         }
                         let want = (p.partition_max_bytes.max(0) as usize).min(room);
@@ -134,6 +135,7 @@ fn collect(ctx: &KafkaContext, image: &MetadataImage, req: &FetchRequest, versio
                         Ok((hw, start, bytes)) => {
                             if throttled {
                                 ctx.replication.reassignment_throttle.served(bytes.len());
+                                ctx.replication.metrics.throttled_bytes.inc_by(bytes.len() as u64);
                             }
                             out.high_watermark = hw;
                             out.last_stable_offset = hw;
