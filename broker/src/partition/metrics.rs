@@ -16,7 +16,7 @@ pub struct ReplicationMetrics {
     pub fetcher_lag_seconds: Gauge,
     pub follower_truncations: IntCounter,
     /// Bytes served to replicas a reassignment is adding while a throttle is set, and the
-    /// fetches of theirs held back for want of budget.
+    /// times their fetches found the budget spent.
     pub throttled_bytes: IntCounter,
     pub throttled_fetches: IntCounter,
 }
@@ -57,7 +57,8 @@ impl ReplicationMetrics {
             ),
             throttled_fetches: counter(
                 "weir_reassignment_throttled_fetches_total",
-                "Fetches of replicas being added that this leader answered without records: throttle budget spent",
+                "Looks at a partition, by a fetch of a replica being added, that found the reassignment throttle's \
+                 budget spent (a long-polling fetch may look several times)",
             ),
         }
     }

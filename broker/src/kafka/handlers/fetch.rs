@@ -83,17 +83,17 @@ fn collect(ctx: &KafkaContext, image: &MetadataImage, req: &FetchRequest, versio
                 Ok((part, log)) => {
                     let room = max_total.saturating_sub(total);
                     let tp = TopicPartition::new(name, p.partition);
-                    // On this task's thread, not through block_in_place: what runs here is
-                    // index lookups and at most a read of under SENDFILE_MIN_BYTES (larger
-                    // ranges go out by sendfile, which blocks on a page-cache miss the same
-                    // way); handing the runtime's core to another thread for it cost more
-                    // than the work (a follower's long poll collects several times per batch).
                     // A replica that a reassignment is adding fetches within the cluster's
                     // reassignment throttle (partition/throttle.rs); over budget, it gets no
                     // records this time.
                     let throttle_rate = image.replication_throttle_bytes_per_sec;
                     let throttled = throttle_rate > 0 && follower.is_some_and(|f| part.adding.contains(&f));
                     let held_back = throttled && !ctx.replication.reassignment_throttle.allows(throttle_rate);
+                    // On this task's thread, not through block_in_place: what runs here is
+                    // index lookups and at most a read of under SENDFILE_MIN_BYTES (larger
+                    // ranges go out by sendfile, which blocks on a page-cache miss the same
+                    // way); handing the runtime's core to another thread for it cost more
+                    // than the work (a follower's long poll collects several times per batch).
                     let result = (|| {
                         let replica = ctx.replication.ensure_leader(&tp, part, &log);
                         if let Some(f) = follower {
