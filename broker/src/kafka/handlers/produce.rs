@@ -206,9 +206,13 @@ impl Appended {
             }
             return Ok(None);
         }
+        let not_leader = ResponseError::NotLeaderOrFollower.code();
+        let refused_for_leadership =
+            responses.iter().flat_map(|t| t.partition_responses.iter()).any(|p| p.error_code == not_leader);
         let mut resp = ProduceResponse::default();
         resp.responses = responses;
-        if version >= 10 {
+        // The image is read only for a response that needs hints, not for every produce.
+        if version >= 10 && refused_for_leadership {
             add_leader_hints(&mut resp, &ctx.cluster.image(), ctx.node_id);
         }
         Ok(Some(resp))
