@@ -189,11 +189,6 @@ impl LogManager {
         Ok((log, replaced))
     }
 
-    /// The topic id recorded for `tp`'s log, if any.
-    pub fn topic_id(&self, tp: &TopicPartition) -> Option<String> {
-        self.topic_ids.lock().expect("topic ids lock").get(tp).cloned()
-    }
-
     /// Delete the log of `tp` and its directory.
     pub fn delete(&self, tp: &TopicPartition) -> Result<bool> {
         self.topic_ids.lock().expect("topic ids lock").remove(tp);

@@ -166,6 +166,11 @@ mod tests {
         log.lock().unwrap().append(&mut batch, 0, now_ms()).unwrap();
     }
 
+    /// The topic id in the partition directory's `partition.metadata`.
+    fn recorded_topic_id(data_dir: &std::path::Path, tp: &TopicPartition) -> Option<String> {
+        crate::log::partition_metadata::read(&data_dir.join(tp.dir_name())).unwrap()
+    }
+
     fn end_offset(logs: &LogManager, tp: &TopicPartition) -> i64 {
         logs.get(tp).unwrap().lock().unwrap().log_end_offset()
     }
@@ -191,7 +196,7 @@ mod tests {
         let logs = open(dir.path());
         ReplicaManager::new(0, logs.clone()).reconcile(None, &image_with("t", "id-2")).unwrap();
         assert_eq!(end_offset(&logs, &tp), 0);
-        assert_eq!(logs.topic_id(&tp).as_deref(), Some("id-2"));
+        assert_eq!(recorded_topic_id(dir.path(), &tp).as_deref(), Some("id-2"));
         let on_disk = std::fs::read_to_string(dir.path().join("t-0").join("partition.metadata")).unwrap();
         assert_eq!(on_disk, "version: 0\ntopic_id: id-2\n");
     }
@@ -207,7 +212,7 @@ mod tests {
         let first = image_with("t", "id-1");
         replicas.reconcile(None, &first).unwrap();
         assert_eq!(end_offset(&logs, &tp), 1, "adopted, data kept");
-        assert_eq!(logs.topic_id(&tp).as_deref(), Some("id-1"));
+        assert_eq!(recorded_topic_id(dir.path(), &tp).as_deref(), Some("id-1"));
 
         // Seen deleted and recreated while running: replaced once, the new log empty.
         write_one(&logs, &tp);
