@@ -484,23 +484,23 @@ async fn undrain(State(state): State<Arc<AdminState>>, Path(id): Path<String>) -
 /// the replicas `kafka-reassign-partitions --throttle` names). 0: unthrottled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReplicationThrottle {
+pub struct ThrottleSetting {
     pub bytes_per_sec: u64,
 }
 
-async fn throttle(State(state): State<Arc<AdminState>>) -> Result<Json<ReplicationThrottle>, ApiError> {
+async fn throttle(State(state): State<Arc<AdminState>>) -> Result<Json<ThrottleSetting>, ApiError> {
     let bytes_per_sec = cluster_of(&state)?.image().replication_throttle_bytes_per_sec;
-    Ok(Json(ReplicationThrottle { bytes_per_sec }))
+    Ok(Json(ThrottleSetting { bytes_per_sec }))
 }
 
 /// Set the throttle for every broker (a metadata command, so it survives restarts and
 /// reaches every leader); the answer comes once it is committed and applied here.
 async fn set_throttle(
     State(state): State<Arc<AdminState>>,
-    ApiJson(req): ApiJson<ReplicationThrottle>,
-) -> Result<Json<ReplicationThrottle>, ApiError> {
+    ApiJson(req): ApiJson<ThrottleSetting>,
+) -> Result<Json<ThrottleSetting>, ApiError> {
     let cluster = cluster_of(&state)?;
     cluster.propose(MetadataCommand::SetReplicationThrottle { bytes_per_sec: req.bytes_per_sec }).await?;
     let bytes_per_sec = cluster.image().replication_throttle_bytes_per_sec;
-    Ok(Json(ReplicationThrottle { bytes_per_sec }))
+    Ok(Json(ThrottleSetting { bytes_per_sec }))
 }
