@@ -93,6 +93,46 @@ pub struct PartitionInfo {
     pub leader: Option<i32>,
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
+    /// A reassignment in progress: replicas catching up, and replicas that leave when it ends.
+    #[serde(default)]
+    pub adding: Vec<i32>,
+    #[serde(default)]
+    pub removing: Vec<i32>,
+}
+
+/// A registered broker as `GET /api/v1/cluster` shows it (the fields the rebalancer reads).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ClusterBroker {
+    pub id: i32,
+    #[serde(default)]
+    pub alive: bool,
+    #[serde(default)]
+    pub draining: bool,
+}
+
+/// One partition's answer from `POST /api/v1/partitions/reassign` or `.../elect-preferred`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PartitionOutcome {
+    pub topic: String,
+    pub partition: i32,
+    #[serde(default)]
+    pub outcome: String,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Results {
+    results: Vec<PartitionOutcome>,
+}
+
+/// `POST /api/v1/brokers/{id}/drain`'s answer (the fields the rebalancer reads).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct DrainStatus {
+    pub broker: i32,
+    pub done: bool,
+    #[serde(default)]
+    pub blocked: Vec<Value>,
 }
 
 /// Body of `POST /api/v1/topics`.
@@ -258,6 +298,66 @@ impl HttpAdmin {
         let (status, body) = self.call(Method::GET, "/topics", None).await?;
         match status {
             StatusCode::OK => Self::parse::<List>(&body).map(|l| l.topics),
+            _ => Err(Self::error(status, &body)),
+        }
+    }
+
+    /// `GET /api/v1/cluster`: the registered brokers.
+    pub async fn list_brokers(&self) -> Result<Vec<ClusterBroker>, AdminError> {
+        #[derive(Deserialize)]
+        struct Cluster {
+            brokers: Vec<ClusterBroker>,
+        }
+        let (status, body) = self.call(Method::GET, "/cluster", None).await?;
+        match status {
+            StatusCode::OK => Self::parse::<Cluster>(&body).map(|c| c.brokers),
+            _ => Err(Self::error(status, &body)),
+        }
+    }
+
+    /// `POST /api/v1/partitions/reassign`: start (or replace) reassignments to these replica
+    /// lists, all checked before any starts. Answers once they are committed, not moved.
+    pub async fn reassign(&self, targets: &[(String, i32, Vec<i32>)]) -> Result<Vec<PartitionOutcome>, AdminError> {
+        let partitions: Vec<Value> = targets
+            .iter()
+            .map(|(topic, partition, replicas)| {
+                serde_json::json!({"topic": topic, "partition": partition, "replicas": replicas})
+            })
+            .collect();
+        let body = serde_json::json!({ "partitions": partitions });
+        let (status, body) = self.call(Method::POST, "/partitions/reassign", Some(&body)).await?;
+        match status {
+            StatusCode::ACCEPTED | StatusCode::OK => Self::parse::<Results>(&body).map(|r| r.results),
+            _ => Err(Self::error(status, &body)),
+        }
+    }
+
+    /// `POST /api/v1/partitions/elect-preferred` for some partitions of one topic.
+    pub async fn elect_preferred(&self, topic: &str, partitions: &[i32]) -> Result<Vec<PartitionOutcome>, AdminError> {
+        let body = serde_json::json!({"topic": topic, "partitions": partitions});
+        let (status, body) = self.call(Method::POST, "/partitions/elect-preferred", Some(&body)).await?;
+        match status {
+            StatusCode::OK => Self::parse::<Results>(&body).map(|r| r.results),
+            _ => Err(Self::error(status, &body)),
+        }
+    }
+
+    /// `POST /api/v1/brokers/{id}/drain`: mark it draining and move its replicas off it
+    /// (harmless to repeat).
+    pub async fn drain(&self, broker: i32) -> Result<DrainStatus, AdminError> {
+        let (status, body) =
+            self.call(Method::POST, &format!("/brokers/{broker}/drain"), Some(&serde_json::json!({}))).await?;
+        match status {
+            StatusCode::ACCEPTED | StatusCode::OK => Self::parse(&body),
+            _ => Err(Self::error(status, &body)),
+        }
+    }
+
+    /// `DELETE /api/v1/brokers/{id}/drain`: clear the draining mark.
+    pub async fn undrain(&self, broker: i32) -> Result<DrainStatus, AdminError> {
+        let (status, body) = self.call(Method::DELETE, &format!("/brokers/{broker}/drain"), None).await?;
+        match status {
+            StatusCode::OK => Self::parse(&body),
             _ => Err(Self::error(status, &body)),
         }
     }

@@ -11,6 +11,7 @@ pub mod leader;
 pub mod metrics;
 pub mod queue;
 pub mod rebalance;
+pub mod rebalance_exec;
 pub mod rebalance_watch;
 pub mod resolver;
 pub mod sync;

@@ -56,6 +56,12 @@ struct Args {
     #[arg(long, env = "WEIR_OPERATOR_BROKER_STATEFULSET")]
     broker_statefulset: Option<String>,
 
+    /// What the rebalancer does with its plans: `execute` drains departing brokers, reassigns
+    /// replicas onto new ones and elects preferred leaders through the admin API; `plan` only
+    /// logs and counts them (docs/operator.md).
+    #[arg(long, env = "WEIR_OPERATOR_REBALANCE", value_enum, default_value = "execute")]
+    rebalance: weir_operator::rebalance_exec::Mode,
+
     /// Log format: `text` or `json` (structured, one object per line).
     #[arg(long, env = "WEIR_OPERATOR_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -110,13 +116,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let ns = args.lease_namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
         let resolver = UrlTemplateResolver::new(args.admin_url_template.clone());
         let url = resolver.url(&ns, &weir_crds::ClusterRef { name: sts.clone(), namespace: None });
-        tracing::info!(statefulset = %sts, namespace = %ns, "planning rebalances from the broker pods");
+        tracing::info!(statefulset = %sts, namespace = %ns, mode = ?args.rebalance, "rebalancing from the broker pods");
         tokio::spawn(weir_operator::rebalance_watch::watch_brokers(
             client.clone(),
             ns,
             sts,
             weir_operator::admin::HttpAdmin::new(url),
             metrics.clone(),
+            args.rebalance,
         ));
     }
 

@@ -16,6 +16,8 @@ pub struct Metrics {
     pub leader: IntGauge,
     /// Steps of the last rebalance plan that are waiting to be executed.
     pub rebalance_pending_steps: IntGauge,
+    /// Rebalance steps carried out, by kind (`drain`, `reassign`, ...).
+    pub rebalance_steps_executed: IntCounterVec,
 }
 
 impl Metrics {
@@ -41,12 +43,18 @@ impl Metrics {
         let rebalance_pending_steps =
             IntGauge::new("weir_operator_rebalance_pending_steps", "Steps of the last rebalance plan not executed")
                 .unwrap();
+        let rebalance_steps_executed = IntCounterVec::new(
+            Opts::new("weir_operator_rebalance_steps_executed_total", "Rebalance steps carried out, by kind"),
+            &["step"],
+        )
+        .unwrap();
         registry.register(Box::new(reconciles.clone())).unwrap();
         registry.register(Box::new(errors.clone())).unwrap();
         registry.register(Box::new(duration.clone())).unwrap();
         registry.register(Box::new(leader.clone())).unwrap();
         registry.register(Box::new(rebalance_pending_steps.clone())).unwrap();
-        Metrics { registry, reconciles, errors, duration, leader, rebalance_pending_steps }
+        registry.register(Box::new(rebalance_steps_executed.clone())).unwrap();
+        Metrics { registry, reconciles, errors, duration, leader, rebalance_pending_steps, rebalance_steps_executed }
     }
 
     pub fn observe(&self, kind: &str, took: Duration, error_reason: Option<&str>) {

@@ -3,8 +3,7 @@
 //! and go. [`plan`] is a pure function (state in, plan out); the watcher in
 //! [`crate::rebalance_watch`] feeds it from the StatefulSet's pods and the admin API.
 //!
-//! The broker's admin API has no reassign / elect / drain endpoints yet, so plans are logged and
-//! counted (`weir_operator_rebalance_pending_steps`), not executed.
+//! [`crate::rebalance_exec`] carries the steps out through the broker's admin API.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,6 +14,9 @@ pub struct Brokers {
     pub desired: i32,
     /// Ids of broker pods that are Ready.
     pub ready: BTreeSet<i32>,
+    /// Ids the broker's metadata marks draining (`POST /api/v1/brokers/{id}/drain`): no
+    /// replica can be placed on them until the mark is cleared.
+    pub draining: BTreeSet<i32>,
 }
 
 /// One partition as the admin API shows it (`GET /api/v1/partitions`).
@@ -30,6 +32,9 @@ pub struct Partition {
 /// One step of a plan, in the order they should run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
+    /// A broker the StatefulSet wants again (scaled back up) is still marked draining: clear
+    /// the mark so that it can take replicas.
+    Undrain { broker: i32 },
     /// Move every replica and leadership off `broker` before its pod is removed (scale-down).
     Drain { broker: i32 },
     /// Give the partition this replica list (first = preferred leader).
@@ -42,16 +47,32 @@ pub enum Step {
     MinIsrUnsatisfiable { topic: String, min_insync_replicas: i32, live_replicas: i32 },
 }
 
+impl Step {
+    /// A short label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::Undrain { .. } => "undrain",
+            Step::Drain { .. } => "drain",
+            Step::Reassign { .. } => "reassign",
+            Step::ElectPreferred { .. } => "elect_preferred",
+            Step::MinIsrUnsatisfiable { .. } => "min_isr_unsatisfiable",
+        }
+    }
+}
+
 /// Plans the steps for `partitions` on `brokers`; `min_isr` holds each topic's
 /// `min.insync.replicas` (topics absent use the broker default, 1).
 pub fn plan(brokers: &Brokers, partitions: &[Partition], min_isr: &BTreeMap<String, i32>) -> Vec<Step> {
     let mut parts: Vec<Partition> = partitions.to_vec();
     parts.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
     let target = |b: i32| b >= 0 && b < brokers.desired;
-    // Brokers that may receive replicas: wanted by the StatefulSet and ready.
-    let receivers: Vec<i32> = (0..brokers.desired).filter(|b| brokers.ready.contains(b)).collect();
+    // Brokers that may receive replicas: wanted by the StatefulSet, ready, and not marked
+    // draining (the broker refuses to place a replica there; the mark is cleared first).
+    let receivers: Vec<i32> =
+        (0..brokers.desired).filter(|b| brokers.ready.contains(b) && !brokers.draining.contains(b)).collect();
 
-    let mut steps = Vec::new();
+    let mut steps: Vec<Step> =
+        (0..brokers.desired).filter(|b| brokers.draining.contains(b)).map(|broker| Step::Undrain { broker }).collect();
     let departing: BTreeSet<i32> =
         parts.iter().flat_map(|p| p.replicas.iter().copied()).filter(|b| !target(*b)).collect();
     steps.extend(departing.iter().map(|&broker| Step::Drain { broker }));
@@ -149,7 +170,7 @@ mod tests {
     }
 
     fn brokers(desired: i32, ready: &[i32]) -> Brokers {
-        Brokers { desired, ready: ready.iter().copied().collect() }
+        Brokers { desired, ready: ready.iter().copied().collect(), draining: BTreeSet::new() }
     }
 
     fn loads(steps: &[Step], parts: &[Partition]) -> BTreeMap<i32, usize> {
@@ -232,6 +253,23 @@ mod tests {
             }),
             "{steps:?}"
         );
+    }
+
+    #[test]
+    fn a_broker_wanted_again_is_undrained_before_it_takes_replicas() {
+        // Broker 2 was drained for a scale-down, then the StatefulSet grew back to 3.
+        let parts: Vec<_> = (0..6).map(|i| p("t", i, &[i % 2], Some(i % 2))).collect();
+        let mut b = brokers(3, &[0, 1, 2]);
+        b.draining.insert(2);
+        let steps = plan(&b, &parts, &BTreeMap::new());
+        assert_eq!(steps, vec![Step::Undrain { broker: 2 }], "nothing may be placed on it yet");
+        b.draining.clear();
+        let steps = plan(&b, &parts, &BTreeMap::new());
+        assert!(loads(&steps, &parts).get(&2).is_some_and(|n| *n == 2), "{steps:?}");
+        // A departing broker stays marked: only brokers the StatefulSet wants are undrained.
+        let mut b = brokers(2, &[0, 1, 2]);
+        b.draining.insert(2);
+        assert!(!plan(&b, &parts, &BTreeMap::new()).iter().any(|s| matches!(s, Step::Undrain { .. })));
     }
 
     #[test]

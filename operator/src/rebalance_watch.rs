@@ -1,8 +1,8 @@
-//! Feeds [`crate::rebalance::plan`] from Kubernetes and the broker: the broker StatefulSet's
-//! `spec.replicas`, its pods' readiness (watched), and the partitions from the admin API. Runs on
-//! every pod change and every 30 s; logs a plan when it changes and exports its size.
+//! Runs rebalance rounds ([`crate::rebalance_exec::round`]) from Kubernetes' view of the
+//! brokers: the broker StatefulSet's `spec.replicas` and its pods' readiness (watched). Logs a
+//! plan when it changes, each executed step, and exports the plan's size.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,8 @@ use kube::runtime::watcher;
 
 use crate::admin::HttpAdmin;
 use crate::metrics::Metrics;
-use crate::rebalance::{plan, Brokers, Partition, Step};
+use crate::rebalance::Step;
+use crate::rebalance_exec::{round, Mode};
 
 fn pod_ready(pod: &Pod) -> bool {
     pod.status
@@ -28,12 +29,8 @@ fn ordinal(statefulset: &str, pod: &str) -> Option<i32> {
     pod.strip_prefix(statefulset)?.strip_prefix('-')?.parse().ok()
 }
 
-async fn current_plan(
-    sts: &Api<StatefulSet>,
-    pods: &Api<Pod>,
-    name: &str,
-    admin: &HttpAdmin,
-) -> Result<Vec<Step>, String> {
+/// `spec.replicas` of the StatefulSet and the ordinals of its Ready pods.
+async fn broker_pods(sts: &Api<StatefulSet>, pods: &Api<Pod>, name: &str) -> Result<(i32, BTreeSet<i32>), String> {
     let set = sts.get(name).await.map_err(|e| format!("StatefulSet {name}: {e}"))?;
     let desired = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let selector = set
@@ -51,61 +48,64 @@ async fn current_plan(
         .filter(|p| pod_ready(p))
         .filter_map(|p| ordinal(name, p.metadata.name.as_deref().unwrap_or("")))
         .collect();
-    let partitions: Vec<Partition> = admin
-        .list_partitions()
-        .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|p| Partition {
-            topic: p.topic,
-            partition: p.partition,
-            replicas: p.replicas,
-            leader: p.leader,
-            isr: p.isr,
-        })
-        .collect();
-    let min_isr: BTreeMap<String, i32> = admin
-        .list_topics()
-        .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .filter_map(|t| t.configs.get("min.insync.replicas").and_then(|v| v.parse().ok()).map(|m| (t.name, m)))
-        .collect();
-    Ok(plan(&Brokers { desired, ready }, &partitions, &min_isr))
+    Ok((desired, ready))
 }
 
-/// Runs until the process ends.
+/// Runs until the process ends: a round on every pod change and every 30 s (every 5 s while
+/// data is moving or right after a step, so that a drain is followed closely).
 pub async fn watch_brokers(
     client: kube::Client,
     namespace: String,
     statefulset: String,
     admin: HttpAdmin,
     metrics: Arc<Metrics>,
+    mode: Mode,
 ) {
     let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
     let pods: Api<Pod> = Api::namespaced(client, &namespace);
     let mut changes = watcher(pods.clone(), watcher::Config::default()).boxed();
-    let mut tick = tokio::time::interval(Duration::from_secs(30));
     let mut last: Option<Vec<Step>> = None;
+    let mut wait = Duration::ZERO;
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep(wait) => {}
             ev = changes.next() => if ev.is_none() { return },
         }
-        match current_plan(&sts, &pods, &statefulset, &admin).await {
-            Ok(steps) => {
-                metrics.rebalance_pending_steps.set(steps.len() as i64);
-                if last.as_ref() != Some(&steps) {
-                    if steps.is_empty() {
+        wait = Duration::from_secs(30);
+        let (desired, ready) = match broker_pods(&sts, &pods, &statefulset).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::debug!(statefulset = %statefulset, error = %e, "rebalance: cannot read the broker pods");
+                continue;
+            }
+        };
+        match round(&admin, desired, ready, mode).await {
+            Ok(r) => {
+                metrics.rebalance_pending_steps.set((r.steps.len() - r.executed.len()) as i64);
+                if last.as_ref() != Some(&r.steps) {
+                    if r.steps.is_empty() {
                         tracing::info!(statefulset = %statefulset, "rebalance: nothing to do");
                     }
-                    for step in &steps {
-                        tracing::info!(statefulset = %statefulset, ?step, "rebalance step planned (not executed: the admin API has no reassign/elect/drain endpoints yet)");
+                    for step in &r.steps {
+                        tracing::info!(statefulset = %statefulset, ?step, ?mode, "rebalance step planned");
                     }
-                    last = Some(steps);
+                    last = Some(r.steps.clone());
+                }
+                for step in &r.executed {
+                    metrics.rebalance_steps_executed.with_label_values(&[step.kind()]).inc();
+                    tracing::info!(statefulset = %statefulset, ?step, "rebalance step executed");
+                }
+                for refusal in &r.refusals {
+                    tracing::warn!(statefulset = %statefulset, %refusal, "rebalance step not taken");
+                }
+                if r.moving > 0 {
+                    tracing::info!(statefulset = %statefulset, partitions = r.moving, "rebalance: waiting for reassignments");
+                }
+                if r.moving > 0 || !r.executed.is_empty() {
+                    wait = Duration::from_secs(5);
                 }
             }
-            Err(e) => tracing::debug!(statefulset = %statefulset, error = %e, "rebalance: cannot plan"),
+            Err(e) => tracing::warn!(statefulset = %statefulset, error = %e, "rebalance round failed"),
         }
     }
 }

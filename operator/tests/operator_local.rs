@@ -2,100 +2,18 @@
 //! client, the diffing and the drift repair of the reconcilers, with no Kubernetes involved.
 //! This proves the admin API contract the controllers rely on (docs/admin-api.md): topics and
 //! the AMQP vhosts, exchanges, queues and bindings.
-//!
-//! The broker binary is `$WEIR_BROKER_BIN`, else `weir-broker` next to this test's target
-//! directory (built by `cargo build --workspace`, which scripts/test runs first).
+//! The broker process comes from `common::brokers`.
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::brokers::Broker;
 use serde_json::json;
 use weir_crds::{BindingSpec, ExchangeSpec, QueueSpec, TopicSpec};
 use weir_operator::admin::{AdminError, BrokerAdmin, DeleteGuards, HttpAdmin, TopicPatch};
 use weir_operator::sync::{Readiness, Removal};
 use weir_operator::{binding, exchange, queue, topic};
-
-fn broker_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("WEIR_BROKER_BIN") {
-        return PathBuf::from(p);
-    }
-    // target/debug/deps/operator_local-HASH -> target/debug/weir-broker
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join("weir-broker");
-    assert!(
-        path.exists(),
-        "{} not found: build it first (cargo build -p weir-broker) or set WEIR_BROKER_BIN",
-        path.display()
-    );
-    path
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
-/// One broker process, killed on drop; its log is printed when the test fails.
-struct Broker {
-    child: Child,
-    http: SocketAddr,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Broker {
-    async fn start() -> Broker {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("broker.log");
-        let http = free_addr();
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(broker_bin())
-            .args(["--node-id", "0", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args(["--http-listen", &http.to_string()])
-            .args(["--raft-listen", &free_addr().to_string()])
-            .args(["--kafka-listen", &free_addr().to_string()])
-            .args(["--amqp-listen", &free_addr().to_string()])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .expect("start weir-broker");
-        let mut broker = Broker { child, http, log, _dir: dir };
-        let admin = broker.admin();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = broker.child.try_wait().unwrap() {
-                panic!("weir-broker exited with {status}");
-            }
-            if admin.readyz().await.unwrap_or(false) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "broker not ready within 60 s");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        broker
-    }
-
-    fn admin(&self) -> HttpAdmin {
-        HttpAdmin::new(format!("http://{}", self.http))
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            eprintln!("---- broker log (last 60 lines) ----");
-            for line in log.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev() {
-                eprintln!("{line}");
-            }
-        }
-    }
-}
 
 fn topic_spec(v: serde_json::Value) -> TopicSpec {
     let mut base = json!({"clusterRef": {"name": "local"}});
@@ -195,7 +113,7 @@ async fn broker_refusals_come_back_as_typed_errors() {
 
 #[tokio::test]
 async fn an_unreachable_broker_is_a_transient_error() {
-    let closed = free_addr();
+    let closed = common::brokers::free_addr("127.0.0.1");
     let admin = HttpAdmin::new(format!("http://{closed}"));
     let err = topic::sync_topic(&admin, "x", &topic_spec(json!({}))).await.unwrap_err();
     assert!(matches!(err, AdminError::Unreachable(_)), "{err}");

@@ -1,3 +1,4 @@
 #![allow(dead_code)]
+pub mod brokers;
 pub mod fake_admin;
 pub mod mock_api;

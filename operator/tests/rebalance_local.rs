@@ -1,0 +1,105 @@
+//! The rebalancer's rounds (`rebalance_exec::round`) against three real `weir-broker` processes
+//! on 127.0.0.1–3, with the StatefulSet's view (wanted replicas, ready pods) given by the test
+//! instead of Kubernetes: a scale-down drains the departing broker, a scale-up clears its
+//! draining mark and moves replicas back onto it, and preferred leaders are elected.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::brokers::Broker;
+use weir_operator::admin::{BrokerAdmin, HttpAdmin, NewTopic, PartitionInfo};
+use weir_operator::rebalance::Step;
+use weir_operator::rebalance_exec::{round, Mode};
+
+fn ready(ids: &[i32]) -> BTreeSet<i32> {
+    ids.iter().copied().collect()
+}
+
+async fn partitions(admin: &HttpAdmin) -> Vec<PartitionInfo> {
+    let mut p = admin.list_partitions().await.unwrap();
+    p.sort_by_key(|p| p.partition);
+    p
+}
+
+/// Rounds until the plan is empty and nothing moves; returns every step executed on the way.
+async fn settle(admin: &HttpAdmin, desired: i32, pods: &[i32]) -> Vec<Step> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut executed = Vec::new();
+    loop {
+        let r = round(admin, desired, ready(pods), Mode::Execute).await.unwrap();
+        assert!(r.refusals.is_empty(), "{:?}", r.refusals);
+        executed.extend(r.executed.iter().cloned());
+        if r.steps.is_empty() && r.moving == 0 {
+            return executed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no settled plan within 90 s; last round {r:?}; {} steps executed, the first ones {:?}",
+            executed.len(),
+            &executed[..executed.len().min(8)]
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn replica_counts(parts: &[PartitionInfo]) -> BTreeMap<i32, usize> {
+    let mut n = BTreeMap::new();
+    for p in parts {
+        for b in &p.replicas {
+            *n.entry(*b).or_insert(0) += 1;
+        }
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rounds_drain_a_departing_broker_and_refill_it_when_it_is_wanted_again() {
+    let brokers = Broker::cluster(3).await;
+    let admin = brokers[0].admin();
+    let topic =
+        NewTopic { name: "orders".into(), partitions: 3, replication_factor: Some(2), configs: BTreeMap::new() };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = admin.create_topic(&topic).await {
+        assert!(e.is_transient() && Instant::now() < deadline, "create topic: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Wait until every partition has its leader and full ISR.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let parts = partitions(&admin).await;
+        if parts.len() == 3 && parts.iter().all(|p| p.leader == p.replicas.first().copied() && p.isr.len() == 2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "partitions not ready: {parts:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let before = partitions(&admin).await;
+    assert!(before.iter().any(|p| p.replicas.contains(&2)), "the broker's placement left broker 2 empty: {before:?}");
+
+    // Plan mode: the scale-down is planned (broker 2 drained first) but nothing changes.
+    let r = round(&admin, 2, ready(&[0, 1, 2]), Mode::Plan).await.unwrap();
+    assert_eq!(r.steps.first(), Some(&Step::Drain { broker: 2 }), "{r:?}");
+    assert!(r.executed.is_empty());
+    assert_eq!(partitions(&admin).await, before, "plan mode changed the cluster");
+    assert!(admin.list_brokers().await.unwrap().iter().all(|b| !b.draining));
+
+    // Scale-down to two brokers: broker 2 is drained and ends with no replica and no leadership.
+    let executed = settle(&admin, 2, &[0, 1, 2]).await;
+    assert_eq!(executed.first(), Some(&Step::Drain { broker: 2 }), "{executed:?}");
+    let parts = partitions(&admin).await;
+    assert!(parts.iter().all(|p| !p.replicas.contains(&2) && p.leader != Some(2)), "{parts:?}");
+    assert!(parts.iter().all(|p| p.replicas.len() == 2 && p.isr.len() == 2), "replication factor kept: {parts:?}");
+    assert!(admin.list_brokers().await.unwrap().iter().any(|b| b.id == 2 && b.draining));
+
+    // Scale back up to three: the mark is cleared, replicas even out again (two per broker),
+    // and every partition is led by its preferred replica.
+    let executed = settle(&admin, 3, &[0, 1, 2]).await;
+    assert_eq!(executed.first(), Some(&Step::Undrain { broker: 2 }), "{executed:?}");
+    assert!(executed.iter().any(|s| matches!(s, Step::Reassign { .. })), "{executed:?}");
+    let parts = partitions(&admin).await;
+    assert_eq!(replica_counts(&parts), BTreeMap::from([(0, 2), (1, 2), (2, 2)]), "{parts:?}");
+    assert!(parts.iter().all(|p| p.leader == p.replicas.first().copied() && p.isr.len() == 2), "{parts:?}");
+    assert!(admin.list_brokers().await.unwrap().iter().all(|b| !b.draining));
+}
