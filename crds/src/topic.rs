@@ -33,7 +33,7 @@ use crate::common::{ClusterRef, DeletionPolicy};
 #[x_kube(
     validation = Rule::new("self.partitions >= oldSelf.partitions").message("partitions can only be increased: Kafka cannot remove a partition without moving keys to other partitions"),
     validation = Rule::new("has(self.name) == has(oldSelf.name) && (!has(self.name) || self.name == oldSelf.name)").message("spec.name is immutable: create a new Topic to rename"),
-    validation = Rule::new("has(self.replicationFactor) == has(oldSelf.replicationFactor) && (!has(self.replicationFactor) || self.replicationFactor == oldSelf.replicationFactor)").message("replicationFactor is immutable: changing it needs partition reassignment, which Weir does not offer yet"),
+    validation = Rule::new("has(self.replicationFactor) || !has(oldSelf.replicationFactor)").message("replicationFactor cannot be removed once set: set the number of replicas wanted instead"),
     validation = Rule::new("self.clusterRef == oldSelf.clusterRef").message("clusterRef is immutable"),
     validation = Rule::new("!has(self.minInsyncReplicas) || !has(self.replicationFactor) || self.minInsyncReplicas <= self.replicationFactor").message("minInsyncReplicas must not exceed replicationFactor, or no acks=all write could ever succeed"),
     validation = Rule::new("!has(self.config) || !('min.insync.replicas' in self.config)").message("set min.insync.replicas through spec.minInsyncReplicas, not spec.config")
@@ -50,7 +50,9 @@ pub struct TopicSpec {
     #[serde(default = "default_partitions")]
     #[schemars(range(min = 1, max = 10000))]
     pub partitions: i32,
-    /// Replicas per partition (default: the broker's, 1). Immutable.
+    /// Replicas per partition (default: the broker's, 1). Changing it reassigns the topic's
+    /// partitions: replicas are added on the brokers holding the fewest, or removed from the end
+    /// of each partition's list (the preferred leader stays). Once set it cannot be removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 16))]
     pub replication_factor: Option<i32>,

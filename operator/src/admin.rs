@@ -245,6 +245,20 @@ pub trait BrokerAdmin: Send + Sync {
     async fn list_bindings(&self, vhost: &str, source: &str) -> Result<Vec<BindingInfo>, AdminError>;
     async fn create_binding(&self, vhost: &str, binding: &BindingInfo) -> Result<Declared, AdminError>;
     async fn delete_binding(&self, vhost: &str, binding: &BindingInfo) -> Result<bool, AdminError>;
+
+    /// Every partition's replicas, leader, ISR and reassignment in progress. Only a change of
+    /// a topic's replication factor needs it; an admin without it says so.
+    async fn list_partitions(&self) -> Result<Vec<PartitionInfo>, AdminError> {
+        Err(AdminError::Protocol("this admin does not list partitions".into()))
+    }
+    /// The registered brokers (alive, draining).
+    async fn list_brokers(&self) -> Result<Vec<ClusterBroker>, AdminError> {
+        Err(AdminError::Protocol("this admin does not list brokers".into()))
+    }
+    /// Start reassignments to these `(topic, partition, replicas)` targets.
+    async fn reassign(&self, _targets: &[(String, i32, Vec<i32>)]) -> Result<Vec<PartitionOutcome>, AdminError> {
+        Err(AdminError::Protocol("this admin does not reassign partitions".into()))
+    }
 }
 
 /// Characters escaped in a path segment: everything but unreserved ones (`/` becomes `%2F`).
@@ -471,6 +485,18 @@ fn to_value<T: Serialize>(v: &T) -> Value {
 
 #[async_trait]
 impl BrokerAdmin for HttpAdmin {
+    async fn list_partitions(&self) -> Result<Vec<PartitionInfo>, AdminError> {
+        HttpAdmin::list_partitions(self).await
+    }
+
+    async fn list_brokers(&self) -> Result<Vec<ClusterBroker>, AdminError> {
+        HttpAdmin::list_brokers(self).await
+    }
+
+    async fn reassign(&self, targets: &[(String, i32, Vec<i32>)]) -> Result<Vec<PartitionOutcome>, AdminError> {
+        HttpAdmin::reassign(self, targets).await
+    }
+
     async fn get_topic(&self, name: &str) -> Result<Option<TopicInfo>, AdminError> {
         self.get_opt(&format!("/topics/{}", seg(name)), &["unknown_topic"]).await
     }

@@ -218,6 +218,10 @@ async fn apply<K: Managed>(obj: Arc<K>, api: &Api<K>, ctx: &Context) -> Result<A
                     write_status(api, obj.as_ref(), ("False", reason, message), synced, outcome.status_fields).await?;
                     ctx.timing.retry_refused.min(ctx.timing.resync)
                 }
+                Readiness::Progressing { reason, message } => {
+                    write_status(api, obj.as_ref(), ("False", reason, message), synced, outcome.status_fields).await?;
+                    ctx.timing.retry_transient.min(ctx.timing.resync)
+                }
             };
             Ok(Action::requeue(requeue))
         }

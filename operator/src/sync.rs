@@ -24,6 +24,9 @@ pub enum Readiness {
     /// Exists but differs in a way the operator cannot fix in place, or is waiting for something
     /// (a missing source exchange, ...). Not an error of the request: it is reported, not retried hot.
     NotReady { reason: &'static str, message: String },
+    /// Not there yet, but getting there on its own (a reassignment moving data): reported
+    /// without a Warning and looked at again soon.
+    Progressing { reason: &'static str, message: String },
 }
 
 impl Readiness {
@@ -45,6 +48,14 @@ impl SyncOutcome {
     pub fn ready(changes: Vec<Change>) -> Self {
         SyncOutcome {
             readiness: Readiness::Ready { reason: "InSync", message: "the broker object matches the spec".to_string() },
+            changes,
+            status_fields: serde_json::Map::new(),
+        }
+    }
+
+    pub fn progressing(reason: &'static str, message: impl Into<String>, changes: Vec<Change>) -> Self {
+        SyncOutcome {
+            readiness: Readiness::Progressing { reason, message: message.into() },
             changes,
             status_fields: serde_json::Map::new(),
         }

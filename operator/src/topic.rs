@@ -1,5 +1,6 @@
 //! Topic reconciler, broker side: create the topic, grow partitions, keep configs equal to the
-//! spec (with `min.insync.replicas`), delete it with the resource.
+//! spec (with `min.insync.replicas`), change the replication factor by reassigning partitions,
+//! delete it with the resource.
 
 use std::collections::BTreeMap;
 
@@ -7,7 +8,7 @@ use async_trait::async_trait;
 use serde_json::json;
 use weir_crds::{ClusterRef, DeletionPolicy, Topic, TopicSpec};
 
-use crate::admin::{AdminError, BrokerAdmin, NewTopic, TopicInfo, TopicPatch};
+use crate::admin::{AdminError, BrokerAdmin, ClusterBroker, NewTopic, PartitionInfo, TopicInfo, TopicPatch};
 use crate::controller::Managed;
 use crate::sync::{Change, Removal, SyncOutcome};
 
@@ -48,6 +49,116 @@ fn describe(patch: &TopicPatch, before: &TopicInfo) -> String {
         parts.push(format!("{k} removed"));
     }
     parts.join(", ")
+}
+
+/// New replica lists giving every partition of `topic` that has another count exactly `rf`
+/// replicas, as `(topic, partition, replicas)`: a replica added goes to the live, non-draining
+/// broker outside the list that holds the fewest replicas of all topics (ties to the lowest
+/// id), one removed comes off the end of the list, so the preferred leader stays first.
+/// `Err(n)` when fewer than `rf` brokers (`n`) can hold a replica.
+pub fn replica_targets(
+    topic: &str,
+    rf: i32,
+    partitions: &[PartitionInfo],
+    brokers: &[ClusterBroker],
+) -> Result<Vec<(String, i32, Vec<i32>)>, usize> {
+    let placeable: Vec<i32> = brokers.iter().filter(|b| b.alive && !b.draining).map(|b| b.id).collect();
+    let rf = rf.max(1) as usize;
+    let mut load: BTreeMap<i32, usize> = placeable.iter().map(|b| (*b, 0)).collect();
+    for p in partitions {
+        for b in &p.replicas {
+            if let Some(n) = load.get_mut(b) {
+                *n += 1;
+            }
+        }
+    }
+    let mut mine: Vec<&PartitionInfo> = partitions.iter().filter(|p| p.topic == topic).collect();
+    mine.sort_by_key(|p| p.partition);
+    let mut targets = Vec::new();
+    for p in mine {
+        let mut replicas = p.replicas.clone();
+        if replicas.len() == rf {
+            continue;
+        }
+        while replicas.len() > rf {
+            let gone = replicas.pop().expect("longer than rf >= 1");
+            if let Some(n) = load.get_mut(&gone) {
+                *n -= 1;
+            }
+        }
+        while replicas.len() < rf {
+            let Some((&b, _)) = load.iter().filter(|(b, _)| !replicas.contains(b)).min_by_key(|(b, n)| (**n, **b))
+            else {
+                return Err(placeable.len());
+            };
+            replicas.push(b);
+            *load.get_mut(&b).expect("from load") += 1;
+        }
+        targets.push((topic.to_string(), p.partition, replicas));
+    }
+    Ok(targets)
+}
+
+/// Moves the topic towards replication factor `rf`: waits while a reassignment of it runs,
+/// else starts the ones `replica_targets` gives.
+async fn change_replication_factor(
+    admin: &dyn BrokerAdmin,
+    name: &str,
+    rf: i32,
+    topic: &TopicInfo,
+    mut changes: Vec<Change>,
+) -> Result<SyncOutcome, AdminError> {
+    let all = admin.list_partitions().await?;
+    let moving = all.iter().filter(|p| p.topic == name && (!p.adding.is_empty() || !p.removing.is_empty())).count();
+    if moving > 0 {
+        return Ok(SyncOutcome::progressing(
+            "Reassigning",
+            format!("replication factor {} -> {rf}: {moving} partitions still moving", topic.replication_factor),
+            changes,
+        ));
+    }
+    let brokers = admin.list_brokers().await?;
+    let targets = match replica_targets(name, rf, &all, &brokers) {
+        Ok(t) => t,
+        Err(placeable) => {
+            return Ok(SyncOutcome::not_ready(
+                "NotEnoughBrokers",
+                format!("replication factor {rf} needs {rf} live, non-draining brokers; the cluster has {placeable}"),
+                changes,
+            ))
+        }
+    };
+    if targets.is_empty() {
+        // Every partition already has rf replicas; the topic's figure follows partition 0.
+        return Ok(SyncOutcome::progressing(
+            "Reassigning",
+            format!("replication factor {} -> {rf}: waiting for the broker's view", topic.replication_factor),
+            changes,
+        ));
+    }
+    let refused: Vec<String> = admin
+        .reassign(&targets)
+        .await?
+        .into_iter()
+        .filter(|o| o.outcome == "refused")
+        .map(|o| format!("{}-{}: {}", o.topic, o.partition, o.message.unwrap_or_default()))
+        .collect();
+    if !refused.is_empty() {
+        return Ok(SyncOutcome::not_ready("ReassignmentRefused", refused.join("; "), changes));
+    }
+    changes.push(Change::new(
+        "Updated",
+        format!(
+            "replication factor of topic {name} {} -> {rf}: reassigning {} partitions",
+            topic.replication_factor,
+            targets.len()
+        ),
+    ));
+    Ok(SyncOutcome::progressing(
+        "Reassigning",
+        format!("replication factor {} -> {rf}: {} partitions moving", topic.replication_factor, targets.len()),
+        changes,
+    ))
 }
 
 /// Brings the broker's topic `name` to `spec`.
@@ -97,16 +208,8 @@ pub async fn sync_topic(admin: &dyn BrokerAdmin, name: &str, spec: &TopicSpec) -
             ),
             changes,
         )
-    } else if spec.replication_factor.is_some_and(|rf| rf != topic.replication_factor) {
-        SyncOutcome::not_ready(
-            "ReplicationFactorMismatch",
-            format!(
-                "the topic has replication factor {} on the broker, not {}; changing it needs partition reassignment, which Weir does not offer yet",
-                topic.replication_factor,
-                spec.replication_factor.unwrap_or_default()
-            ),
-            changes,
-        )
+    } else if let Some(rf) = spec.replication_factor.filter(|rf| *rf != topic.replication_factor) {
+        change_replication_factor(admin, name, rf, &topic, changes).await?
     } else {
         SyncOutcome::ready(changes)
     };
@@ -147,5 +250,53 @@ impl Managed for Topic {
 
     async fn remove(&self, admin: &dyn BrokerAdmin) -> Result<Removal, AdminError> {
         remove_topic(admin, &self.topic_name()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(topic: &str, partition: i32, replicas: &[i32]) -> PartitionInfo {
+        PartitionInfo {
+            topic: topic.into(),
+            partition,
+            leader: replicas.first().copied(),
+            replicas: replicas.to_vec(),
+            isr: replicas.to_vec(),
+            adding: vec![],
+            removing: vec![],
+        }
+    }
+
+    fn brokers(ids: &[i32]) -> Vec<ClusterBroker> {
+        ids.iter().map(|&id| ClusterBroker { id, alive: true, draining: false }).collect()
+    }
+
+    #[test]
+    fn growing_adds_the_least_loaded_brokers_and_keeps_the_preferred_leader() {
+        // Broker 0 already holds another topic's replica, so "orders" grows onto 1 and 2 first.
+        let parts = vec![part("orders", 0, &[0]), part("orders", 1, &[1]), part("other", 0, &[0])];
+        let t = replica_targets("orders", 2, &parts, &brokers(&[0, 1, 2])).unwrap();
+        assert_eq!(t, vec![("orders".into(), 0, vec![0, 2]), ("orders".into(), 1, vec![1, 2])]);
+        let t = replica_targets("orders", 3, &parts, &brokers(&[0, 1, 2])).unwrap();
+        assert!(t.iter().all(|(_, p, r)| r.len() == 3 && r[0] == *p), "{t:?}");
+    }
+
+    #[test]
+    fn shrinking_drops_from_the_end_and_equal_partitions_are_left_alone() {
+        let parts = vec![part("orders", 0, &[2, 0, 1]), part("orders", 1, &[1, 2])];
+        let t = replica_targets("orders", 2, &parts, &brokers(&[0, 1, 2])).unwrap();
+        assert_eq!(t, vec![("orders".into(), 0, vec![2, 0])]);
+    }
+
+    #[test]
+    fn draining_dead_or_too_few_brokers_are_not_used() {
+        let parts = vec![part("orders", 0, &[0])];
+        let mut b = brokers(&[0, 1, 2]);
+        b[1].draining = true;
+        assert_eq!(replica_targets("orders", 2, &parts, &b).unwrap(), vec![("orders".into(), 0, vec![0, 2])]);
+        b[2].alive = false;
+        assert_eq!(replica_targets("orders", 2, &parts, &b), Err(1));
     }
 }

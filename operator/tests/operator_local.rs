@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::brokers::Broker;
 use serde_json::json;
 use weir_crds::{BindingSpec, ExchangeSpec, QueueSpec, TopicSpec};
-use weir_operator::admin::{AdminError, BrokerAdmin, DeleteGuards, HttpAdmin, TopicPatch};
+use weir_operator::admin::{AdminError, BrokerAdmin, DeleteGuards, HttpAdmin, PartitionInfo, TopicPatch};
 use weir_operator::sync::{Readiness, Removal};
 use weir_operator::{binding, exchange, queue, topic};
 
@@ -93,6 +93,65 @@ async fn topic_reconciler_creates_updates_repairs_and_deletes_on_a_real_broker()
     assert!(matches!(topic::remove_topic(&admin, "orders").await.unwrap(), Removal::Deleted(_)));
     assert!(admin.get_topic("orders").await.unwrap().is_none());
     assert_eq!(topic::remove_topic(&admin, "orders").await.unwrap(), Removal::AlreadyGone);
+}
+
+/// Syncs until the outcome is no longer `Reassigning`; returns it and every change on the way.
+async fn sync_until_settled(admin: &HttpAdmin, spec: &TopicSpec) -> (weir_operator::sync::SyncOutcome, Vec<String>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut notes = Vec::new();
+    loop {
+        let out = retry(|| topic::sync_topic(admin, "orders", spec)).await.unwrap();
+        notes.extend(out.changes.iter().map(|c| c.note.clone()));
+        if !matches!(out.readiness, Readiness::Progressing { reason: "Reassigning", .. }) {
+            return (out, notes);
+        }
+        assert!(Instant::now() < deadline, "still reassigning after 60 s: {out:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_replication_factor_reassigns_the_topic_on_real_brokers() {
+    let brokers = Broker::cluster(3).await;
+    let admin = brokers[0].admin();
+    let replicas = |parts: &[PartitionInfo]| {
+        let mut p: Vec<_> = parts.iter().filter(|p| p.topic == "orders").cloned().collect();
+        p.sort_by_key(|p| p.partition);
+        p
+    };
+    let one = topic_spec(json!({"partitions": 3, "replicationFactor": 1}));
+    let (out, _) = sync_until_settled(&admin, &one).await;
+    assert!(out.readiness.is_ready(), "{out:?}");
+    let before = replicas(&admin.list_partitions().await.unwrap());
+
+    // 1 -> 3: every partition on every broker, the preferred leader kept first.
+    let three = topic_spec(json!({"partitions": 3, "replicationFactor": 3}));
+    let (out, notes) = sync_until_settled(&admin, &three).await;
+    assert!(out.readiness.is_ready(), "{out:?}");
+    assert!(notes.iter().any(|n| n.contains("1 -> 3: reassigning 3 partitions")), "{notes:?}");
+    assert_eq!(out.status_fields["replicationFactor"], json!(3));
+    let grown = replicas(&admin.list_partitions().await.unwrap());
+    for (b, g) in before.iter().zip(&grown) {
+        assert_eq!(g.replicas.len(), 3, "{g:?}");
+        assert_eq!(g.replicas[0], b.replicas[0], "preferred leader moved: {g:?}");
+        let mut all = g.replicas.clone();
+        all.sort();
+        assert_eq!(all, [0, 1, 2]);
+    }
+
+    // 3 -> 2: the last replica of each list goes.
+    let two = topic_spec(json!({"partitions": 3, "replicationFactor": 2}));
+    let (out, _) = sync_until_settled(&admin, &two).await;
+    assert!(out.readiness.is_ready(), "{out:?}");
+    for (g, s) in grown.iter().zip(&replicas(&admin.list_partitions().await.unwrap())) {
+        assert_eq!(s.replicas, g.replicas[..2], "{s:?}");
+    }
+
+    // More replicas than brokers: reported, nothing started.
+    let four = topic_spec(json!({"partitions": 3, "replicationFactor": 4}));
+    let out = topic::sync_topic(&admin, "orders", &four).await.unwrap();
+    assert!(matches!(out.readiness, Readiness::NotReady { reason: "NotEnoughBrokers", .. }), "{out:?}");
+    assert!(admin.list_partitions().await.unwrap().iter().all(|p| p.adding.is_empty()));
 }
 
 #[tokio::test]

@@ -235,3 +235,26 @@ async fn a_deleted_broker_pod_comes_back_with_its_data() {
     assert_eq!(values, (0..5).map(|i| format!("v{i}")).collect::<Vec<_>>());
     delete_and_wait_gone(&topics, "e2e-durable").await;
 }
+
+#[tokio::test]
+#[ignore = "needs a kind cluster with the weir chart: run e2e/kind/run.sh"]
+async fn a_new_replication_factor_is_reached_by_reassignment_and_keeps_the_records() {
+    let topics: Api<Topic> = Api::namespaced(kube().await, &namespace());
+    apply_and_wait_ready(&topics, resource("Topic", "e2e-grow", json!({"replicationFactor": 1}))).await;
+    produce("e2e-grow", 10).await;
+    topics
+        .patch("e2e-grow", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicationFactor": 3}})))
+        .await
+        .expect("edit replicationFactor");
+    eventually("e2e-grow Ready with replication factor 3", TIMEOUT, || async {
+        let v = serde_json::to_value(topics.get("e2e-grow").await.ok()?).unwrap();
+        (ready(&v) && v["status"]["replicationFactor"] == 3).then_some(())
+    })
+    .await;
+    let values = eventually("the 10 records after the reassignment", TIMEOUT, || async {
+        consume_values("e2e-grow").await.filter(|v| v.len() == 10)
+    })
+    .await;
+    assert_eq!(values, (0..10).map(|i| format!("v{i}")).collect::<Vec<_>>());
+    delete_and_wait_gone(&topics, "e2e-grow").await;
+}
