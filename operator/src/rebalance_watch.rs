@@ -65,6 +65,7 @@ pub async fn watch_brokers(
     let pods: Api<Pod> = Api::namespaced(client, &namespace);
     let mut changes = watcher(pods.clone(), watcher::Config::default()).boxed();
     let mut last: Option<Vec<Step>> = None;
+    let mut last_moving = 0;
     let mut wait = Duration::ZERO;
     loop {
         tokio::select! {
@@ -98,8 +99,9 @@ pub async fn watch_brokers(
                 for refusal in &r.refusals {
                     tracing::warn!(statefulset = %statefulset, %refusal, "rebalance step not taken");
                 }
-                if r.moving > 0 {
-                    tracing::info!(statefulset = %statefulset, partitions = r.moving, "rebalance: waiting for reassignments");
+                if r.moving != last_moving {
+                    tracing::info!(statefulset = %statefulset, partitions = r.moving, "rebalance: partitions still being reassigned");
+                    last_moving = r.moving;
                 }
                 if r.moving > 0 || !r.executed.is_empty() {
                     wait = Duration::from_secs(5);
