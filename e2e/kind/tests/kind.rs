@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::Client;
@@ -18,6 +19,7 @@ use rskafka::client::ClientBuilder;
 use rskafka::record::Record;
 use serde_json::{json, Value};
 use weir_crds::{Binding, Exchange, Queue, Topic};
+use weir_operator::admin::HttpAdmin;
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -257,4 +259,67 @@ async fn a_new_replication_factor_is_reached_by_reassignment_and_keeps_the_recor
     .await;
     assert_eq!(values, (0..10).map(|i| format!("v{i}")).collect::<Vec<_>>());
     delete_and_wait_gone(&topics, "e2e-grow").await;
+}
+
+async fn scale_brokers(sts: &Api<StatefulSet>, replicas: i32) {
+    sts.patch(&cluster(), &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": replicas}})))
+        .await
+        .expect("scale the broker StatefulSet");
+}
+
+/// Replica lists of `topic`'s partitions and the ids marked draining, from the admin API.
+async fn placement(admin: &HttpAdmin, topic: &str) -> Option<(Vec<Vec<i32>>, Vec<i32>)> {
+    let mut parts: Vec<_> = admin.list_partitions().await.ok()?.into_iter().filter(|p| p.topic == topic).collect();
+    parts.sort_by_key(|p| p.partition);
+    let draining = admin.list_brokers().await.ok()?.into_iter().filter(|b| b.draining).map(|b| b.id).collect();
+    Some((parts.into_iter().map(|p| p.replicas).collect(), draining))
+}
+
+#[tokio::test]
+#[ignore = "needs a kind cluster with the weir chart: run e2e/kind/run.sh"]
+async fn scaling_down_drains_the_last_broker_and_scaling_up_fills_it_again() {
+    let client = kube().await;
+    let ns = namespace();
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let topics: Api<Topic> = Api::namespaced(client, &ns);
+    let admin = HttpAdmin::new(format!("http://{}.{}.svc:9644", cluster(), ns));
+    apply_and_wait_ready(&topics, resource("Topic", "e2e-moves", json!({"partitions": 3, "replicationFactor": 2})))
+        .await;
+    produce("e2e-moves", 10).await;
+    let last = eventually("the topic's placement", TIMEOUT, || async {
+        let (replicas, _) = placement(&admin, "e2e-moves").await?;
+        (replicas.len() == 3).then(|| replicas.iter().flatten().copied().max().unwrap_or(0))
+    })
+    .await;
+    assert_eq!(last, 2, "three partitions of two replicas use all three brokers");
+
+    // The body runs in its own task so that the StatefulSet is scaled back whatever happens.
+    let body = tokio::spawn(async move {
+        let sts: Api<StatefulSet> = Api::namespaced(kube().await, &namespace());
+        let admin = HttpAdmin::new(format!("http://{}.{}.svc:9644", cluster(), namespace()));
+        scale_brokers(&sts, 2).await;
+        eventually("broker 2 drained by the operator", TIMEOUT, || async {
+            let (replicas, draining) = placement(&admin, "e2e-moves").await?;
+            (replicas.iter().all(|r| r.len() == 2 && !r.contains(&2)) && draining.contains(&2)).then_some(())
+        })
+        .await;
+        let values = eventually("the 10 records after the drain", TIMEOUT, || async {
+            consume_values("e2e-moves").await.filter(|v| v.len() == 10)
+        })
+        .await;
+        assert_eq!(values, (0..10).map(|i| format!("v{i}")).collect::<Vec<_>>());
+
+        scale_brokers(&sts, 3).await;
+        eventually("broker 2 undrained and holding replicas again", TIMEOUT, || async {
+            let (replicas, draining) = placement(&admin, "e2e-moves").await?;
+            (replicas.iter().any(|r| r.contains(&2)) && draining.is_empty()).then_some(())
+        })
+        .await;
+    })
+    .await;
+    scale_brokers(&sts, 3).await;
+    if let Err(e) = body {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    delete_and_wait_gone(&topics, "e2e-moves").await;
 }
