@@ -126,6 +126,11 @@ struct Results {
     results: Vec<PartitionOutcome>,
 }
 
+#[derive(Deserialize)]
+struct ThrottleBody {
+    bytes_per_sec: u64,
+}
+
 /// `POST /api/v1/brokers/{id}/drain`'s answer (the fields the rebalancer reads).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct DrainStatus {
@@ -372,6 +377,25 @@ impl HttpAdmin {
         let (status, body) = self.call(Method::DELETE, &format!("/brokers/{broker}/drain"), None).await?;
         match status {
             StatusCode::OK => Self::parse(&body),
+            _ => Err(Self::error(status, &body)),
+        }
+    }
+
+    /// `GET /api/v1/replication/throttle`: the reassignment throttle, bytes per second (0: off).
+    pub async fn replication_throttle(&self) -> Result<u64, AdminError> {
+        let (status, body) = self.call(Method::GET, "/replication/throttle", None).await?;
+        match status {
+            StatusCode::OK => Self::parse::<ThrottleBody>(&body).map(|t| t.bytes_per_sec),
+            _ => Err(Self::error(status, &body)),
+        }
+    }
+
+    /// `PUT /api/v1/replication/throttle`: set the reassignment throttle for every broker.
+    pub async fn set_replication_throttle(&self, bytes_per_sec: u64) -> Result<(), AdminError> {
+        let body = serde_json::json!({ "bytes_per_sec": bytes_per_sec });
+        let (status, body) = self.call(Method::PUT, "/replication/throttle", Some(&body)).await?;
+        match status {
+            StatusCode::OK => Ok(()),
             _ => Err(Self::error(status, &body)),
         }
     }

@@ -62,6 +62,12 @@ struct Args {
     #[arg(long, env = "WEIR_OPERATOR_REBALANCE", value_enum, default_value = "execute")]
     rebalance: weir_operator::rebalance_exec::Mode,
 
+    /// Reassignment throttle (bytes per second, all of a leader's catching-up replicas
+    /// together) the rebalancer sets while its drains and reassignments run, restoring the
+    /// cluster's own value afterwards; 0 leaves the throttle alone.
+    #[arg(long, env = "WEIR_OPERATOR_REBALANCE_THROTTLE_BYTES_PER_SEC", default_value_t = 0)]
+    rebalance_throttle_bytes_per_sec: u64,
+
     /// Log format: `text` or `json` (structured, one object per line).
     #[arg(long, env = "WEIR_OPERATOR_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -124,6 +130,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             weir_operator::admin::HttpAdmin::new(url),
             metrics.clone(),
             args.rebalance,
+            weir_operator::rebalance_exec::Throttle::new(args.rebalance_throttle_bytes_per_sec),
         ));
     }
 

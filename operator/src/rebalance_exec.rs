@@ -22,6 +22,44 @@ pub enum Mode {
     Plan,
 }
 
+/// The reassignment throttle the rounds hold while their own moves run: `bytes_per_sec` 0
+/// leaves the cluster's throttle alone. Before a drain or a reassignment the cluster's value is
+/// saved and replaced; once nothing moves any more it is put back, unless someone changed it
+/// meanwhile. The saved value lives in memory: an operator restarted mid-move leaves the
+/// throttle at `bytes_per_sec` (it only ever slows reassignments, never clients).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Throttle {
+    pub bytes_per_sec: u64,
+    saved: Option<u64>,
+}
+
+impl Throttle {
+    pub fn new(bytes_per_sec: u64) -> Self {
+        Throttle { bytes_per_sec, saved: None }
+    }
+
+    async fn hold(&mut self, admin: &HttpAdmin) -> Result<(), AdminError> {
+        if self.bytes_per_sec == 0 || self.saved.is_some() {
+            return Ok(());
+        }
+        let current = admin.replication_throttle().await?;
+        if current != self.bytes_per_sec {
+            admin.set_replication_throttle(self.bytes_per_sec).await?;
+        }
+        self.saved = Some(current);
+        Ok(())
+    }
+
+    async fn release(&mut self, admin: &HttpAdmin) -> Result<(), AdminError> {
+        let Some(saved) = self.saved else { return Ok(()) };
+        if admin.replication_throttle().await? == self.bytes_per_sec && saved != self.bytes_per_sec {
+            admin.set_replication_throttle(saved).await?;
+        }
+        self.saved = None;
+        Ok(())
+    }
+}
+
 /// What one round saw and did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Round {
@@ -38,7 +76,13 @@ pub struct Round {
 
 /// Plans from the brokers' state and the StatefulSet's `desired` replicas and `ready` pods,
 /// then, in [`Mode::Execute`], carries out the first kind of step the plan holds.
-pub async fn round(admin: &HttpAdmin, desired: i32, ready: BTreeSet<i32>, mode: Mode) -> Result<Round, AdminError> {
+pub async fn round(
+    admin: &HttpAdmin,
+    desired: i32,
+    ready: BTreeSet<i32>,
+    mode: Mode,
+    throttle: &mut Throttle,
+) -> Result<Round, AdminError> {
     let infos = admin.list_partitions().await?;
     let draining: BTreeSet<i32> =
         admin.list_brokers().await?.into_iter().filter(|b| b.draining).map(|b| b.id).collect();
@@ -65,6 +109,12 @@ pub async fn round(admin: &HttpAdmin, desired: i32, ready: BTreeSet<i32>, mode: 
     if mode == Mode::Plan || moving > 0 {
         return Ok(round);
     }
+    let drain_planned = round.steps.iter().any(|s| matches!(s, Step::Drain { .. }));
+    let reassign_planned = round.steps.iter().any(|s| matches!(s, Step::Reassign { .. }));
+    if !drain_planned && !(reassign_planned && every_pod_ready) {
+        // Nothing moves and no round is about to start a move: the cluster's throttle back.
+        throttle.release(admin).await?;
+    }
 
     let of_kind = |f: fn(&Step) -> bool| round.steps.iter().filter(|s| f(s)).cloned().collect::<Vec<_>>();
     let undrains = of_kind(|s| matches!(s, Step::Undrain { .. }));
@@ -80,6 +130,7 @@ pub async fn round(admin: &HttpAdmin, desired: i32, ready: BTreeSet<i32>, mode: 
             }
         }
     } else if !drains.is_empty() {
+        throttle.hold(admin).await?;
         for step in drains {
             if let Step::Drain { broker } = step {
                 let status = admin.drain(broker).await?;
@@ -90,6 +141,7 @@ pub async fn round(admin: &HttpAdmin, desired: i32, ready: BTreeSet<i32>, mode: 
             }
         }
     } else if !reassigns.is_empty() && every_pod_ready {
+        throttle.hold(admin).await?;
         let targets: Vec<(String, i32, Vec<i32>)> = reassigns
             .iter()
             .filter_map(|s| match s {

@@ -112,7 +112,7 @@ async fn sync_until_settled(admin: &HttpAdmin, spec: &TopicSpec) -> (weir_operat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_replication_factor_reassigns_the_topic_on_real_brokers() {
-    let brokers = Broker::cluster(3).await;
+    let brokers = Broker::cluster(8, 3).await;
     let admin = brokers[0].admin();
     let replicas = |parts: &[PartitionInfo]| {
         let mut p: Vec<_> = parts.iter().filter(|p| p.topic == "orders").cloned().collect();

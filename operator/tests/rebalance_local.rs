@@ -1,5 +1,5 @@
 //! The rebalancer's rounds (`rebalance_exec::round`) against three real `weir-broker` processes
-//! on 127.0.0.1–3, with the StatefulSet's view (wanted replicas, ready pods) given by the test
+//! on 127.0.0.5–7, with the StatefulSet's view (wanted replicas, ready pods) given by the test
 //! instead of Kubernetes: a scale-down drains the departing broker, a scale-up clears its
 //! draining mark and moves replicas back onto it, and preferred leaders are elected.
 
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::brokers::Broker;
 use weir_operator::admin::{BrokerAdmin, HttpAdmin, NewTopic, PartitionInfo};
 use weir_operator::rebalance::Step;
-use weir_operator::rebalance_exec::{round, Mode};
+use weir_operator::rebalance_exec::{round, Mode, Throttle};
 
 fn ready(ids: &[i32]) -> BTreeSet<i32> {
     ids.iter().copied().collect()
@@ -24,11 +24,15 @@ async fn partitions(admin: &HttpAdmin) -> Vec<PartitionInfo> {
 }
 
 /// Rounds until the plan is empty and nothing moves; returns every step executed on the way.
-async fn settle(admin: &HttpAdmin, desired: i32, pods: &[i32]) -> Vec<Step> {
+async fn settle(admin: &HttpAdmin, desired: i32, pods: &[i32], throttle: &mut Throttle) -> Vec<Step> {
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut executed = Vec::new();
     loop {
-        let r = round(admin, desired, ready(pods), Mode::Execute).await.unwrap();
+        let r = round(admin, desired, ready(pods), Mode::Execute, throttle).await.unwrap();
+        if r.executed.iter().any(|s| matches!(s, Step::Drain { .. } | Step::Reassign { .. })) {
+            // The rounds hold the throttle while their moves run.
+            assert_eq!(admin.replication_throttle().await.unwrap(), throttle.bytes_per_sec);
+        }
         assert!(r.refusals.is_empty(), "{:?}", r.refusals);
         executed.extend(r.executed.iter().cloned());
         if r.steps.is_empty() && r.moving == 0 {
@@ -56,7 +60,7 @@ fn replica_counts(parts: &[PartitionInfo]) -> BTreeMap<i32, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rounds_drain_a_departing_broker_and_refill_it_when_it_is_wanted_again() {
-    let brokers = Broker::cluster(3).await;
+    let brokers = Broker::cluster(5, 3).await;
     let admin = brokers[0].admin();
     let topic =
         NewTopic { name: "orders".into(), partitions: 3, replication_factor: Some(2), configs: BTreeMap::new() };
@@ -79,27 +83,32 @@ async fn rounds_drain_a_departing_broker_and_refill_it_when_it_is_wanted_again()
     assert!(before.iter().any(|p| p.replicas.contains(&2)), "the broker's placement left broker 2 empty: {before:?}");
 
     // Plan mode: the scale-down is planned (broker 2 drained first) but nothing changes.
-    let r = round(&admin, 2, ready(&[0, 1, 2]), Mode::Plan).await.unwrap();
+    let mut throttle = Throttle::new(50_000_000);
+    let r = round(&admin, 2, ready(&[0, 1, 2]), Mode::Plan, &mut throttle).await.unwrap();
     assert_eq!(r.steps.first(), Some(&Step::Drain { broker: 2 }), "{r:?}");
     assert!(r.executed.is_empty());
     assert_eq!(partitions(&admin).await, before, "plan mode changed the cluster");
     assert!(admin.list_brokers().await.unwrap().iter().all(|b| !b.draining));
 
     // Scale-down to two brokers: broker 2 is drained and ends with no replica and no leadership.
-    let executed = settle(&admin, 2, &[0, 1, 2]).await;
+    let executed = settle(&admin, 2, &[0, 1, 2], &mut throttle).await;
     assert_eq!(executed.first(), Some(&Step::Drain { broker: 2 }), "{executed:?}");
     let parts = partitions(&admin).await;
     assert!(parts.iter().all(|p| !p.replicas.contains(&2) && p.leader != Some(2)), "{parts:?}");
     assert!(parts.iter().all(|p| p.replicas.len() == 2 && p.isr.len() == 2), "replication factor kept: {parts:?}");
     assert!(admin.list_brokers().await.unwrap().iter().any(|b| b.id == 2 && b.draining));
+    assert_eq!(admin.replication_throttle().await.unwrap(), 0, "the cluster's throttle (off) is back");
 
     // Scale back up to three: the mark is cleared, replicas even out again (two per broker),
     // and every partition is led by its preferred replica.
-    let executed = settle(&admin, 3, &[0, 1, 2]).await;
+    // A throttle someone set by hand is what the rounds give back once their moves are done.
+    admin.set_replication_throttle(7_000_000).await.unwrap();
+    let executed = settle(&admin, 3, &[0, 1, 2], &mut throttle).await;
     assert_eq!(executed.first(), Some(&Step::Undrain { broker: 2 }), "{executed:?}");
     assert!(executed.iter().any(|s| matches!(s, Step::Reassign { .. })), "{executed:?}");
     let parts = partitions(&admin).await;
     assert_eq!(replica_counts(&parts), BTreeMap::from([(0, 2), (1, 2), (2, 2)]), "{parts:?}");
     assert!(parts.iter().all(|p| p.leader == p.replicas.first().copied() && p.isr.len() == 2), "{parts:?}");
     assert!(admin.list_brokers().await.unwrap().iter().all(|b| !b.draining));
+    assert_eq!(admin.replication_throttle().await.unwrap(), 7_000_000);
 }

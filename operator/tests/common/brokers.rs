@@ -1,6 +1,11 @@
 //! Real `weir-broker` processes for the operator's local tests: one on 127.0.0.1, or a cluster
-//! of several on 127.0.0.1, 127.0.0.2, ... (each with its own ports and data directory, all
-//! metadata voters). Killed on drop; a broker's log is printed when the test fails.
+//! of several on consecutive 127.0.0.x addresses (each with its own ports and data directory,
+//! all metadata voters). Killed on drop; a broker's log is printed when the test fails.
+//!
+//! Ports are found by binding port 0 and letting go, so another process may take one before
+//! the broker binds it. Tests that run at the same time therefore use disjoint addresses: the
+//! broker crate's cluster tests 127.0.0.1–4, `rebalance_local` 127.0.0.5–7, the replication
+//! factor test in `operator_local` 127.0.0.8–10.
 //!
 //! The broker binary is `$WEIR_BROKER_BIN`, else `weir-broker` next to this test's target
 //! directory (built by `cargo build --workspace`, which scripts/test runs first).
@@ -48,9 +53,9 @@ impl Broker {
         broker
     }
 
-    /// `n` brokers, node `i` on 127.0.0.`i+1`, all voters of the metadata quorum.
-    pub async fn cluster(n: i32) -> Vec<Broker> {
-        let hosts: Vec<String> = (0..n).map(|i| format!("127.0.0.{}", i + 1)).collect();
+    /// `n` brokers, node `i` on 127.0.0.`first + i`, all voters of the metadata quorum.
+    pub async fn cluster(first: i32, n: i32) -> Vec<Broker> {
+        let hosts: Vec<String> = (0..n).map(|i| format!("127.0.0.{}", first + i)).collect();
         let addrs: Vec<(SocketAddr, SocketAddr)> = hosts.iter().map(|h| (free_addr(h), free_addr(h))).collect();
         let voters = addrs.iter().enumerate().map(|(i, (_, raft))| format!("{i}@{raft}")).collect::<Vec<_>>().join(",");
         let mut brokers: Vec<Broker> = (0..n)
