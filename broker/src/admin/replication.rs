@@ -22,6 +22,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::api::{ApiError, ApiJson};
 use super::http::AdminState;
 use crate::cluster::drain::plan_drain;
+use crate::cluster::election::{self, Outcome};
 use crate::cluster::image::{MetadataImage, PartitionRecord, NO_LEADER};
 use crate::cluster::{ClusterNode, MetadataCommand, MetadataError, NodeId, ProposeError};
 
@@ -70,8 +71,7 @@ pub struct ElectPreferredResponse {
 }
 
 /// Move leadership of each chosen partition to its first replica when that broker is live and
-/// in the ISR (Kafka's preferred-leader election; never unclean). One `ChangePartition` per
-/// partition, with the partition epoch the decision was made from.
+/// in the ISR (`cluster::election`).
 async fn elect_preferred(
     State(state): State<Arc<AdminState>>,
     ApiJson(req): ApiJson<ElectPreferredRequest>,
@@ -89,48 +89,32 @@ async fn elect_preferred(
             return Err(ApiError::bad_request(format!("topic '{t}' has no partition {bad}")));
         }
     }
-    let live = image.live_brokers();
-    let mut results = Vec::new();
-    for t in image.topics.values().filter(|t| req.topic.as_ref().is_none_or(|n| *n == t.name)) {
-        for (i, p) in t.partitions.iter().enumerate() {
-            if req.partitions.as_ref().is_some_and(|ps| !ps.contains(&(i as u32))) {
-                continue;
+    drop(image);
+    let chosen = |topic: &str, partition: u32| {
+        req.topic.as_ref().is_none_or(|t| t == topic)
+            && req.partitions.as_ref().is_none_or(|ps| ps.contains(&partition))
+    };
+    let results = election::elect_preferred(cluster, chosen)
+        .await
+        .into_iter()
+        .map(|e| {
+            let (outcome, message) = match e.outcome {
+                Outcome::Elected => ("elected", None),
+                Outcome::AlreadyLeader => ("already_leader", None),
+                Outcome::Fenced => ("fenced", None),
+                Outcome::Draining => ("draining", None),
+                Outcome::NotInIsr => ("not_in_isr", None),
+                Outcome::Refused(err) => ("refused", Some(err.to_string())),
+            };
+            ElectionResult {
+                topic: e.topic,
+                partition: e.partition,
+                preferred: e.preferred,
+                outcome: outcome.into(),
+                message,
             }
-            let Some(&preferred) = p.replicas.first() else { continue };
-            let mut r = ElectionResult {
-                topic: t.name.clone(),
-                partition: i as u32,
-                preferred,
-                outcome: String::new(),
-                message: None,
-            };
-            r.outcome = if p.leader == preferred as i64 {
-                "already_leader".into()
-            } else if !live.contains(&preferred) {
-                "fenced".into()
-            } else if image.brokers.get(&preferred).is_some_and(|b| b.draining) {
-                "draining".into()
-            } else if !p.isr.contains(&preferred) {
-                "not_in_isr".into()
-            } else {
-                let cmd = MetadataCommand::ChangePartition {
-                    topic: t.name.clone(),
-                    partition: i as u32,
-                    partition_epoch: p.partition_epoch,
-                    leader: Some(preferred as i64),
-                    isr: None,
-                };
-                match cluster.propose(cmd).await {
-                    Ok(()) => "elected".into(),
-                    Err(e) => {
-                        r.message = Some(e.to_string());
-                        "refused".into()
-                    }
-                }
-            };
-            results.push(r);
-        }
-    }
+        })
+        .collect();
     Ok(Json(ElectPreferredResponse { results }))
 }
 

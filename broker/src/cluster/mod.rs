@@ -4,6 +4,7 @@
 pub mod amqp_image;
 pub mod assignment;
 pub mod drain;
+pub mod election;
 pub mod image;
 pub mod network;
 pub mod node;

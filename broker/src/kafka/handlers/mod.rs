@@ -7,6 +7,7 @@ pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_topics;
 pub mod describe_cluster;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod group_admin;
@@ -43,6 +44,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::FindCoordinator, 0, 4),
@@ -191,6 +193,11 @@ async fn dispatch(
         ApiKey::CreatePartitions => {
             let req = codec::decode_body(body, version)?;
             let resp = create_partitions::handle(ctx, req).await;
+            codec::encode_response(api_key, version, corr, &resp).map(Some)
+        }
+        ApiKey::ElectLeaders => {
+            let req = codec::decode_body(body, version)?;
+            let resp = elect_leaders::handle(ctx, req, version).await;
             codec::encode_response(api_key, version, corr, &resp).map(Some)
         }
         ApiKey::DescribeCluster => {
