@@ -24,6 +24,7 @@ use super::http::AdminState;
 use crate::cluster::drain::plan_drain;
 use crate::cluster::election::{self, Outcome};
 use crate::cluster::image::{MetadataImage, PartitionRecord, NO_LEADER};
+use crate::cluster::reassignment::{propose_reassignment, reassign_cmd, STALE_RETRIES};
 use crate::cluster::{ClusterNode, MetadataCommand, MetadataError, NodeId, ProposeError};
 
 pub fn routes() -> Router<Arc<AdminState>> {
@@ -34,10 +35,6 @@ pub fn routes() -> Router<Arc<AdminState>> {
         .route("/brokers/{id}/drain", get(drain_status).post(drain).delete(undrain))
         .route("/replication/throttle", get(throttle).put(set_throttle))
 }
-
-/// How often a proposal is retried when the partition epoch moved under it (an ISR change by
-/// the leader between reading the image and committing).
-const STALE_RETRIES: usize = 5;
 
 fn cluster_of(state: &AdminState) -> Result<&Arc<ClusterNode>, ApiError> {
     state
@@ -194,35 +191,6 @@ pub struct ReassignResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReassignmentList {
     pub reassignments: Vec<ReassignmentView>,
-}
-
-fn reassign_cmd(image: &MetadataImage, topic: &str, partition: u32, target: Option<Vec<NodeId>>) -> MetadataCommand {
-    MetadataCommand::ReassignPartition {
-        topic: topic.to_string(),
-        partition,
-        partition_epoch: image.partition(topic, partition).map(|p| p.partition_epoch).unwrap_or(-1),
-        target,
-    }
-}
-
-/// Propose a reassignment of one partition toward an operator-given target. The target does
-/// not depend on the partition's state, so a stale partition epoch (the leader changed the
-/// ISR meanwhile) is retried with the new one.
-async fn propose_reassignment(
-    cluster: &ClusterNode,
-    topic: &str,
-    partition: u32,
-    target: Option<Vec<NodeId>>,
-) -> Result<(), ProposeError> {
-    let mut last = None;
-    for _ in 0..STALE_RETRIES {
-        let cmd = reassign_cmd(&cluster.image(), topic, partition, target.clone());
-        match cluster.propose(cmd).await {
-            Err(ProposeError::Metadata(e @ MetadataError::StalePartitionEpoch { .. })) => last = Some(e),
-            other => return other,
-        }
-    }
-    Err(ProposeError::Metadata(last.expect("at least one attempt")))
 }
 
 /// Start, replace or cancel reassignments: every entry is checked against a copy of the image

@@ -8,6 +8,7 @@ pub mod election;
 pub mod image;
 pub mod network;
 pub mod node;
+pub mod reassignment;
 pub mod store;
 pub mod types;
 

@@ -1,6 +1,7 @@
 //! One handler per Kafka API. `SUPPORTED` is what ApiVersions advertises: an API appears
 //! here only once its handler does what the protocol says for every listed version.
 
+pub mod alter_partition_reassignments;
 pub mod api_versions;
 pub mod configs;
 pub mod create_partitions;
@@ -14,6 +15,7 @@ pub mod group_admin;
 pub mod groups;
 pub mod init_producer_id;
 pub mod list_offsets;
+pub mod list_partition_reassignments;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod offsets;
@@ -45,6 +47,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::FindCoordinator, 0, 4),
@@ -193,6 +197,16 @@ async fn dispatch(
         ApiKey::CreatePartitions => {
             let req = codec::decode_body(body, version)?;
             let resp = create_partitions::handle(ctx, req).await;
+            codec::encode_response(api_key, version, corr, &resp).map(Some)
+        }
+        ApiKey::AlterPartitionReassignments => {
+            let req = codec::decode_body(body, version)?;
+            let resp = alter_partition_reassignments::handle(ctx, req, version).await;
+            codec::encode_response(api_key, version, corr, &resp).map(Some)
+        }
+        ApiKey::ListPartitionReassignments => {
+            let req = codec::decode_body(body, version)?;
+            let resp = list_partition_reassignments::handle(ctx, req);
             codec::encode_response(api_key, version, corr, &resp).map(Some)
         }
         ApiKey::ElectLeaders => {
