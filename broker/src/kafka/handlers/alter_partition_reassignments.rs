@@ -70,14 +70,16 @@ async fn reassign_one(
                 format!("{topic}-{partition} is not being reassigned"),
             ))
         }
-        Some(t) if !allow_rf_change && t.len() != current.target_replicas().len() => return Err((
-            ResponseError::InvalidReplicationFactor.code(),
-            format!(
+        Some(t) if !allow_rf_change && t.len() != current.target_replicas().len() => {
+            return Err((
+                ResponseError::InvalidReplicationFactor.code(),
+                format!(
                 "{topic}-{partition}: {} replicas would change the replication factor {}, which the request forbids",
                 t.len(),
                 current.target_replicas().len()
             ),
-        )),
+            ))
+        }
         Some(t) if *t == current.replicas && !current.reassigning() => return Ok(()),
         _ => {}
     }
