@@ -67,6 +67,8 @@ pub async fn watch_brokers(
     let mut changes = watcher(pods.clone(), watcher::Config::default()).boxed();
     let mut last: Option<Vec<Step>> = None;
     let mut last_moving = 0;
+    // A blocked drain is asked again every round; its refusal is logged when it changes.
+    let mut last_refusals: Vec<String> = Vec::new();
     let mut wait = Duration::ZERO;
     loop {
         tokio::select! {
@@ -97,8 +99,11 @@ pub async fn watch_brokers(
                     metrics.rebalance_steps_executed.with_label_values(&[step.kind()]).inc();
                     tracing::info!(statefulset = %statefulset, ?step, "rebalance step executed");
                 }
-                for refusal in &r.refusals {
-                    tracing::warn!(statefulset = %statefulset, %refusal, "rebalance step not taken");
+                if r.refusals != last_refusals {
+                    for refusal in &r.refusals {
+                        tracing::warn!(statefulset = %statefulset, %refusal, "rebalance step not taken");
+                    }
+                    last_refusals = r.refusals.clone();
                 }
                 if r.moving != last_moving {
                     tracing::info!(statefulset = %statefulset, partitions = r.moving, "rebalance: partitions still being reassigned");

@@ -19,7 +19,7 @@ use crate::kafka::errors::propose_error_code;
 const PREFERRED: i8 = 0;
 const UNCLEAN: i8 = 1;
 
-type Results = BTreeMap<String, Vec<(u32, i16, Option<String>)>>;
+type Results = BTreeMap<String, Vec<(i32, i16, Option<String>)>>;
 
 pub async fn handle(ctx: &KafkaContext, req: ElectLeadersRequest, version: i16) -> ElectLeadersResponse {
     // Version 0 has no election type: preferred.
@@ -38,7 +38,7 @@ pub async fn handle(ctx: &KafkaContext, req: ElectLeadersRequest, version: i16) 
                 } else {
                     let msg = format!("topic '{name}' has no partition {p}");
                     results.entry(name.to_string()).or_default().push((
-                        p.max(0) as u32,
+                        p,
                         ResponseError::UnknownTopicOrPartition.code(),
                         Some(msg),
                     ));
@@ -70,7 +70,7 @@ pub async fn handle(ctx: &KafkaContext, req: ElectLeadersRequest, version: i16) 
                     }
                     Outcome::Refused(err) => (propose_error_code(&err), Some(err.to_string())),
                 };
-                results.entry(e.topic).or_default().push((e.partition, code, message));
+                results.entry(e.topic).or_default().push((e.partition as i32, code, message));
             }
         }
         UNCLEAN => {
@@ -87,7 +87,7 @@ pub async fn handle(ctx: &KafkaContext, req: ElectLeadersRequest, version: i16) 
                             Some("no live ISR member; Weir does not elect leaders outside the ISR".to_string()),
                         )
                     };
-                    results.entry(t.name.clone()).or_default().push((i as u32, answer.0, answer.1));
+                    results.entry(t.name.clone()).or_default().push((i as i32, answer.0, answer.1));
                 }
             }
         }
@@ -109,7 +109,7 @@ pub async fn handle(ctx: &KafkaContext, req: ElectLeadersRequest, version: i16) 
                 .into_iter()
                 .map(|(partition, code, message)| {
                     let mut pr = PartitionResult::default();
-                    pr.partition_id = partition as i32;
+                    pr.partition_id = partition;
                     pr.error_code = code;
                     pr.error_message = message.as_deref().map(str_bytes);
                     pr
