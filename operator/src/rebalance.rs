@@ -17,6 +17,9 @@ pub struct Brokers {
     /// Ids the broker's metadata marks draining (`POST /api/v1/brokers/{id}/drain`): no
     /// replica can be placed on them until the mark is cleared.
     pub draining: BTreeSet<i32>,
+    /// The draining marks this operator set itself (for a scale-down): the only ones it
+    /// clears. A mark a person set (to drain before scaling down) is left alone.
+    pub drained_here: BTreeSet<i32>,
 }
 
 /// One partition as the admin API shows it (`GET /api/v1/partitions`).
@@ -32,9 +35,13 @@ pub struct Partition {
 /// One step of a plan, in the order they should run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    /// A broker the StatefulSet wants again (scaled back up) is still marked draining: clear
-    /// the mark so that it can take replicas.
+    /// A broker the StatefulSet wants again (scaled back up) is still marked draining by this
+    /// operator: clear the mark so that it can take replicas.
     Undrain { broker: i32 },
+    /// A broker the StatefulSet wants carries a draining mark this operator did not set (a
+    /// person draining it ahead of a scale-down, or a mark from before the operator
+    /// restarted): it takes no replicas until someone clears it. Surfaced, never executed.
+    DrainedByOthers { broker: i32 },
     /// Move every replica and leadership off `broker` before its pod is removed (scale-down).
     Drain { broker: i32 },
     /// Give the partition this replica list (first = preferred leader).
@@ -52,6 +59,7 @@ impl Step {
     pub fn kind(&self) -> &'static str {
         match self {
             Step::Undrain { .. } => "undrain",
+            Step::DrainedByOthers { .. } => "drained_by_others",
             Step::Drain { .. } => "drain",
             Step::Reassign { .. } => "reassign",
             Step::ElectPreferred { .. } => "elect_preferred",
@@ -71,8 +79,16 @@ pub fn plan(brokers: &Brokers, partitions: &[Partition], min_isr: &BTreeMap<Stri
     let receivers: Vec<i32> =
         (0..brokers.desired).filter(|b| brokers.ready.contains(b) && !brokers.draining.contains(b)).collect();
 
-    let mut steps: Vec<Step> =
-        (0..brokers.desired).filter(|b| brokers.draining.contains(b)).map(|broker| Step::Undrain { broker }).collect();
+    let mut steps: Vec<Step> = (0..brokers.desired)
+        .filter(|b| brokers.draining.contains(b))
+        .map(|broker| {
+            if brokers.drained_here.contains(&broker) {
+                Step::Undrain { broker }
+            } else {
+                Step::DrainedByOthers { broker }
+            }
+        })
+        .collect();
     let departing: BTreeSet<i32> =
         parts.iter().flat_map(|p| p.replicas.iter().copied()).filter(|b| !target(*b)).collect();
     steps.extend(departing.iter().map(|&broker| Step::Drain { broker }));
@@ -170,7 +186,12 @@ mod tests {
     }
 
     fn brokers(desired: i32, ready: &[i32]) -> Brokers {
-        Brokers { desired, ready: ready.iter().copied().collect(), draining: BTreeSet::new() }
+        Brokers {
+            desired,
+            ready: ready.iter().copied().collect(),
+            draining: BTreeSet::new(),
+            drained_here: BTreeSet::new(),
+        }
     }
 
     fn loads(steps: &[Step], parts: &[Partition]) -> BTreeMap<i32, usize> {
@@ -261,14 +282,21 @@ mod tests {
         let parts: Vec<_> = (0..6).map(|i| p("t", i, &[i % 2], Some(i % 2))).collect();
         let mut b = brokers(3, &[0, 1, 2]);
         b.draining.insert(2);
+        b.drained_here.insert(2);
         let steps = plan(&b, &parts, &BTreeMap::new());
         assert_eq!(steps, vec![Step::Undrain { broker: 2 }], "nothing may be placed on it yet");
+        // A mark someone else set (draining ahead of a scale-down) is surfaced, not cleared,
+        // and nothing is placed on the broker either.
+        b.drained_here.clear();
+        let steps = plan(&b, &parts, &BTreeMap::new());
+        assert_eq!(steps, vec![Step::DrainedByOthers { broker: 2 }]);
         b.draining.clear();
         let steps = plan(&b, &parts, &BTreeMap::new());
         assert!(loads(&steps, &parts).get(&2).is_some_and(|n| *n == 2), "{steps:?}");
         // A departing broker stays marked: only brokers the StatefulSet wants are undrained.
         let mut b = brokers(2, &[0, 1, 2]);
         b.draining.insert(2);
+        b.drained_here.insert(2);
         assert!(!plan(&b, &parts, &BTreeMap::new()).iter().any(|s| matches!(s, Step::Undrain { .. })));
     }
 

@@ -60,6 +60,21 @@ impl Throttle {
     }
 }
 
+/// What the rounds remember from one to the next, in memory only (an operator that restarts
+/// starts empty): the throttle they hold, and the brokers they drained, whose draining marks
+/// are the only ones they clear when the StatefulSet wants those brokers again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Memory {
+    pub throttle: Throttle,
+    pub drained: BTreeSet<i32>,
+}
+
+impl Memory {
+    pub fn new(throttle: Throttle) -> Self {
+        Memory { throttle, drained: BTreeSet::new() }
+    }
+}
+
 /// What one round saw and did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Round {
@@ -81,7 +96,7 @@ pub async fn round(
     desired: i32,
     ready: BTreeSet<i32>,
     mode: Mode,
-    throttle: &mut Throttle,
+    memory: &mut Memory,
 ) -> Result<Round, AdminError> {
     let infos = admin.list_partitions().await?;
     let draining: BTreeSet<i32> =
@@ -104,7 +119,8 @@ pub async fn round(
         })
         .collect();
     let every_pod_ready = (0..desired).all(|b| ready.contains(&b));
-    let steps = plan(&Brokers { desired, ready, draining }, &partitions, &min_isr);
+    let brokers = Brokers { desired, ready, draining, drained_here: memory.drained.clone() };
+    let steps = plan(&brokers, &partitions, &min_isr);
     let mut round = Round { steps, moving, ..Round::default() };
     if mode == Mode::Plan || moving > 0 {
         return Ok(round);
@@ -113,7 +129,7 @@ pub async fn round(
     let reassign_planned = round.steps.iter().any(|s| matches!(s, Step::Reassign { .. }));
     if !drain_planned && !(reassign_planned && every_pod_ready) {
         // Nothing moves and no round is about to start a move: the cluster's throttle back.
-        throttle.release(admin).await?;
+        memory.throttle.release(admin).await?;
     }
 
     let of_kind = |f: fn(&Step) -> bool| round.steps.iter().filter(|s| f(s)).cloned().collect::<Vec<_>>();
@@ -126,14 +142,16 @@ pub async fn round(
         for step in undrains {
             if let Step::Undrain { broker } = step {
                 admin.undrain(broker).await?;
+                memory.drained.remove(&broker);
                 round.executed.push(step);
             }
         }
     } else if !drains.is_empty() {
-        throttle.hold(admin).await?;
+        memory.throttle.hold(admin).await?;
         for step in drains {
             if let Step::Drain { broker } = step {
                 let status = admin.drain(broker).await?;
+                memory.drained.insert(broker);
                 for b in &status.blocked {
                     round.refusals.push(format!("drain of broker {broker}: blocked {b}"));
                 }
@@ -141,7 +159,7 @@ pub async fn round(
             }
         }
     } else if !reassigns.is_empty() && every_pod_ready {
-        throttle.hold(admin).await?;
+        memory.throttle.hold(admin).await?;
         let targets: Vec<(String, i32, Vec<i32>)> = reassigns
             .iter()
             .filter_map(|s| match s {

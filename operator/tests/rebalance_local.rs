@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::brokers::Broker;
 use weir_operator::admin::{BrokerAdmin, HttpAdmin, NewTopic, PartitionInfo};
 use weir_operator::rebalance::Step;
-use weir_operator::rebalance_exec::{round, Mode, Throttle};
+use weir_operator::rebalance_exec::{round, Memory, Mode, Throttle};
 
 fn ready(ids: &[i32]) -> BTreeSet<i32> {
     ids.iter().copied().collect()
@@ -24,14 +24,14 @@ async fn partitions(admin: &HttpAdmin) -> Vec<PartitionInfo> {
 }
 
 /// Rounds until the plan is empty and nothing moves; returns every step executed on the way.
-async fn settle(admin: &HttpAdmin, desired: i32, pods: &[i32], throttle: &mut Throttle) -> Vec<Step> {
+async fn settle(admin: &HttpAdmin, desired: i32, pods: &[i32], memory: &mut Memory) -> Vec<Step> {
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut executed = Vec::new();
     loop {
-        let r = round(admin, desired, ready(pods), Mode::Execute, throttle).await.unwrap();
+        let r = round(admin, desired, ready(pods), Mode::Execute, memory).await.unwrap();
         if r.executed.iter().any(|s| matches!(s, Step::Drain { .. } | Step::Reassign { .. })) {
             // The rounds hold the throttle while their moves run.
-            assert_eq!(admin.replication_throttle().await.unwrap(), throttle.bytes_per_sec);
+            assert_eq!(admin.replication_throttle().await.unwrap(), memory.throttle.bytes_per_sec);
         }
         assert!(r.refusals.is_empty(), "{:?}", r.refusals);
         executed.extend(r.executed.iter().cloned());
@@ -83,15 +83,15 @@ async fn rounds_drain_a_departing_broker_and_refill_it_when_it_is_wanted_again()
     assert!(before.iter().any(|p| p.replicas.contains(&2)), "the broker's placement left broker 2 empty: {before:?}");
 
     // Plan mode: the scale-down is planned (broker 2 drained first) but nothing changes.
-    let mut throttle = Throttle::new(50_000_000);
-    let r = round(&admin, 2, ready(&[0, 1, 2]), Mode::Plan, &mut throttle).await.unwrap();
+    let mut memory = Memory::new(Throttle::new(50_000_000));
+    let r = round(&admin, 2, ready(&[0, 1, 2]), Mode::Plan, &mut memory).await.unwrap();
     assert_eq!(r.steps.first(), Some(&Step::Drain { broker: 2 }), "{r:?}");
     assert!(r.executed.is_empty());
     assert_eq!(partitions(&admin).await, before, "plan mode changed the cluster");
     assert!(admin.list_brokers().await.unwrap().iter().all(|b| !b.draining));
 
     // Scale-down to two brokers: broker 2 is drained and ends with no replica and no leadership.
-    let executed = settle(&admin, 2, &[0, 1, 2], &mut throttle).await;
+    let executed = settle(&admin, 2, &[0, 1, 2], &mut memory).await;
     assert_eq!(executed.first(), Some(&Step::Drain { broker: 2 }), "{executed:?}");
     let parts = partitions(&admin).await;
     assert!(parts.iter().all(|p| !p.replicas.contains(&2) && p.leader != Some(2)), "{parts:?}");
@@ -103,7 +103,7 @@ async fn rounds_drain_a_departing_broker_and_refill_it_when_it_is_wanted_again()
     // and every partition is led by its preferred replica.
     // A throttle someone set by hand is what the rounds give back once their moves are done.
     admin.set_replication_throttle(7_000_000).await.unwrap();
-    let executed = settle(&admin, 3, &[0, 1, 2], &mut throttle).await;
+    let executed = settle(&admin, 3, &[0, 1, 2], &mut memory).await;
     assert_eq!(executed.first(), Some(&Step::Undrain { broker: 2 }), "{executed:?}");
     assert!(executed.iter().any(|s| matches!(s, Step::Reassign { .. })), "{executed:?}");
     let parts = partitions(&admin).await;
@@ -111,4 +111,21 @@ async fn rounds_drain_a_departing_broker_and_refill_it_when_it_is_wanted_again()
     assert!(parts.iter().all(|p| p.leader == p.replicas.first().copied() && p.isr.len() == 2), "{parts:?}");
     assert!(admin.list_brokers().await.unwrap().iter().all(|b| !b.draining));
     assert_eq!(admin.replication_throttle().await.unwrap(), 7_000_000);
+
+    // A person drains broker 1 ahead of a scale-down: the rounds leave that mark alone (they
+    // did not set it) while the StatefulSet still wants the broker, and put nothing on it.
+    admin.drain(1).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = round(&admin, 3, ready(&[0, 1, 2]), Mode::Execute, &mut memory).await.unwrap();
+        assert!(!r.executed.iter().any(|s| matches!(s, Step::Undrain { .. })), "{r:?}");
+        if r.moving == 0 && r.steps == vec![Step::DrainedByOthers { broker: 1 }] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "broker 1's own drain did not settle: {r:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let parts = partitions(&admin).await;
+    assert!(parts.iter().all(|p| !p.replicas.contains(&1)), "{parts:?}");
+    assert!(admin.list_brokers().await.unwrap().iter().any(|b| b.id == 1 && b.draining));
 }
