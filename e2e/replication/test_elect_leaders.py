@@ -2,7 +2,9 @@
 driven by confluent-kafka (librdkafka): after the first replica of a partition was killed and
 came back, a preferred election gives it leadership back; asking again answers
 ELECTION_NOT_NEEDED, an unknown partition UNKNOWN_TOPIC_OR_PARTITION, and an unclean election
-of a partition that has a leader ELECTION_NOT_NEEDED (Weir never elects outside the ISR)."""
+of a partition that has a leader ELECTION_NOT_NEEDED. A partition whose only replica is down
+gets no leader from an unclean election (ELIGIBLE_LEADERS_NOT_AVAILABLE): Weir never elects
+outside the ISR."""
 
 from __future__ import annotations
 
@@ -74,3 +76,20 @@ def test_elect_leaders_moves_leadership_back_to_the_preferred_replica(cluster):
 
     assert [e for e, _ in produce(cluster.bootstrap, topic, [b"two"])] == [None]
     assert [v for _, v in consume_all(cluster.bootstrap, topic, 0, 2)] == [b"one", b"two"]
+
+
+def test_a_leaderless_partition_gets_no_unclean_leader(cluster):
+    """Replication factor 1 on a broker that is down: no leader. An unclean election would
+    pick a replica outside the ISR; Weir has none to offer and never does that anyway."""
+    topic = "elect-alone"
+    cluster.brokers[0].http_json("POST", "/api/v1/topics", {"name": topic, "assignment": [[2]]})
+    cluster.wait_isr(topic, 0, 1)
+    cluster.brokers[2].kill()
+    wait_until(lambda: cluster.partitions(topic)[0]["leader"] is None, 30, what="the partition without a leader")
+    admin = AdminClient({"bootstrap.servers": cluster.brokers[0].bootstrap})
+    tp = TopicPartition(topic, 0)
+    got = elect(admin, ElectionType.UNCLEAN, [tp])
+    assert code(got[tp]) == KafkaError.ELIGIBLE_LEADERS_NOT_AVAILABLE, got
+    got = elect(admin, ElectionType.PREFERRED, [tp])
+    assert code(got[tp]) == KafkaError.PREFERRED_LEADER_NOT_AVAILABLE, got
+    assert cluster.partitions(topic)[0]["leader"] is None
