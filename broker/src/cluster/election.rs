@@ -34,7 +34,6 @@ pub struct Election {
 /// topic and partition order.
 pub async fn elect_preferred(cluster: &ClusterNode, chosen: impl Fn(&str, u32) -> bool) -> Vec<Election> {
     let image = cluster.image();
-    let live = image.live_brokers();
     let mut results = Vec::new();
     for t in image.topics.values() {
         for (i, p) in t.partitions.iter().enumerate() {
@@ -45,7 +44,7 @@ pub async fn elect_preferred(cluster: &ClusterNode, chosen: impl Fn(&str, u32) -
             let Some(&preferred) = p.replicas.first() else { continue };
             let outcome = if p.leader == preferred as i64 {
                 Outcome::AlreadyLeader
-            } else if !live.contains(&preferred) {
+            } else if !image.is_live(preferred) {
                 Outcome::Fenced
             } else if image.brokers.get(&preferred).is_some_and(|b| b.draining) {
                 Outcome::Draining

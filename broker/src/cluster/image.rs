@@ -183,7 +183,8 @@ impl MetadataImage {
         self.topics.get(topic)?.partitions.get(partition as usize)
     }
 
-    fn is_live(&self, id: NodeId) -> bool {
+    /// Registered and not fenced.
+    pub fn is_live(&self, id: NodeId) -> bool {
         self.brokers.get(&id).is_some_and(|b| !b.fenced)
     }
 

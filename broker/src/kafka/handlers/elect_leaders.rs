@@ -32,8 +32,7 @@ pub async fn handle(ctx: &KafkaContext, req: ElectLeadersRequest, version: i16) 
         for tp in tps {
             let name = tp.topic.0.as_str();
             for &p in &tp.partitions {
-                let exists = p >= 0 && image.topics.get(name).is_some_and(|t| (p as usize) < t.partitions.len());
-                if exists {
+                if p >= 0 && image.partition(name, p as u32).is_some() {
                     wanted.insert((name.to_string(), p as u32));
                 } else {
                     let msg = format!("topic '{name}' has no partition {p}");

@@ -232,8 +232,7 @@ fn add_leader_hints(resp: &mut ProduceResponse, image: &MetadataImage, this_brok
         for p in t.partition_responses.iter_mut().filter(|p| p.error_code == not_leader) {
             let Some(part) = topic.and_then(|t| t.partitions.get(p.index as usize)) else { continue };
             let Ok(leader) = NodeId::try_from(part.leader) else { continue };
-            let live = image.brokers.get(&leader).is_some_and(|b| !b.fenced);
-            if leader == this_broker || !live {
+            if leader == this_broker || !image.is_live(leader) {
                 continue;
             }
             let mut current = LeaderIdAndEpoch::default();
