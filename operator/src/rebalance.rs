@@ -68,6 +68,12 @@ impl Step {
     }
 }
 
+/// The broker of `load` outside `replicas` that holds the fewest replicas, ties to the lowest
+/// id: where a replica moved off a departing broker, or added to a partition, goes.
+pub fn least_loaded(load: &BTreeMap<i32, usize>, replicas: &[i32]) -> Option<i32> {
+    load.iter().filter(|(b, _)| !replicas.contains(b)).min_by_key(|(b, n)| (**n, **b)).map(|(b, _)| *b)
+}
+
 /// Plans the steps for `partitions` on `brokers`; `min_isr` holds each topic's
 /// `min.insync.replicas` (topics absent use the broker default, 1).
 pub fn plan(brokers: &Brokers, partitions: &[Partition], min_isr: &BTreeMap<String, i32>) -> Vec<Step> {
@@ -109,8 +115,7 @@ pub fn plan(brokers: &Brokers, partitions: &[Partition], min_isr: &BTreeMap<Stri
             if target(replicas[slot]) {
                 continue;
             }
-            let candidate =
-                load.iter().filter(|(b, _)| !replicas.contains(b)).min_by_key(|(b, n)| (**n, **b)).map(|(b, _)| *b);
+            let candidate = least_loaded(&load, replicas);
             if let Some(b) = candidate {
                 replicas[slot] = b;
                 *load.get_mut(&b).unwrap() += 1;

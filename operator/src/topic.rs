@@ -10,6 +10,7 @@ use weir_crds::{ClusterRef, DeletionPolicy, Topic, TopicSpec};
 
 use crate::admin::{AdminError, BrokerAdmin, ClusterBroker, NewTopic, PartitionInfo, TopicInfo, TopicPatch};
 use crate::controller::Managed;
+use crate::rebalance::least_loaded;
 use crate::sync::{Change, Removal, SyncOutcome};
 
 /// The config overrides the spec asks for: `config` plus `min.insync.replicas`.
@@ -87,8 +88,7 @@ pub fn replica_targets(
             }
         }
         while replicas.len() < rf {
-            let Some((&b, _)) = load.iter().filter(|(b, _)| !replicas.contains(b)).min_by_key(|(b, n)| (**n, **b))
-            else {
+            let Some(b) = least_loaded(&load, &replicas) else {
                 return Err(placeable.len());
             };
             replicas.push(b);
