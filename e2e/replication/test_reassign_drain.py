@@ -198,7 +198,18 @@ def test_drain_of_a_full_replica_set_moves_only_leadership(cluster):
     topic = "full"
     create_assigned(cluster, topic, [[0, 1, 2]], {"min.insync.replicas": "2"})
     admin = cluster.brokers[1]
-    status = admin.http_json("POST", "/api/v1/brokers/0/drain", {})
+    for query in ("?owner=two%20words", "?who=ops"):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            admin.http_json("POST", f"/api/v1/brokers/0/drain{query}", {})
+        assert e.value.code == 400, query
+    # The caller that sets the mark owns it (the operator names itself so); asking again,
+    # under any name, keeps the owner.
+    status = admin.http_json("POST", "/api/v1/brokers/0/drain?owner=ops", {})
+    assert status["owner"] == "ops"
+    again = admin.http_json("POST", "/api/v1/brokers/0/drain?owner=weir-operator", {})
+    assert again["owner"] == "ops"
+    brokers = {b["id"]: b for b in admin.http_json("GET", "/api/v1/cluster")["brokers"]}
+    assert brokers[0]["draining"] is True and brokers[0]["draining_owner"] == "ops", brokers
     assert status["started"] == []
     assert [(b["topic"], b["partition"]) for b in status["blocked"]] == [(topic, 0)]
     assert (status["done"], status["leaderships"]) == (False, 0)
@@ -206,6 +217,7 @@ def test_drain_of_a_full_replica_set_moves_only_leadership(cluster):
     assert p["replicas"] == [0, 1, 2] and p["leader"] == 1
     resp = admin.http_json("POST", "/api/v1/partitions/elect-preferred", {"topic": topic})
     assert [r["outcome"] for r in resp["results"]] == ["draining"]
-    admin.http_json("DELETE", "/api/v1/brokers/0/drain")
+    cleared = admin.http_json("DELETE", "/api/v1/brokers/0/drain")
+    assert cleared["draining"] is False and "owner" not in cleared, cleared
     resp = admin.http_json("POST", "/api/v1/partitions/elect-preferred", {"topic": topic})
     assert [r["outcome"] for r in resp["results"]] == ["elected"]

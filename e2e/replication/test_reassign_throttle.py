@@ -50,11 +50,46 @@ def move_to_0_and_1(cluster, topic, meanwhile=lambda: None) -> float:
 
 
 def set_throttle(cluster, rate):
+    want = {"bytes_per_sec": rate, "holds": {}, "effective_bytes_per_sec": rate}
     out = cluster.brokers[1].http_json("PUT", "/api/v1/replication/throttle", {"bytes_per_sec": rate})
-    assert out == {"bytes_per_sec": rate}
+    assert out == want
     for b in cluster.brokers:
-        wait_until(lambda b=b: b.http_json("GET", "/api/v1/replication/throttle") == {"bytes_per_sec": rate}, 10,
+        wait_until(lambda b=b: b.http_json("GET", "/api/v1/replication/throttle") == want, 10,
                    what=f"broker {b.node_id} applied the throttle")  # fmt: skip
+
+
+def test_holds_tighten_the_throttle_and_their_release_leaves_the_clusters_value(cluster):
+    """Named holds (`/api/v1/replication/throttle/holds/{holder}`, what the operator sets while
+    its own moves run): the throttle in force is the lowest non-zero of the cluster's value
+    and the holds, and removing a hold gives back exactly what was there."""
+    admin = cluster.brokers[2]
+    path = "/api/v1/replication/throttle"
+    set_throttle(cluster, 2_000_000)
+    out = admin.http_json("PUT", f"{path}/holds/weir-operator", {"bytes_per_sec": 5_000_000})
+    assert out == {"bytes_per_sec": 2_000_000, "holds": {"weir-operator": 5_000_000}, "effective_bytes_per_sec": 2_000_000}
+    out = admin.http_json("PUT", f"{path}/holds/ops", {"bytes_per_sec": 1_000_000})
+    assert out["effective_bytes_per_sec"] == 1_000_000, out
+    # Every broker serves the same view (the holds are metadata, applied everywhere).
+    for b in cluster.brokers:
+        wait_until(lambda b=b: b.http_json("GET", path) == out, 10, what=f"broker {b.node_id} has the holds")
+    admin.http_json("DELETE", f"{path}/holds/ops")
+    # Without a throttle of its own, the cluster runs at the hold.
+    out = admin.http_json("PUT", path, {"bytes_per_sec": 0})
+    assert out == {"bytes_per_sec": 0, "holds": {"weir-operator": 5_000_000}, "effective_bytes_per_sec": 5_000_000}
+    # 0 removes a hold as DELETE does; removing it twice is no error.
+    out = admin.http_json("PUT", f"{path}/holds/weir-operator", {"bytes_per_sec": 0})
+    assert out == {"bytes_per_sec": 0, "holds": {}, "effective_bytes_per_sec": 0}
+    assert admin.http_json("DELETE", f"{path}/holds/weir-operator")["holds"] == {}
+    for bad_path, body, status in (
+        (f"{path}/holds/two%20words", {"bytes_per_sec": 1}, 400),
+        (f"{path}/holds/{'x' * 65}", {"bytes_per_sec": 1}, 400),
+        (f"{path}/holds/ops", {"bytes_per_sec": -1}, 400),
+        (f"{path}/holds/ops", {"rate": 1}, 400),
+    ):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            admin.http_json("PUT", bad_path, body)
+        assert refused.value.code == status, (bad_path, body)
+    assert admin.http_json("GET", path) == {"bytes_per_sec": 0, "holds": {}, "effective_bytes_per_sec": 0}
 
 
 def test_a_throttled_reassignment_catches_up_at_the_throttle_and_in_sync_replicas_are_not_held(cluster):

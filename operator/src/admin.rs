@@ -108,6 +108,9 @@ pub struct ClusterBroker {
     pub alive: bool,
     #[serde(default)]
     pub draining: bool,
+    /// Who set the draining mark, if whoever did named itself.
+    #[serde(default)]
+    pub draining_owner: Option<String>,
 }
 
 /// One partition's answer from `POST /api/v1/partitions/reassign` or `.../elect-preferred`.
@@ -126,9 +129,15 @@ struct Results {
     results: Vec<PartitionOutcome>,
 }
 
-#[derive(Deserialize)]
-struct ThrottleBody {
-    bytes_per_sec: u64,
+/// `GET /api/v1/replication/throttle`: the cluster's own throttle, the named holds on it and
+/// the throttle in force (bytes per second, 0: none).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct ThrottleView {
+    pub bytes_per_sec: u64,
+    #[serde(default)]
+    pub holds: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub effective_bytes_per_sec: u64,
 }
 
 /// `POST /api/v1/brokers/{id}/drain`'s answer (the fields the rebalancer reads).
@@ -362,10 +371,11 @@ impl HttpAdmin {
     }
 
     /// `POST /api/v1/brokers/{id}/drain`: mark it draining and move its replicas off it
-    /// (harmless to repeat).
-    pub async fn drain(&self, broker: i32) -> Result<DrainStatus, AdminError> {
+    /// (harmless to repeat). `owner` is recorded with the mark when this call sets it.
+    pub async fn drain(&self, broker: i32, owner: Option<&str>) -> Result<DrainStatus, AdminError> {
+        let query = owner.map(|o| format!("?owner={}", seg(o))).unwrap_or_default();
         let (status, body) =
-            self.call(Method::POST, &format!("/brokers/{broker}/drain"), Some(&serde_json::json!({}))).await?;
+            self.call(Method::POST, &format!("/brokers/{broker}/drain{query}"), Some(&serde_json::json!({}))).await?;
         match status {
             StatusCode::ACCEPTED | StatusCode::OK => Self::parse(&body),
             _ => Err(Self::error(status, &body)),
@@ -381,11 +391,39 @@ impl HttpAdmin {
         }
     }
 
-    /// `GET /api/v1/replication/throttle`: the reassignment throttle, bytes per second (0: off).
+    /// `GET /api/v1/replication/throttle`: the cluster's reassignment throttle, bytes per
+    /// second (0: off), without the holds.
     pub async fn replication_throttle(&self) -> Result<u64, AdminError> {
+        self.throttle_view().await.map(|t| t.bytes_per_sec)
+    }
+
+    /// `GET /api/v1/replication/throttle`, whole.
+    pub async fn throttle_view(&self) -> Result<ThrottleView, AdminError> {
         let (status, body) = self.call(Method::GET, "/replication/throttle", None).await?;
         match status {
-            StatusCode::OK => Self::parse::<ThrottleBody>(&body).map(|t| t.bytes_per_sec),
+            StatusCode::OK => Self::parse(&body),
+            _ => Err(Self::error(status, &body)),
+        }
+    }
+
+    /// `PUT /api/v1/replication/throttle/holds/{holder}`: hold the throttle at most at
+    /// `bytes_per_sec` until released.
+    pub async fn hold_throttle(&self, holder: &str, bytes_per_sec: u64) -> Result<(), AdminError> {
+        let body = serde_json::json!({ "bytes_per_sec": bytes_per_sec });
+        let path = format!("/replication/throttle/holds/{}", seg(holder));
+        let (status, body) = self.call(Method::PUT, &path, Some(&body)).await?;
+        match status {
+            StatusCode::OK => Ok(()),
+            _ => Err(Self::error(status, &body)),
+        }
+    }
+
+    /// `DELETE /api/v1/replication/throttle/holds/{holder}`.
+    pub async fn release_throttle_hold(&self, holder: &str) -> Result<(), AdminError> {
+        let path = format!("/replication/throttle/holds/{}", seg(holder));
+        let (status, body) = self.call(Method::DELETE, &path, None).await?;
+        match status {
+            StatusCode::OK => Ok(()),
             _ => Err(Self::error(status, &body)),
         }
     }

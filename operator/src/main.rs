@@ -130,9 +130,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             weir_operator::admin::HttpAdmin::new(url),
             metrics.clone(),
             args.rebalance,
-            weir_operator::rebalance_exec::Memory::new(weir_operator::rebalance_exec::Throttle::new(
-                args.rebalance_throttle_bytes_per_sec,
-            )),
+            weir_operator::rebalance_exec::Throttle::new(args.rebalance_throttle_bytes_per_sec),
         ));
     }
 

@@ -17,8 +17,9 @@ pub struct Brokers {
     /// Ids the broker's metadata marks draining (`POST /api/v1/brokers/{id}/drain`): no
     /// replica can be placed on them until the mark is cleared.
     pub draining: BTreeSet<i32>,
-    /// The draining marks this operator set itself (for a scale-down): the only ones it
-    /// clears. A mark a person set (to drain before scaling down) is left alone.
+    /// The draining marks the operator set itself (for a scale-down; the broker's metadata
+    /// names it as their owner): the only ones it clears. A mark a person set (to drain
+    /// before scaling down) is left alone.
     pub drained_here: BTreeSet<i32>,
 }
 

@@ -22,56 +22,43 @@ pub enum Mode {
     Plan,
 }
 
-/// The reassignment throttle the rounds hold while their own moves run: `bytes_per_sec` 0
-/// leaves the cluster's throttle alone. Before a drain or a reassignment the cluster's value is
-/// saved and replaced; once nothing moves any more it is put back, unless someone changed it
-/// meanwhile. The saved value lives in memory: an operator restarted mid-move leaves the
-/// throttle at `bytes_per_sec` (it only ever slows reassignments, never clients).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The name the operator gives itself in the broker's metadata: on the draining marks it sets
+/// and on its hold of the reassignment throttle. What the rounds have done is read back from
+/// there, so an operator that restarts (or a second replica taking over the lease) carries on
+/// where the last one stopped.
+pub const OWNER: &str = "weir-operator";
+
+/// The reassignment throttle the rounds hold while their own moves run (`bytes_per_sec` 0:
+/// none). It is a named hold (`PUT /api/v1/replication/throttle/holds/weir-operator`), not a
+/// change of the cluster's own value: the throttle in force is the lowest of the two, and
+/// releasing the hold once nothing moves leaves whatever a person set untouched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Throttle {
     pub bytes_per_sec: u64,
-    saved: Option<u64>,
 }
 
 impl Throttle {
     pub fn new(bytes_per_sec: u64) -> Self {
-        Throttle { bytes_per_sec, saved: None }
+        Throttle { bytes_per_sec }
     }
 
-    async fn hold(&mut self, admin: &HttpAdmin) -> Result<(), AdminError> {
-        if self.bytes_per_sec == 0 || self.saved.is_some() {
+    async fn hold(&self, admin: &HttpAdmin) -> Result<(), AdminError> {
+        if self.bytes_per_sec == 0 {
             return Ok(());
         }
-        let current = admin.replication_throttle().await?;
-        if current != self.bytes_per_sec {
-            admin.set_replication_throttle(self.bytes_per_sec).await?;
+        if admin.throttle_view().await?.holds.get(OWNER) != Some(&self.bytes_per_sec) {
+            admin.hold_throttle(OWNER, self.bytes_per_sec).await?;
         }
-        self.saved = Some(current);
         Ok(())
     }
 
-    async fn release(&mut self, admin: &HttpAdmin) -> Result<(), AdminError> {
-        let Some(saved) = self.saved else { return Ok(()) };
-        if admin.replication_throttle().await? == self.bytes_per_sec && saved != self.bytes_per_sec {
-            admin.set_replication_throttle(saved).await?;
+    /// Also releases a hold an earlier operator left (one that stopped mid-move, or ran with
+    /// another rate).
+    async fn release(&self, admin: &HttpAdmin) -> Result<(), AdminError> {
+        if admin.throttle_view().await?.holds.contains_key(OWNER) {
+            admin.release_throttle_hold(OWNER).await?;
         }
-        self.saved = None;
         Ok(())
-    }
-}
-
-/// What the rounds remember from one to the next, in memory only (an operator that restarts
-/// starts empty): the throttle they hold, and the brokers they drained, whose draining marks
-/// are the only ones they clear when the StatefulSet wants those brokers again.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Memory {
-    pub throttle: Throttle,
-    pub drained: BTreeSet<i32>,
-}
-
-impl Memory {
-    pub fn new(throttle: Throttle) -> Self {
-        Memory { throttle, drained: BTreeSet::new() }
     }
 }
 
@@ -96,11 +83,13 @@ pub async fn round(
     desired: i32,
     ready: BTreeSet<i32>,
     mode: Mode,
-    memory: &mut Memory,
+    throttle: Throttle,
 ) -> Result<Round, AdminError> {
     let infos = admin.list_partitions().await?;
-    let draining: BTreeSet<i32> =
-        admin.list_brokers().await?.into_iter().filter(|b| b.draining).map(|b| b.id).collect();
+    let marked: Vec<_> = admin.list_brokers().await?.into_iter().filter(|b| b.draining).collect();
+    let draining: BTreeSet<i32> = marked.iter().map(|b| b.id).collect();
+    let drained_here: BTreeSet<i32> =
+        marked.iter().filter(|b| b.draining_owner.as_deref() == Some(OWNER)).map(|b| b.id).collect();
     let min_isr: BTreeMap<String, i32> = admin
         .list_topics()
         .await?
@@ -119,7 +108,7 @@ pub async fn round(
         })
         .collect();
     let every_pod_ready = (0..desired).all(|b| ready.contains(&b));
-    let brokers = Brokers { desired, ready, draining, drained_here: memory.drained.clone() };
+    let brokers = Brokers { desired, ready, draining, drained_here };
     let steps = plan(&brokers, &partitions, &min_isr);
     let mut round = Round { steps, moving, ..Round::default() };
     if mode == Mode::Plan || moving > 0 {
@@ -128,8 +117,8 @@ pub async fn round(
     let drain_planned = round.steps.iter().any(|s| matches!(s, Step::Drain { .. }));
     let reassign_planned = round.steps.iter().any(|s| matches!(s, Step::Reassign { .. }));
     if !drain_planned && !(reassign_planned && every_pod_ready) {
-        // Nothing moves and no round is about to start a move: the cluster's throttle back.
-        memory.throttle.release(admin).await?;
+        // Nothing moves and no round is about to start a move: the hold goes.
+        throttle.release(admin).await?;
     }
 
     let of_kind = |f: fn(&Step) -> bool| round.steps.iter().filter(|s| f(s)).cloned().collect::<Vec<_>>();
@@ -142,16 +131,14 @@ pub async fn round(
         for step in undrains {
             if let Step::Undrain { broker } = step {
                 admin.undrain(broker).await?;
-                memory.drained.remove(&broker);
                 round.executed.push(step);
             }
         }
     } else if !drains.is_empty() {
-        memory.throttle.hold(admin).await?;
+        throttle.hold(admin).await?;
         for step in drains {
             if let Step::Drain { broker } = step {
-                let status = admin.drain(broker).await?;
-                memory.drained.insert(broker);
+                let status = admin.drain(broker, Some(OWNER)).await?;
                 for b in &status.blocked {
                     round.refusals.push(format!("drain of broker {broker}: blocked {b}"));
                 }
@@ -159,7 +146,7 @@ pub async fn round(
             }
         }
     } else if !reassigns.is_empty() && every_pod_ready {
-        memory.throttle.hold(admin).await?;
+        throttle.hold(admin).await?;
         let targets: Vec<(String, i32, Vec<i32>)> = reassigns
             .iter()
             .filter_map(|s| match s {

@@ -15,7 +15,7 @@ use kube::runtime::watcher;
 use crate::admin::HttpAdmin;
 use crate::metrics::Metrics;
 use crate::rebalance::Step;
-use crate::rebalance_exec::{round, Memory, Mode};
+use crate::rebalance_exec::{round, Mode, Throttle};
 
 fn pod_ready(pod: &Pod) -> bool {
     pod.status
@@ -60,7 +60,7 @@ pub async fn watch_brokers(
     admin: HttpAdmin,
     metrics: Arc<Metrics>,
     mode: Mode,
-    mut memory: Memory,
+    throttle: Throttle,
 ) {
     let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
     let pods: Api<Pod> = Api::namespaced(client, &namespace);
@@ -83,7 +83,7 @@ pub async fn watch_brokers(
                 continue;
             }
         };
-        match round(&admin, desired, ready, mode, &mut memory).await {
+        match round(&admin, desired, ready, mode, throttle).await {
             Ok(r) => {
                 metrics.rebalance_pending_steps.set((r.steps.len() - r.executed.len()) as i64);
                 if last.as_ref() != Some(&r.steps) {

@@ -270,7 +270,7 @@ mod tests {
     }
 
     fn brokers(ids: &[i32]) -> Vec<ClusterBroker> {
-        ids.iter().map(|&id| ClusterBroker { id, alive: true, draining: false }).collect()
+        ids.iter().map(|&id| ClusterBroker { id, alive: true, draining: false, draining_owner: None }).collect()
     }
 
     #[test]

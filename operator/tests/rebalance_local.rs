@@ -1,7 +1,9 @@
 //! The rebalancer's rounds (`rebalance_exec::round`) against three real `weir-broker` processes
 //! on 127.0.0.5–7, with the StatefulSet's view (wanted replicas, ready pods) given by the test
 //! instead of Kubernetes: a scale-down drains the departing broker, a scale-up clears its
-//! draining mark and moves replicas back onto it, and preferred leaders are elected.
+//! draining mark and moves replicas back onto it, and preferred leaders are elected. The
+//! rounds keep nothing between calls: what they did (their draining marks, their throttle hold)
+//! is read back from the brokers, as an operator that restarted would.
 
 mod common;
 
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::brokers::Broker;
 use weir_operator::admin::{BrokerAdmin, HttpAdmin, NewTopic, PartitionInfo};
 use weir_operator::rebalance::Step;
-use weir_operator::rebalance_exec::{round, Memory, Mode, Throttle};
+use weir_operator::rebalance_exec::{round, Mode, Throttle, OWNER};
 
 fn ready(ids: &[i32]) -> BTreeSet<i32> {
     ids.iter().copied().collect()
@@ -24,14 +26,17 @@ async fn partitions(admin: &HttpAdmin) -> Vec<PartitionInfo> {
 }
 
 /// Rounds until the plan is empty and nothing moves; returns every step executed on the way.
-async fn settle(admin: &HttpAdmin, desired: i32, pods: &[i32], memory: &mut Memory) -> Vec<Step> {
+async fn settle(admin: &HttpAdmin, desired: i32, pods: &[i32], throttle: Throttle) -> Vec<Step> {
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut executed = Vec::new();
     loop {
-        let r = round(admin, desired, ready(pods), Mode::Execute, memory).await.unwrap();
+        let r = round(admin, desired, ready(pods), Mode::Execute, throttle).await.unwrap();
         if r.executed.iter().any(|s| matches!(s, Step::Drain { .. } | Step::Reassign { .. })) {
-            // The rounds hold the throttle while their moves run.
-            assert_eq!(admin.replication_throttle().await.unwrap(), memory.throttle.bytes_per_sec);
+            // The rounds hold the throttle while their moves run; the lower value is in force.
+            let t = admin.throttle_view().await.unwrap();
+            assert_eq!(t.holds.get(OWNER), Some(&throttle.bytes_per_sec), "{t:?}");
+            let lowest = [t.bytes_per_sec, throttle.bytes_per_sec].into_iter().filter(|v| *v > 0).min().unwrap();
+            assert_eq!(t.effective_bytes_per_sec, lowest, "{t:?}");
         }
         assert!(r.refusals.is_empty(), "{:?}", r.refusals);
         executed.extend(r.executed.iter().cloned());
@@ -83,41 +88,46 @@ async fn rounds_drain_a_departing_broker_and_refill_it_when_it_is_wanted_again()
     assert!(before.iter().any(|p| p.replicas.contains(&2)), "the broker's placement left broker 2 empty: {before:?}");
 
     // Plan mode: the scale-down is planned (broker 2 drained first) but nothing changes.
-    let mut memory = Memory::new(Throttle::new(50_000_000));
-    let r = round(&admin, 2, ready(&[0, 1, 2]), Mode::Plan, &mut memory).await.unwrap();
+    let throttle = Throttle::new(50_000_000);
+    let r = round(&admin, 2, ready(&[0, 1, 2]), Mode::Plan, throttle).await.unwrap();
     assert_eq!(r.steps.first(), Some(&Step::Drain { broker: 2 }), "{r:?}");
     assert!(r.executed.is_empty());
     assert_eq!(partitions(&admin).await, before, "plan mode changed the cluster");
     assert!(admin.list_brokers().await.unwrap().iter().all(|b| !b.draining));
 
     // Scale-down to two brokers: broker 2 is drained and ends with no replica and no leadership.
-    let executed = settle(&admin, 2, &[0, 1, 2], &mut memory).await;
+    let executed = settle(&admin, 2, &[0, 1, 2], throttle).await;
     assert_eq!(executed.first(), Some(&Step::Drain { broker: 2 }), "{executed:?}");
     let parts = partitions(&admin).await;
     assert!(parts.iter().all(|p| !p.replicas.contains(&2) && p.leader != Some(2)), "{parts:?}");
     assert!(parts.iter().all(|p| p.replicas.len() == 2 && p.isr.len() == 2), "replication factor kept: {parts:?}");
-    assert!(admin.list_brokers().await.unwrap().iter().any(|b| b.id == 2 && b.draining));
-    assert_eq!(admin.replication_throttle().await.unwrap(), 0, "the cluster's throttle (off) is back");
+    let marked = admin.list_brokers().await.unwrap();
+    assert!(marked.iter().any(|b| b.id == 2 && b.draining && b.draining_owner.as_deref() == Some(OWNER)), "{marked:?}");
+    let t = admin.throttle_view().await.unwrap();
+    assert!(t.holds.is_empty() && t.effective_bytes_per_sec == 0, "the hold is released: {t:?}");
 
     // Scale back up to three: the mark is cleared, replicas even out again (two per broker),
     // and every partition is led by its preferred replica.
-    // A throttle someone set by hand is what the rounds give back once their moves are done.
+    // The mark is known to be the operator's from the broker's metadata alone (these rounds
+    // remember nothing). A throttle someone set by hand, lower than the hold, stays in force
+    // during the moves and is all that is left once they are done.
     admin.set_replication_throttle(7_000_000).await.unwrap();
-    let executed = settle(&admin, 3, &[0, 1, 2], &mut memory).await;
+    let executed = settle(&admin, 3, &[0, 1, 2], throttle).await;
     assert_eq!(executed.first(), Some(&Step::Undrain { broker: 2 }), "{executed:?}");
     assert!(executed.iter().any(|s| matches!(s, Step::Reassign { .. })), "{executed:?}");
     let parts = partitions(&admin).await;
     assert_eq!(replica_counts(&parts), BTreeMap::from([(0, 2), (1, 2), (2, 2)]), "{parts:?}");
     assert!(parts.iter().all(|p| p.leader == p.replicas.first().copied() && p.isr.len() == 2), "{parts:?}");
     assert!(admin.list_brokers().await.unwrap().iter().all(|b| !b.draining));
-    assert_eq!(admin.replication_throttle().await.unwrap(), 7_000_000);
+    let t = admin.throttle_view().await.unwrap();
+    assert!(t.bytes_per_sec == 7_000_000 && t.holds.is_empty() && t.effective_bytes_per_sec == 7_000_000, "{t:?}");
 
     // A person drains broker 1 ahead of a scale-down: the rounds leave that mark alone (they
     // did not set it) while the StatefulSet still wants the broker, and put nothing on it.
-    admin.drain(1).await.unwrap();
+    admin.drain(1, None).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let r = round(&admin, 3, ready(&[0, 1, 2]), Mode::Execute, &mut memory).await.unwrap();
+        let r = round(&admin, 3, ready(&[0, 1, 2]), Mode::Execute, throttle).await.unwrap();
         assert!(!r.executed.iter().any(|s| matches!(s, Step::Undrain { .. })), "{r:?}");
         if r.moving == 0 && r.steps == vec![Step::DrainedByOthers { broker: 1 }] {
             break;
@@ -128,4 +138,12 @@ async fn rounds_drain_a_departing_broker_and_refill_it_when_it_is_wanted_again()
     let parts = partitions(&admin).await;
     assert!(parts.iter().all(|p| !p.replicas.contains(&1)), "{parts:?}");
     assert!(admin.list_brokers().await.unwrap().iter().any(|b| b.id == 1 && b.draining));
+
+    // A hold left by an operator that stopped mid-move (here at another rate) is released by
+    // the next round that has nothing to move.
+    admin.hold_throttle(OWNER, 1_000_000).await.unwrap();
+    assert_eq!(admin.throttle_view().await.unwrap().effective_bytes_per_sec, 1_000_000);
+    round(&admin, 3, ready(&[0, 1, 2]), Mode::Execute, throttle).await.unwrap();
+    let t = admin.throttle_view().await.unwrap();
+    assert!(t.holds.is_empty() && t.effective_bytes_per_sec == 7_000_000, "{t:?}");
 }

@@ -10,16 +10,16 @@
 //! continue through restarts and quorum leader changes; the calls here only start them and
 //! return at once (202), as Kafka's AlterPartitionReassignments does. Progress is polled.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::api::{ApiError, ApiJson};
+use super::api::{percent_decode, ApiError, ApiJson};
 use super::http::AdminState;
 use crate::cluster::drain::plan_drain;
 use crate::cluster::election::{self, Outcome};
@@ -34,6 +34,7 @@ pub fn routes() -> Router<Arc<AdminState>> {
         .route("/partitions/reassignments", get(list_reassignments))
         .route("/brokers/{id}/drain", get(drain_status).post(drain).delete(undrain))
         .route("/replication/throttle", get(throttle).put(set_throttle))
+        .route("/replication/throttle/holds/{holder}", axum::routing::put(set_hold).delete(release_hold))
 }
 
 fn cluster_of(state: &AdminState) -> Result<&Arc<ClusterNode>, ApiError> {
@@ -288,6 +289,9 @@ pub struct DrainStatus {
     pub broker: NodeId,
     /// The broker is marked draining: no new replica is placed or added on it.
     pub draining: bool,
+    /// Who set the mark, if the call that set it named an owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// Draining and it holds no replica (and so leads nothing) any more.
     pub done: bool,
     /// Partitions that still have a replica on the broker (moving or blocked).
@@ -326,6 +330,7 @@ fn drain_view(image: &MetadataImage, broker: NodeId) -> DrainStatus {
     DrainStatus {
         broker,
         draining,
+        owner: image.brokers.get(&broker).and_then(|b| b.draining_owner.clone()),
         done: draining && remaining.is_empty(),
         remaining,
         leaderships,
@@ -343,18 +348,46 @@ async fn drain_status(
     Ok(Json(drain_view(&image, id)))
 }
 
+/// The one query parameter of `POST /api/v1/brokers/{id}/drain`: `owner`, a name for who
+/// sets the mark (the operator passes its own, to recognise its marks after a restart).
+fn drain_owner(query: Option<&str>) -> Result<Option<String>, ApiError> {
+    let mut owner = None;
+    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match percent_decode(key)?.as_str() {
+            "owner" => owner = Some(valid_name("owner", percent_decode(value)?)?),
+            other => return Err(ApiError::bad_request(format!("unknown query parameter '{other}'"))),
+        }
+    }
+    Ok(owner)
+}
+
+/// Owner and holder names: 1–64 characters of ASCII letters, digits, `.`, `_` and `-`.
+fn valid_name(what: &str, name: String) -> Result<String, ApiError> {
+    let ok = (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(name)
+    } else {
+        Err(ApiError::bad_request(format!("{what} '{name}' must be 1 to 64 ASCII letters, digits, '.', '_' or '-'")))
+    }
+}
+
 /// Mark the broker draining, then start one reassignment per partition that has a replica
 /// there (targets from `plan_drain`), and move leadership off it where no other broker can
 /// take the replica. A plan made from an image that moved on (stale partition epoch) is made
-/// again. Repeating the call is harmless: partitions already moving are left alone.
+/// again. Repeating the call is harmless: partitions already moving are left alone, and the
+/// mark keeps the owner it was set with.
 async fn drain(
     State(state): State<Arc<AdminState>>,
     Path(id): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> Result<(StatusCode, Json<DrainStatus>), ApiError> {
     let cluster = cluster_of(&state)?;
+    let owner = drain_owner(query.as_deref())?;
     let id = broker_id(&id, &cluster.image())?;
     if !cluster.image().brokers[&id].draining {
-        cluster.propose(MetadataCommand::SetBrokerDraining { broker_id: id, draining: true }).await?;
+        cluster.propose(MetadataCommand::SetBrokerDraining { broker_id: id, draining: true, owner }).await?;
     }
     let mut started = Vec::new();
     let mut blocked = Vec::new();
@@ -427,7 +460,7 @@ async fn drain(
 async fn undrain(State(state): State<Arc<AdminState>>, Path(id): Path<String>) -> Result<Json<DrainStatus>, ApiError> {
     let cluster = cluster_of(&state)?;
     let id = broker_id(&id, &cluster.image())?;
-    cluster.propose(MetadataCommand::SetBrokerDraining { broker_id: id, draining: false }).await?;
+    cluster.propose(MetadataCommand::SetBrokerDraining { broker_id: id, draining: false, owner: None }).await?;
     Ok(Json(drain_view(&cluster.image(), id)))
 }
 
@@ -440,9 +473,27 @@ pub struct ThrottleSetting {
     pub bytes_per_sec: u64,
 }
 
-async fn throttle(State(state): State<Arc<AdminState>>) -> Result<Json<ThrottleSetting>, ApiError> {
-    let bytes_per_sec = cluster_of(&state)?.image().replication_throttle_bytes_per_sec;
-    Ok(Json(ThrottleSetting { bytes_per_sec }))
+/// `GET /api/v1/replication/throttle` and the answer to every change of it: the cluster's own
+/// value, the named holds, and the throttle in force (the lowest non-zero of them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThrottleView {
+    pub bytes_per_sec: u64,
+    pub holds: BTreeMap<String, u64>,
+    pub effective_bytes_per_sec: u64,
+}
+
+impl ThrottleView {
+    fn of(image: &MetadataImage) -> Self {
+        ThrottleView {
+            bytes_per_sec: image.replication_throttle_bytes_per_sec,
+            holds: image.replication_throttle_holds.clone(),
+            effective_bytes_per_sec: image.effective_replication_throttle(),
+        }
+    }
+}
+
+async fn throttle(State(state): State<Arc<AdminState>>) -> Result<Json<ThrottleView>, ApiError> {
+    Ok(Json(ThrottleView::of(&cluster_of(&state)?.image())))
 }
 
 /// Set the throttle for every broker (a metadata command, so it survives restarts and
@@ -450,9 +501,34 @@ async fn throttle(State(state): State<Arc<AdminState>>) -> Result<Json<ThrottleS
 async fn set_throttle(
     State(state): State<Arc<AdminState>>,
     ApiJson(req): ApiJson<ThrottleSetting>,
-) -> Result<Json<ThrottleSetting>, ApiError> {
+) -> Result<Json<ThrottleView>, ApiError> {
     let cluster = cluster_of(&state)?;
     cluster.propose(MetadataCommand::SetReplicationThrottle { bytes_per_sec: req.bytes_per_sec }).await?;
-    let bytes_per_sec = cluster.image().replication_throttle_bytes_per_sec;
-    Ok(Json(ThrottleSetting { bytes_per_sec }))
+    Ok(Json(ThrottleView::of(&cluster.image())))
+}
+
+/// Set a named hold (`bytes_per_sec` 0 removes it, as `DELETE` does). A hold can only tighten
+/// the throttle in force, never loosen what someone else set.
+async fn set_hold(
+    State(state): State<Arc<AdminState>>,
+    Path(holder): Path<String>,
+    ApiJson(req): ApiJson<ThrottleSetting>,
+) -> Result<Json<ThrottleView>, ApiError> {
+    let cluster = cluster_of(&state)?;
+    let holder = valid_name("holder", holder)?;
+    cluster.propose(MetadataCommand::SetReplicationThrottleHold { holder, bytes_per_sec: req.bytes_per_sec }).await?;
+    Ok(Json(ThrottleView::of(&cluster.image())))
+}
+
+/// Remove a named hold; removing one that is not there is not an error.
+async fn release_hold(
+    State(state): State<Arc<AdminState>>,
+    Path(holder): Path<String>,
+) -> Result<Json<ThrottleView>, ApiError> {
+    let cluster = cluster_of(&state)?;
+    let holder = valid_name("holder", holder)?;
+    if cluster.image().replication_throttle_holds.contains_key(&holder) {
+        cluster.propose(MetadataCommand::SetReplicationThrottleHold { holder, bytes_per_sec: 0 }).await?;
+    }
+    Ok(Json(ThrottleView::of(&cluster.image())))
 }

@@ -130,7 +130,7 @@ mod tests {
     #[test]
     fn draining_fenced_and_existing_replicas_are_never_chosen_and_full_sets_block() {
         let mut img = image(4, &[("a", vec![vec![0, 1]]), ("b", vec![vec![0, 1, 2, 3]])]);
-        img.apply(&MetadataCommand::SetBrokerDraining { broker_id: 2, draining: true }).unwrap();
+        img.apply(&MetadataCommand::SetBrokerDraining { broker_id: 2, draining: true, owner: None }).unwrap();
         img.apply(&MetadataCommand::FenceBroker { broker_id: 3 }).unwrap();
         let plan = plan_drain(&img, 0);
         // a: 1 is a replica already, 2 drains, 3 is fenced: nothing can take it.

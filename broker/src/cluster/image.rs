@@ -26,6 +26,9 @@ pub struct BrokerRecord {
     /// restarts until cleared).
     #[serde(default)]
     pub draining: bool,
+    /// Who set the draining mark, when the caller named itself (`?owner=` on the drain call).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining_owner: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +127,10 @@ pub struct MetadataImage {
     /// (0: unthrottled); `partition/throttle.rs`.
     #[serde(default)]
     pub replication_throttle_bytes_per_sec: u64,
+    /// Named holds on that throttle (holder → bytes per second, never 0); see
+    /// `effective_replication_throttle`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub replication_throttle_holds: BTreeMap<String, u64>,
 }
 
 /// Topic config keys beyond the log's own.
@@ -204,6 +211,7 @@ impl MetadataImage {
                         fenced: false,
                         epoch,
                         draining: self.brokers.get(broker_id).is_some_and(|b| b.draining),
+                        draining_owner: self.brokers.get(broker_id).and_then(|b| b.draining_owner.clone()),
                     },
                 );
                 self.elect_offline_partitions_with(*broker_id);
@@ -341,13 +349,27 @@ impl MetadataImage {
                 p.partition_epoch += 1;
                 Ok(())
             }
-            MetadataCommand::SetBrokerDraining { broker_id, draining } => {
+            MetadataCommand::SetBrokerDraining { broker_id, draining, owner } => {
                 let b = self.brokers.get_mut(broker_id).ok_or(MetadataError::UnknownBroker(*broker_id))?;
+                // The first to mark a broker owns the mark; marking it again changes nothing.
+                if !*draining {
+                    b.draining_owner = None;
+                } else if !b.draining {
+                    b.draining_owner = owner.clone();
+                }
                 b.draining = *draining;
                 Ok(())
             }
             MetadataCommand::SetReplicationThrottle { bytes_per_sec } => {
                 self.replication_throttle_bytes_per_sec = *bytes_per_sec;
+                Ok(())
+            }
+            MetadataCommand::SetReplicationThrottleHold { holder, bytes_per_sec } => {
+                if *bytes_per_sec == 0 {
+                    self.replication_throttle_holds.remove(holder);
+                } else {
+                    self.replication_throttle_holds.insert(holder.clone(), *bytes_per_sec);
+                }
                 Ok(())
             }
             MetadataCommand::AllocateProducerIds { broker_id, count } => {
@@ -412,6 +434,16 @@ impl MetadataImage {
         } else {
             MetadataError::UnknownTopic(topic.to_string())
         }
+    }
+
+    /// The reassignment throttle in force: the lowest non-zero value among the cluster's own
+    /// and the holds (a hold never loosens a throttle someone else set); 0 when none is set.
+    pub fn effective_replication_throttle(&self) -> u64 {
+        std::iter::once(self.replication_throttle_bytes_per_sec)
+            .chain(self.replication_throttle_holds.values().copied())
+            .filter(|v| *v > 0)
+            .min()
+            .unwrap_or(0)
     }
 
     /// Live brokers that may take new replicas (not draining).
@@ -780,13 +812,51 @@ mod tests {
         // Fenced and draining brokers take no new replica.
         img.apply(&MetadataCommand::FenceBroker { broker_id: 3 }).unwrap();
         assert!(matches!(reassign(&mut img, Some(vec![0, 3])), Err(MetadataError::InvalidReplicaAssignment(_))));
-        img.apply(&MetadataCommand::SetBrokerDraining { broker_id: 2, draining: true }).unwrap();
+        let drain = |owner: &str| MetadataCommand::SetBrokerDraining {
+            broker_id: 2,
+            draining: true,
+            owner: Some(owner.to_string()),
+        };
+        img.apply(&drain("weir-operator")).unwrap();
         assert!(matches!(reassign(&mut img, Some(vec![0, 2])), Err(MetadataError::InvalidReplicaAssignment(_))));
         assert_eq!(img.placeable_brokers(), vec![0, 1]);
-        // The mark survives a re-registration (a restart during a drain).
+        // The first owner keeps the mark when it is set again.
+        img.apply(&drain("ops")).unwrap();
+        assert_eq!(img.brokers[&2].draining_owner.as_deref(), Some("weir-operator"));
+        // The mark and its owner survive a re-registration (a restart during a drain).
         register(&mut img, 2);
         assert!(img.brokers[&2].draining);
+        assert_eq!(img.brokers[&2].draining_owner.as_deref(), Some("weir-operator"));
         assert_eq!(img.partition("t", 0).unwrap().partition_epoch, 0, "nothing applied");
+        // Clearing the mark clears its owner; the next mark is whoever sets it.
+        img.apply(&MetadataCommand::SetBrokerDraining { broker_id: 2, draining: false, owner: None }).unwrap();
+        assert_eq!((img.brokers[&2].draining, img.brokers[&2].draining_owner.as_deref()), (false, None));
+        img.apply(&drain("ops")).unwrap();
+        assert_eq!(img.brokers[&2].draining_owner.as_deref(), Some("ops"));
+    }
+
+    #[test]
+    fn the_throttle_in_force_is_the_lowest_of_the_clusters_value_and_the_holds() {
+        let mut img = MetadataImage::default();
+        assert_eq!(img.effective_replication_throttle(), 0);
+        let hold = |holder: &str, bytes_per_sec| MetadataCommand::SetReplicationThrottleHold {
+            holder: holder.to_string(),
+            bytes_per_sec,
+        };
+        img.apply(&hold("weir-operator", 50)).unwrap();
+        assert_eq!(img.effective_replication_throttle(), 50, "a hold alone is in force");
+        img.apply(&MetadataCommand::SetReplicationThrottle { bytes_per_sec: 20 }).unwrap();
+        assert_eq!(img.effective_replication_throttle(), 20, "a hold never loosens the cluster's value");
+        img.apply(&hold("ops", 10)).unwrap();
+        assert_eq!(img.effective_replication_throttle(), 10);
+        img.apply(&hold("ops", 0)).unwrap();
+        img.apply(&hold("weir-operator", 0)).unwrap();
+        assert!(img.replication_throttle_holds.is_empty());
+        assert_eq!(img.effective_replication_throttle(), 20, "released holds leave the cluster's value");
+        // Images written before holds existed read back without any.
+        let old = r#"{"brokers":{},"topics":{},"replication_throttle_bytes_per_sec":7}"#;
+        let back: MetadataImage = serde_json::from_str(old).unwrap();
+        assert_eq!((back.effective_replication_throttle(), back.replication_throttle_holds.len()), (7, 0));
     }
 
     #[test]

@@ -84,13 +84,26 @@ pub enum MetadataCommand {
         target: Option<Vec<NodeId>>,
     },
     /// Mark a broker as draining (no replicas placed or added on it) or clear the mark.
+    /// `owner` names who set the mark (the operator names itself, so that a restarted
+    /// operator still knows which marks are its own); it is kept only when the mark is set on
+    /// a broker not draining yet.
     SetBrokerDraining {
         broker_id: NodeId,
         draining: bool,
+        #[serde(default)]
+        owner: Option<String>,
     },
     /// The reassignment throttle, in bytes per second for every leader (0: none): what a
     /// leader serves to replicas a reassignment is adding (`partition/throttle.rs`).
     SetReplicationThrottle {
+        bytes_per_sec: u64,
+    },
+    /// A named hold on the reassignment throttle (0 removes it): while any hold is set, the
+    /// throttle in force is the lowest non-zero value among the holds and the cluster's own
+    /// (`MetadataImage::effective_replication_throttle`). The operator holds one while its
+    /// own moves run, kept in the metadata so that it survives the operator's restarts.
+    SetReplicationThrottleHold {
+        holder: String,
         bytes_per_sec: u64,
     },
     /// Hand `broker_id` the next `count` idempotent-producer ids (KIP-730's block allocation).

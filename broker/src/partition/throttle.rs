@@ -1,6 +1,6 @@
 //! The reassignment throttle (Kafka's `leader.replication.throttled.rate` for the replicas a
 //! reassignment adds): a leader serves the fetches of adding replicas from one byte budget per
-//! broker, refilled at the cluster's rate (`MetadataImage::replication_throttle_bytes_per_sec`,
+//! broker, refilled at the cluster's rate (`MetadataImage::effective_replication_throttle`,
 //! 0 = unthrottled) with at most one second's worth saved up. A fetch is served whole while the
 //! budget is positive, and the budget goes negative by what it took: batches are never split,
 //! and the average holds. An over-budget fetch gets no records (the follower's long poll ends

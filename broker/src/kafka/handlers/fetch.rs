@@ -86,7 +86,7 @@ fn collect(ctx: &KafkaContext, image: &MetadataImage, req: &FetchRequest, versio
                     // A replica that a reassignment is adding fetches within the cluster's
                     // reassignment throttle (partition/throttle.rs); over budget, it gets no
                     // records this time.
-                    let throttle_rate = image.replication_throttle_bytes_per_sec;
+                    let throttle_rate = image.effective_replication_throttle();
                     let throttled = throttle_rate > 0 && follower.is_some_and(|f| part.adding.contains(&f));
                     let held_back = throttled && !ctx.replication.reassignment_throttle.allows(throttle_rate);
                     // On this task's thread, not through block_in_place: what runs here is

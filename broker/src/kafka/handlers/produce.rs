@@ -352,6 +352,7 @@ mod tests {
                 fenced: id == 3,
                 epoch: 1,
                 draining: false,
+                draining_owner: None,
             };
             image.brokers.insert(id, b);
         }
