@@ -76,6 +76,11 @@ pub struct BrokerArgs {
     #[arg(long, env = "WEIR_REPLICA_LAG_TIME_MAX_MS", default_value_t = 30000)]
     pub replica_lag_time_max_ms: u64,
 
+    /// `replica.fetch.wait.max.ms`: how long the leader holds a follower's fetch while it has
+    /// nothing new for it.
+    #[arg(long, env = "WEIR_REPLICA_FETCH_WAIT_MAX_MS", default_value_t = 500, value_parser = clap::value_parser!(i32).range(0..))]
+    pub replica_fetch_wait_max_ms: i32,
+
     /// `replica.fetch.max.bytes`: how much a follower asks for per partition in one fetch
     /// (a larger first batch still comes whole).
     #[arg(long, env = "WEIR_REPLICA_FETCH_MAX_BYTES", default_value_t = 1024 * 1024)]

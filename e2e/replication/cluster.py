@@ -47,10 +47,12 @@ class ClusterBroker(Broker):
 
 
 class Cluster:
-    def __init__(self, root: Path, n: int = 3, session_timeout_ms: int = 3000, lag_time_max_ms: int = 3000):
+    def __init__(self, root: Path, n: int = 3, session_timeout_ms: int = 3000, lag_time_max_ms: int = 3000,
+                 extra_args: tuple[str, ...] = ()):  # fmt: skip
         extra = [
             "--broker-session-timeout-ms", str(session_timeout_ms),
             "--replica-lag-time-max-ms", str(lag_time_max_ms),
+            *extra_args,
         ]  # fmt: skip
         self.brokers = [ClusterBroker(root / f"broker-{i}", i, IPS[i], extra) for i in range(n)]
         voters = ",".join(f"{b.node_id}@{b.host}:{b.raft_port}" for b in self.brokers)

@@ -7,6 +7,7 @@ sets, and the brokers that lost a replica deleted its log directory."""
 
 from __future__ import annotations
 
+import time
 import urllib.error
 
 import pytest
@@ -15,7 +16,7 @@ ck = pytest.importorskip("confluent_kafka")
 from confluent_kafka.admin import AdminClient  # noqa: E402
 
 from numbered import NumberedProducer, check_exactly_once_in_order  # noqa: E402
-from test_min_isr import segment_bytes  # noqa: E402
+from test_min_isr import consume_all, produce, segment_bytes  # noqa: E402
 from weir_harness import wait_until  # noqa: E402
 
 
@@ -221,3 +222,78 @@ def test_drain_of_a_full_replica_set_moves_only_leadership(cluster):
     assert cleared["draining"] is False and "owner" not in cleared, cleared
     resp = admin.http_json("POST", "/api/v1/partitions/elect-preferred", {"topic": topic})
     assert [r["outcome"] for r in resp["results"]] == ["elected"]
+
+
+@pytest.mark.cluster_args(extra_args=("--replica-fetch-wait-max-ms", "5000"))
+def test_a_move_cancelled_and_started_again_copies_every_record(cluster):
+    """A follower's fetch asked before a cancel can be answered after the same move started
+    again, once the follower's log was deleted and made anew, empty. Appending that answer
+    would leave the records before its offset missing from the new replica. The leader holds a
+    follower's fetch up to 5 s here, so the cancel and the new start fall inside one fetch."""
+    topic = "again"
+    admin = cluster.brokers[0]
+    create_assigned(cluster, topic, [[0]], {})
+    assert all(e is None for e, _ in produce(cluster.bootstrap, topic, [b"a" * 1_000] * 2_000, acks="1"))
+
+    def reassign(replicas):
+        out = admin.http_json("POST", "/api/v1/partitions/reassign",
+                              {"partitions": [{"topic": topic, "partition": 0, "replicas": replicas}]})  # fmt: skip
+        assert out["results"][0]["outcome"] in ("started", "cancelled"), out
+
+    # Throttled, broker 1 copies its first second's budget (100 kB) and then waits in a fetch.
+    admin.http_json("PUT", "/api/v1/replication/throttle", {"bytes_per_sec": 100_000})
+    reassign([0, 1])
+    wait_until(lambda: (local_log_end(cluster.brokers[1], topic, 0) or 0) > 0, 30, what="broker 1 copying")
+    reassign(None)
+    wait_log_dir_gone(cluster.brokers[1], topic, 0)
+    admin.http_json("PUT", "/api/v1/replication/throttle", {"bytes_per_sec": 0})
+    reassign([0, 1])
+    wait_no_reassignments(cluster, 60)
+    (p,) = cluster.partitions(topic)
+    assert p["replicas"] == [0, 1] and sorted(p["isr"]) == [0, 1], p
+    assert segment_bytes(cluster.brokers[1], topic, 0) == segment_bytes(cluster.brokers[0], topic, 0)
+
+
+# Idle followers wait 20 s in a fetch here, so the lag limit must be longer (as Kafka asks),
+# and a stopped broker must stay unfenced for the leader to consider it.
+@pytest.mark.cluster_args(session_timeout_ms=60_000, lag_time_max_ms=60_000,
+                         extra_args=("--replica-fetch-wait-max-ms", "20000"))  # fmt: skip
+def test_a_fetch_asked_before_a_cancel_does_not_count_as_progress_after_it(cluster):
+    """The leader's side of the case above. Broker 1, caught up (in the ISR) in a first move
+    that cannot complete, waits in a fetch at the log end when the move is cancelled and its
+    log deleted; then a move to broker 1 alone starts and broker 1 is stopped. If the leader
+    took that waiting fetch's offset as broker 1's progress when it ends, broker 1 would join
+    the ISR with an empty log and take the partition over without its records."""
+    topic = "stale-progress"
+    admin = cluster.brokers[0]
+    create_assigned(cluster, topic, [[0]], {})
+    assert all(e is None for e, _ in produce(cluster.bootstrap, topic, [b"s" * 1_000] * 2_000, acks="1"))
+
+    def reassign(replicas):
+        out = admin.http_json("POST", "/api/v1/partitions/reassign",
+                              {"partitions": [{"topic": topic, "partition": 0, "replicas": replicas}]})  # fmt: skip
+        assert out["results"][0]["outcome"] in ("started", "cancelled"), out
+
+    # Broker 2 is held back (stopped, then by a throttle that lets nearly nothing through)
+    # while broker 1 catches up, so the move stays in progress.
+    reassign([0, 1, 2])
+    cluster.sigstop(2)
+    wait_until(lambda: 1 in cluster.partitions(topic)[0]["isr"], 30, what="broker 1 in the ISR")
+    admin.http_json("PUT", "/api/v1/replication/throttle", {"bytes_per_sec": 1})
+    cluster.sigcont(2)
+    # Broker 1 is in a 20 s fetch at offset 2000 by now. Cancel, then move to broker 1 alone.
+    reassign(None)
+    wait_log_dir_gone(cluster.brokers[1], topic, 0)
+    admin.http_json("PUT", "/api/v1/replication/throttle", {"bytes_per_sec": 0})
+    reassign([1])
+    wait_until(lambda: cluster.brokers[1].http_json("GET", f"/api/v1/partitions?topic={topic}")["partitions"][0]
+               ["replicas"] == [1, 0], 10, what="broker 1 sees the new move")  # fmt: skip
+    cluster.sigstop(1)
+    # The waiting fetch ends within 20 s; give the leader time to act on it.
+    time.sleep(22)
+    (p,) = cluster.partitions(topic)
+    assert p["isr"] == [0] and p["leader"] == 0, f"broker 1 joined the ISR without fetching: {p}"
+    cluster.sigcont(1)
+    wait_until(lambda: cluster.partitions(topic)[0]["replicas"] == [1], 60, what="the move to broker 1")
+    got = consume_all(cluster.bootstrap, topic, 0, 2_000)
+    assert [o for o, _ in got] == list(range(2_000))

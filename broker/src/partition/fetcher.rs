@@ -37,7 +37,7 @@ use tokio::sync::Notify;
 use super::replication::Replication;
 use crate::cluster::NodeId;
 use crate::log::leader_epoch::UNDEFINED_EPOCH;
-use crate::log::{now_ms, LogError, TopicPartition};
+use crate::log::{now_ms, Log, LogError, TopicPartition};
 
 const FETCH_VERSION: i16 = 12;
 const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 3;
@@ -297,12 +297,16 @@ async fn fetch(
     parts: &[(TopicPartition, i32)],
 ) -> Result<bool, FetcherError> {
     let mut by_topic: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+    // What each partition was asked at: the log and its end offset then. A response is only
+    // appended to that same log still ending there (see `asked_still_holds`).
+    let mut asked: BTreeMap<TopicPartition, (Arc<Mutex<Log>>, i64)> = BTreeMap::new();
     for (tp, epoch) in parts {
         let Some(log) = rep.logs.get(tp) else { continue };
         let (leo, start) = {
             let log = log.lock().expect("log lock");
             (log.log_end_offset(), log.log_start_offset())
         };
+        asked.insert(tp.clone(), (log.clone(), leo));
         let mut p = FetchPartition::default();
         p.partition = tp.partition;
         p.current_leader_epoch = *epoch;
@@ -337,14 +341,19 @@ async fn fetch(
             let Some(epoch) = parts.iter().find(|(x, _)| *x == tp).map(|(_, e)| *e) else { continue };
             let Some(replica) = rep.is_following(&tp, handle.leader, epoch) else { continue };
             let Some(log) = rep.logs.get(&tp) else { continue };
+            let Some((asked_log, fetch_offset)) = asked.get(&tp) else { continue };
             match ResponseError::try_from_code(p.error_code) {
                 None => {
                     let records = p.records.unwrap_or_default();
                     let Some(role) = replica.lock_if_following(handle.leader, epoch) else { continue };
-                    let mut log = log.lock().expect("log lock");
+                    let log_guard = log.lock().expect("log lock");
                     if rep.fetchers_stopped() {
                         return Ok(true);
                     }
+                    if !asked_still_holds(&tp, asked_log, *fetch_offset, &log, &log_guard) {
+                        continue;
+                    }
+                    let mut log = log_guard;
                     if !records.is_empty() {
                         let appended = log.append_as_follower(&records, now_ms());
                         if let Err(e) = appended {
@@ -372,10 +381,14 @@ async fn fetch(
                 }
                 Some(ResponseError::OffsetOutOfRange) => {
                     let Some(role) = replica.lock_if_following(handle.leader, epoch) else { continue };
-                    let mut log = log.lock().expect("log lock");
+                    let log_guard = log.lock().expect("log lock");
                     if rep.fetchers_stopped() {
                         return Ok(true);
                     }
+                    if !asked_still_holds(&tp, asked_log, *fetch_offset, &log, &log_guard) {
+                        continue;
+                    }
+                    let mut log = log_guard;
                     if log.log_end_offset() < p.log_start_offset {
                         tracing::warn!(partition = %tp, leader_log_start = p.log_start_offset,
                             "follower is behind the leader's log start; restarting the log there");
@@ -399,6 +412,27 @@ async fn fetch(
     }
     rep.update_fetcher_gauges();
     Ok(errors)
+}
+
+/// Whether a fetch response still fits the log it was asked for: the same log (not one the
+/// replica manager deleted and made again meanwhile, as when a reassignment is cancelled and
+/// started again) ending at the same offset (nothing truncated or appended since). Batches
+/// may legitimately start past the fetch offset (a compacted leader log has gaps), so an
+/// out-of-date response would otherwise be appended with a hole in front of it: records the
+/// new replica silently lacks. Kafka's fetcher drops such responses the same way.
+fn asked_still_holds(
+    tp: &TopicPartition,
+    asked_log: &Arc<Mutex<Log>>,
+    fetch_offset: i64,
+    log: &Arc<Mutex<Log>>,
+    locked: &Log,
+) -> bool {
+    let holds = Arc::ptr_eq(asked_log, log) && locked.log_end_offset() == fetch_offset;
+    if !holds {
+        tracing::info!(partition = %tp, fetch_offset, log_end_offset = locked.log_end_offset(),
+            "dropping a fetch response made for an earlier state of the local log");
+    }
+    holds
 }
 
 /// A Kafka client connection to one leader: request/response in order on one socket.

@@ -33,11 +33,13 @@ pub async fn handle(ctx: &KafkaContext, req: FetchRequest, version: i16) -> Fetc
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let mut appends = ctx.subscribe_appends();
     let mut progress = ctx.replication.subscribe_progress();
+    let mut first = true;
     loop {
         appends.borrow_and_update();
         progress.borrow_and_update();
         let image = ctx.cluster.image();
-        let (output, bytes, any_error) = collect(ctx, &image, &req, version);
+        let (output, bytes, any_error) = collect(ctx, &image, &req, version, first);
+        first = false;
         let now = Instant::now();
         if bytes >= req.min_bytes.max(0) as usize || any_error || now >= deadline {
             return output;
@@ -54,7 +56,18 @@ pub async fn handle(ctx: &KafkaContext, req: FetchRequest, version: i16) -> Fetc
     }
 }
 
-fn collect(ctx: &KafkaContext, image: &MetadataImage, req: &FetchRequest, version: i16) -> (FetchOutput, usize, bool) {
+/// `arrival`: the first collect of this request. Only then does a follower's fetch offset
+/// count as its progress: it describes the follower's log when the request was sent, and a
+/// long poll can outlive that log (a cancelled reassignment deletes it; the same move started
+/// again makes a new, empty one), so recording it again later could put a follower with
+/// nothing into the ISR.
+fn collect(
+    ctx: &KafkaContext,
+    image: &MetadataImage,
+    req: &FetchRequest,
+    version: i16,
+    arrival: bool,
+) -> (FetchOutput, usize, bool) {
     let mut total = 0usize;
     let mut placeholders = Placeholders::default();
     let mut shared = Vec::new();
@@ -96,7 +109,7 @@ fn collect(ctx: &KafkaContext, image: &MetadataImage, req: &FetchRequest, versio
                     // than the work (a follower's long poll collects several times per batch).
                     let result = (|| {
                         let replica = ctx.replication.ensure_leader(&tp, part, &log);
-                        if let Some(f) = follower {
+                        if let Some(f) = follower.filter(|_| arrival) {
                             ctx.replication.record_follower_fetch(&replica, f, p.fetch_offset, &log);
                         }
                         let hw = replica.high_watermark();
