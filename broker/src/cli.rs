@@ -71,6 +71,15 @@ pub struct BrokerArgs {
     #[arg(long, env = "WEIR_BROKER_SESSION_TIMEOUT_MS", default_value_t = 9000)]
     pub broker_session_timeout_ms: u64,
 
+    /// The metadata version this broker registers with (at most the newest it knows, the
+    /// default). Lower holds every broker to what that version's brokers can read, as Kafka's
+    /// pinned `metadata.version`: set it to the old version while a rolling upgrade runs, then
+    /// remove it in a second rolling restart. Without it, new kinds of metadata changes wait
+    /// anyway until every live broker runs the new binary.
+    #[arg(long, env = "WEIR_METADATA_VERSION", default_value_t = crate::cluster::types::METADATA_VERSION,
+          value_parser = clap::value_parser!(u32).range(0..=crate::cluster::types::METADATA_VERSION as i64))]
+    pub metadata_version: u32,
+
     /// `replica.lag.time.max.ms`: a follower not caught up with its leader this long leaves
     /// the ISR (it rejoins once caught up).
     #[arg(long, env = "WEIR_REPLICA_LAG_TIME_MAX_MS", default_value_t = 30000)]

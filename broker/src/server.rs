@@ -126,6 +126,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         voters: voters.iter().map(|v| (v.id as NodeId, v.addr.to_string())).collect(),
         session_timeout: Duration::from_millis(args.broker_session_timeout_ms),
         heartbeat_interval: Duration::from_millis(1000),
+        metadata_version: args.metadata_version,
     };
     let cluster = ClusterNode::start(cluster_config, raft_listener, admin_state.registry())
         .await

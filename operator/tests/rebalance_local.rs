@@ -147,3 +147,42 @@ async fn rounds_drain_a_departing_broker_and_refill_it_when_it_is_wanted_again()
     let t = admin.throttle_view().await.unwrap();
     assert!(t.holds.is_empty() && t.effective_bytes_per_sec == 7_000_000, "{t:?}");
 }
+
+/// While a broker still runs an older binary (registered with metadata version 0, so the
+/// brokers refuse named throttle holds with 409), the rounds drain without the hold instead of
+/// failing: a scale-down is not held back by an unfinished upgrade. Brokers on 127.0.0.11–13.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rounds_move_without_the_hold_while_a_broker_reads_an_older_metadata_version() {
+    let brokers = Broker::cluster_with_args(11, 3, |i| {
+        if i == 2 {
+            vec!["--metadata-version".into(), "0".into()]
+        } else {
+            Vec::new()
+        }
+    })
+    .await;
+    let admin = brokers[0].admin();
+    let topic =
+        NewTopic { name: "upgrading".into(), partitions: 3, replication_factor: Some(2), configs: BTreeMap::new() };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = admin.create_topic(&topic).await {
+        assert!(e.is_transient() && Instant::now() < deadline, "create topic: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let refused = admin.hold_throttle("probe", 1).await.unwrap_err();
+    assert_eq!(refused.code(), Some("metadata_version_too_low"), "{refused}");
+
+    let throttle = Throttle::new(50_000_000);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let r = round(&admin, 2, ready(&[0, 1, 2]), Mode::Execute, throttle).await.unwrap();
+        let parts = partitions(&admin).await;
+        if r.steps.is_empty() && r.moving == 0 && parts.iter().all(|p| !p.replicas.contains(&2)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the drain did not finish: {r:?} {parts:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let t = admin.throttle_view().await.unwrap();
+    assert!(t.holds.is_empty() && t.effective_bytes_per_sec == 0, "{t:?}");
+}

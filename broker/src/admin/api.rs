@@ -100,6 +100,7 @@ impl From<MetadataError> for ApiError {
         let status = match e {
             MetadataError::TopicExists(_) => StatusCode::CONFLICT,
             MetadataError::UnknownTopic(_) => StatusCode::NOT_FOUND,
+            MetadataError::MetadataVersionTooLow { .. } => StatusCode::CONFLICT,
             _ => StatusCode::BAD_REQUEST,
         };
         Self::new(status, metadata_error_code(&e), e.to_string())
@@ -265,6 +266,9 @@ pub struct BrokerView {
 pub struct ClusterView {
     /// The broker answering.
     pub node_id: NodeId,
+    /// The metadata version every live broker reads (changes that need a newer one are
+    /// refused until then).
+    pub metadata_version: u32,
     pub quorum: QuorumView,
     pub brokers: Vec<BrokerView>,
 }
@@ -484,7 +488,13 @@ async fn cluster(State(state): State<Arc<AdminState>>) -> Result<Json<ClusterVie
     let (leader, voters) = cluster.quorum();
     let brokers =
         cluster.image().brokers.values().map(|b| BrokerView { broker: b.clone(), alive: !b.fenced }).collect();
-    Ok(Json(ClusterView { node_id: cluster.node_id(), quorum: QuorumView { leader, voters }, brokers }))
+    let metadata_version = cluster.image().metadata_version();
+    Ok(Json(ClusterView {
+        node_id: cluster.node_id(),
+        metadata_version,
+        quorum: QuorumView { leader, voters },
+        brokers,
+    }))
 }
 
 /// Query parameters of `GET /api/v1/partitions`.

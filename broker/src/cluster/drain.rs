@@ -98,6 +98,7 @@ mod tests {
                 kafka_addr: String::new(),
                 http_addr: String::new(),
                 rack: None,
+                metadata_version: crate::cluster::types::METADATA_VERSION,
             })
             .unwrap();
         }

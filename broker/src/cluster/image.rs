@@ -29,6 +29,10 @@ pub struct BrokerRecord {
     /// Who set the draining mark, when the caller named itself (`?owner=` on the drain call).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub draining_owner: Option<String>,
+    /// The newest metadata version the broker reads, as it registered (0 for brokers older
+    /// than the versioning).
+    #[serde(default)]
+    pub metadata_version: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,7 +202,7 @@ impl MetadataImage {
     /// Apply one committed command. On error the image is unchanged.
     pub fn apply(&mut self, cmd: &MetadataCommand) -> Result<(), MetadataError> {
         match cmd {
-            MetadataCommand::RegisterBroker { broker_id, raft_addr, kafka_addr, http_addr, rack } => {
+            MetadataCommand::RegisterBroker { broker_id, raft_addr, kafka_addr, http_addr, rack, metadata_version } => {
                 let epoch = self.brokers.get(broker_id).map(|b| b.epoch + 1).unwrap_or(0);
                 self.brokers.insert(
                     *broker_id,
@@ -212,6 +216,7 @@ impl MetadataImage {
                         epoch,
                         draining: self.brokers.get(broker_id).is_some_and(|b| b.draining),
                         draining_owner: self.brokers.get(broker_id).and_then(|b| b.draining_owner.clone()),
+                        metadata_version: *metadata_version,
                     },
                 );
                 self.elect_offline_partitions_with(*broker_id);
@@ -436,6 +441,24 @@ impl MetadataImage {
         }
     }
 
+    /// The metadata version the cluster can use: the lowest any live broker registered with
+    /// (0 with none live). A fenced broker does not hold it back; one that comes back on an
+    /// old binary while a newer command is in the log stops following the log until upgraded.
+    pub fn metadata_version(&self) -> u32 {
+        self.brokers.values().filter(|b| !b.fenced).map(|b| b.metadata_version).min().unwrap_or(0)
+    }
+
+    /// Refuse `cmd` if some live broker could not read it.
+    pub fn check_metadata_version(&self, cmd: &MetadataCommand) -> Result<(), MetadataError> {
+        let needed = cmd.metadata_version();
+        let current = self.metadata_version();
+        if needed <= current {
+            return Ok(());
+        }
+        let behind = self.brokers.values().filter(|b| !b.fenced && b.metadata_version < needed).map(|b| b.id).collect();
+        Err(MetadataError::MetadataVersionTooLow { needed, current, behind })
+    }
+
     /// The reassignment throttle in force: the lowest non-zero value among the cluster's own
     /// and the holds (a hold never loosens a throttle someone else set); 0 when none is set.
     pub fn effective_replication_throttle(&self) -> u64 {
@@ -566,6 +589,7 @@ impl MetadataImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::types::METADATA_VERSION;
 
     fn register(img: &mut MetadataImage, id: NodeId) {
         img.apply(&MetadataCommand::RegisterBroker {
@@ -574,6 +598,7 @@ mod tests {
             kafka_addr: format!("127.0.0.{}:9092", id + 1),
             http_addr: format!("127.0.0.{}:9644", id + 1),
             rack: None,
+            metadata_version: METADATA_VERSION,
         })
         .unwrap();
     }
@@ -833,6 +858,37 @@ mod tests {
         assert_eq!((img.brokers[&2].draining, img.brokers[&2].draining_owner.as_deref()), (false, None));
         img.apply(&drain("ops")).unwrap();
         assert_eq!(img.brokers[&2].draining_owner.as_deref(), Some("ops"));
+    }
+
+    #[test]
+    fn newer_commands_wait_until_every_live_broker_reads_their_version() {
+        let mut img = MetadataImage::default();
+        for id in 0..3 {
+            register(&mut img, id);
+        }
+        let hold = MetadataCommand::SetReplicationThrottleHold { holder: "x".into(), bytes_per_sec: 1 };
+        assert_eq!(hold.metadata_version(), 1);
+        assert_eq!(img.metadata_version(), METADATA_VERSION);
+        assert_eq!(img.check_metadata_version(&hold), Ok(()));
+        // Broker 2 restarts on an older binary (its registration has no version).
+        let old =
+            r#"{"type":"register_broker","broker_id":2,"raft_addr":"a","kafka_addr":"b","http_addr":"c","rack":null}"#;
+        img.apply(&serde_json::from_str(old).unwrap()).unwrap();
+        assert_eq!(img.metadata_version(), 0);
+        assert_eq!(
+            img.check_metadata_version(&hold),
+            Err(MetadataError::MetadataVersionTooLow { needed: 1, current: 0, behind: vec![2] })
+        );
+        // Version-0 commands go on; a fenced old broker does not hold the cluster back.
+        assert_eq!(img.check_metadata_version(&MetadataCommand::SetReplicationThrottle { bytes_per_sec: 1 }), Ok(()));
+        img.apply(&MetadataCommand::FenceBroker { broker_id: 2 }).unwrap();
+        assert_eq!(img.check_metadata_version(&hold), Ok(()));
+        // Images written before the versioning read back with version 0 for every broker.
+        let json =
+            serde_json::to_string(&img).unwrap().replace(&format!(r#""metadata_version":{METADATA_VERSION}"#), "");
+        let json = json.replace(",}", "}");
+        let back: MetadataImage = serde_json::from_str(&json).unwrap();
+        assert!(back.brokers.values().all(|b| b.metadata_version == 0), "{json}");
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub struct ClusterConfig {
     /// `broker.session.timeout.ms`.
     pub session_timeout: Duration,
     pub heartbeat_interval: Duration,
+    /// The metadata version this broker registers with: `types::METADATA_VERSION`, or lower
+    /// to hold the cluster back during a rolling upgrade (`--metadata-version`).
+    pub metadata_version: u32,
 }
 
 impl ClusterConfig {
@@ -230,6 +233,9 @@ impl ClusterNode {
     /// Commit `cmd` through the quorum (forwarding to the leader if needed) and wait until
     /// this broker's image includes it, so a read after a write here sees the write.
     pub async fn propose(&self, cmd: MetadataCommand) -> Result<(), ProposeError> {
+        // Checked here, before the command reaches the log: a broker that cannot decode an
+        // entry cannot skip it.
+        self.image().check_metadata_version(&cmd)?;
         let started = Instant::now();
         let deadline = started + PROPOSE_DEADLINE;
         let mut last_err = String::from("no leader elected");
@@ -388,6 +394,7 @@ impl ClusterNode {
             kafka_addr: self.cfg.kafka_addr.clone(),
             http_addr: self.cfg.http_addr.clone(),
             rack: self.cfg.rack.clone(),
+            metadata_version: self.cfg.metadata_version,
         };
         loop {
             match self.propose(cmd.clone()).await {

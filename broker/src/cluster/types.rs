@@ -14,6 +14,16 @@ pub type NodeId = u64;
 pub type GroupId = u64;
 pub const METADATA_GROUP: GroupId = 0;
 
+/// The newest metadata version this binary reads and writes (Kafka's `metadata.version`).
+/// A command that an older broker could not read needs a higher version, and is proposed only
+/// once every live broker registered with at least that version, so that a rolling upgrade
+/// never puts an entry in the raft log that a broker still on the old binary cannot decode
+/// (it would stop following the log). Each version adds:
+///
+/// - 0: everything up to and including the reassignment throttle;
+/// - 1: named throttle holds (`SetReplicationThrottleHold`).
+pub const METADATA_VERSION: u32 = 1;
+
 openraft::declare_raft_types!(
     /// openraft types of the metadata quorum.
     pub TypeConfig:
@@ -41,6 +51,10 @@ pub enum MetadataCommand {
         kafka_addr: String,
         http_addr: String,
         rack: Option<String>,
+        /// The newest metadata version the broker reads (absent from brokers older than the
+        /// versioning: 0).
+        #[serde(default)]
+        metadata_version: u32,
     },
     /// The quorum leader saw no heartbeat for `broker.session.timeout.ms`: fence the broker
     /// and move leadership of its partitions to another ISR member.
@@ -125,6 +139,16 @@ pub enum MetadataCommand {
 }
 
 /// The state machine's answer to one command.
+impl MetadataCommand {
+    /// The lowest metadata version whose brokers can read this command.
+    pub fn metadata_version(&self) -> u32 {
+        match self {
+            MetadataCommand::SetReplicationThrottleHold { .. } => 1,
+            _ => 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandResult(pub Result<(), MetadataError>);
 
@@ -169,4 +193,8 @@ pub enum MetadataError {
     AccessRefused(String),
     #[error("{0}")]
     InvalidName(String),
+    /// A command newer than some live broker can read (a rolling upgrade not finished, or a
+    /// broker pinned with `--metadata-version`).
+    #[error("this change needs metadata version {needed}, but broker(s) {behind:?} run version {current}; upgrade them (or lift their --metadata-version) first")]
+    MetadataVersionTooLow { needed: u32, current: u32, behind: Vec<NodeId> },
 }

@@ -42,6 +42,8 @@ pub fn metadata_error_code(e: &MetadataError) -> i16 {
         | MetadataError::InequivalentArguments(_)
         | MetadataError::AccessRefused(_)
         | MetadataError::InvalidName(_) => ResponseError::InvalidRequest.code(),
+        // No Kafka request proposes a command newer than version 0 yet.
+        MetadataError::MetadataVersionTooLow { .. } => ResponseError::UnsupportedVersion.code(),
     }
 }
 

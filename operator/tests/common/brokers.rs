@@ -48,20 +48,25 @@ impl Broker {
     /// One broker, node 0, on 127.0.0.1.
     pub async fn start() -> Broker {
         let (http, raft) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
-        let mut broker = Broker::spawn(0, "127.0.0.1", http, raft, None);
+        let mut broker = Broker::spawn(0, "127.0.0.1", http, raft, None, &[]);
         broker.wait_ready().await;
         broker
     }
 
     /// `n` brokers, node `i` on 127.0.0.`first + i`, all voters of the metadata quorum.
     pub async fn cluster(first: i32, n: i32) -> Vec<Broker> {
+        Broker::cluster_with_args(first, n, |_| Vec::new()).await
+    }
+
+    /// The same, with `extra(i)` added to node `i`'s command line.
+    pub async fn cluster_with_args(first: i32, n: i32, extra: impl Fn(i32) -> Vec<String>) -> Vec<Broker> {
         let hosts: Vec<String> = (0..n).map(|i| format!("127.0.0.{}", first + i)).collect();
         let addrs: Vec<(SocketAddr, SocketAddr)> = hosts.iter().map(|h| (free_addr(h), free_addr(h))).collect();
         let voters = addrs.iter().enumerate().map(|(i, (_, raft))| format!("{i}@{raft}")).collect::<Vec<_>>().join(",");
         let mut brokers: Vec<Broker> = (0..n)
             .map(|i| {
                 let (http, raft) = addrs[i as usize];
-                Broker::spawn(i, &hosts[i as usize], http, raft, Some(&voters))
+                Broker::spawn(i, &hosts[i as usize], http, raft, Some(&voters), &extra(i))
             })
             .collect();
         for b in &mut brokers {
@@ -70,7 +75,14 @@ impl Broker {
         brokers
     }
 
-    fn spawn(node_id: i32, host: &str, http: SocketAddr, raft: SocketAddr, voters: Option<&str>) -> Broker {
+    fn spawn(
+        node_id: i32,
+        host: &str,
+        http: SocketAddr,
+        raft: SocketAddr,
+        voters: Option<&str>,
+        extra: &[String],
+    ) -> Broker {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("broker.log");
         let out = std::fs::File::create(&log).unwrap();
@@ -84,6 +96,7 @@ impl Broker {
         if let Some(v) = voters {
             cmd.args(["--voters", v]);
         }
+        cmd.args(extra);
         let child = cmd
             .env("RUST_LOG", "info")
             .stdout(Stdio::from(out.try_clone().unwrap()))

@@ -353,6 +353,7 @@ mod tests {
                 epoch: 1,
                 draining: false,
                 draining_owner: None,
+                metadata_version: 0,
             };
             image.brokers.insert(id, b);
         }
