@@ -145,6 +145,9 @@ pub struct ThrottleView {
 pub struct DrainStatus {
     pub broker: i32,
     pub done: bool,
+    /// The reassignments this call started.
+    #[serde(default)]
+    pub started: Vec<Value>,
     #[serde(default)]
     pub blocked: Vec<Value>,
 }

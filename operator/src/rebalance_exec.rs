@@ -143,15 +143,23 @@ pub async fn round(
             }
         }
     } else if !drains.is_empty() {
-        throttle.hold(admin).await?;
+        // The hold follows the drains' answers: a drain that only finds blocked partitions
+        // (asked again every round, maybe for good) moves nothing and holds nothing.
+        let mut started = false;
         for step in drains {
             if let Step::Drain { broker } = step {
                 let status = admin.drain(broker, Some(OWNER)).await?;
+                started |= !status.started.is_empty();
                 for b in &status.blocked {
                     round.refusals.push(format!("drain of broker {broker}: blocked {b}"));
                 }
                 round.executed.push(step);
             }
+        }
+        if started {
+            throttle.hold(admin).await?;
+        } else {
+            throttle.release(admin).await?;
         }
     } else if !reassigns.is_empty() && every_pod_ready {
         throttle.hold(admin).await?;

@@ -186,3 +186,28 @@ async fn rounds_move_without_the_hold_while_a_broker_reads_an_older_metadata_ver
     let t = admin.throttle_view().await.unwrap();
     assert!(t.holds.is_empty() && t.effective_bytes_per_sec == 0, "{t:?}");
 }
+
+/// A drain that can move nothing (replication factor 3 on three brokers, scaled to two) is
+/// asked again every round; it must not keep the throttle held meanwhile, since the hold would
+/// slow every other reassignment for as long as the drain stays blocked. Brokers on
+/// 127.0.0.14–16.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_drain_holds_no_throttle() {
+    let brokers = Broker::cluster(14, 3).await;
+    let admin = brokers[0].admin();
+    let topic = NewTopic { name: "full".into(), partitions: 1, replication_factor: Some(3), configs: BTreeMap::new() };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = admin.create_topic(&topic).await {
+        assert!(e.is_transient() && Instant::now() < deadline, "create topic: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let throttle = Throttle::new(50_000_000);
+    for _ in 0..2 {
+        let r = round(&admin, 2, ready(&[0, 1, 2]), Mode::Execute, throttle).await.unwrap();
+        assert_eq!(r.executed, vec![Step::Drain { broker: 2 }], "{r:?}");
+        assert!(r.refusals.iter().any(|m| m.contains("blocked")), "{r:?}");
+        let t = admin.throttle_view().await.unwrap();
+        assert!(t.holds.is_empty(), "a blocked drain left the throttle held: {t:?}");
+    }
+    assert!(partitions(&admin).await[0].replicas.contains(&2), "nothing could move");
+}
