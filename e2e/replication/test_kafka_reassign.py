@@ -3,7 +3,8 @@ what `kafka-reassign-partitions` sends), driven by kafka-python's admin client: 
 broker 0 moves to brokers 1 and 2 with its records; a move slowed by the reassignment
 throttle is listed while it runs (replica set, adding, removing) and cancelled back to the old
 replica; bad requests are answered per partition (NO_REASSIGNMENT_IN_PROGRESS,
-UNKNOWN_TOPIC_OR_PARTITION, INVALID_REPLICA_ASSIGNMENT) and change nothing."""
+UNKNOWN_TOPIC_OR_PARTITION, INVALID_REPLICA_ASSIGNMENT) and change nothing; a v1 request that
+forbids changing the replication factor (KIP-860) is held to it."""
 
 from __future__ import annotations
 
@@ -60,3 +61,38 @@ def test_kafka_reassignment_apis_move_list_and_cancel(cluster):
         assert [o for o, _ in got] == list(range(MESSAGES)) and all(v == VALUE for _, v in got)
     finally:
         admin.close()
+
+
+def test_a_v1_request_can_forbid_changing_the_replication_factor(cluster):
+    """AlterPartitionReassignments v1 (KIP-860) with allow_replication_factor_change=false,
+    sent as kafka-python encodes it: a target of another size is refused per partition with
+    INVALID_REPLICATION_FACTOR and changes nothing; a move of the same size goes ahead."""
+    # kafka-python 3's client under its admin, producer and consumer (no public name).
+    from kafka.net.compat import KafkaNetClient
+    from kafka.protocol.admin import AlterPartitionReassignmentsRequest
+
+    topic = "krf"
+    cluster.brokers[0].http_json("POST", "/api/v1/topics", {"name": topic, "assignment": [[0]]})
+    cluster.wait_isr(topic, 0, 1)
+    client = KafkaNetClient(bootstrap_servers=cluster.bootstrap)
+    client.check_version()  # bootstraps: broker ids become known
+    topic_cls = AlterPartitionReassignmentsRequest.ReassignableTopic
+    partition_cls = topic_cls.ReassignablePartition
+
+    def send(replicas):
+        req = AlterPartitionReassignmentsRequest(
+            timeout_ms=10_000, allow_replication_factor_change=False, min_version=1,
+            topics=[topic_cls(name=topic, partitions=[partition_cls(partition_index=0, replicas=replicas)])])  # fmt: skip
+        resp = client.send_and_receive(0, req, timeout_ms=10_000)
+        assert resp.API_VERSION == 1 and resp.allow_replication_factor_change is False, resp
+        return resp.responses[0].partitions[0]
+
+    try:
+        refused = send([1, 2])
+        assert Errors.for_code(refused.error_code) is Errors.InvalidReplicationFactorError, refused
+        assert "replication factor" in refused.error_message
+        assert cluster.partitions(topic)[0]["replicas"] == [0]
+        assert send([1]).error_code == 0
+        wait_until(lambda: cluster.partitions(topic)[0]["replicas"] == [1], 60, what="the move to broker 1")
+    finally:
+        client.close()
