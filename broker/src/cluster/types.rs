@@ -138,7 +138,6 @@ pub enum MetadataCommand {
     Amqp(super::amqp_image::AmqpCommand),
 }
 
-/// The state machine's answer to one command.
 impl MetadataCommand {
     /// The lowest metadata version whose brokers can read this command.
     pub fn metadata_version(&self) -> u32 {
@@ -149,6 +148,7 @@ impl MetadataCommand {
     }
 }
 
+/// The state machine's answer to one command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandResult(pub Result<(), MetadataError>);
 
