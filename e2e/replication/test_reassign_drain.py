@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import urllib.error
+from functools import partial
 
 import pytest
 
@@ -224,6 +225,19 @@ def test_drain_of_a_full_replica_set_moves_only_leadership(cluster):
     assert [r["outcome"] for r in resp["results"]] == ["elected"]
 
 
+
+def one_replica_with_records(cluster, topic):
+    """`topic` with one partition on broker 0 holding 2,000 records of 1 kB."""
+    create_assigned(cluster, topic, [[0]], {})
+    assert all(e is None for e, _ in produce(cluster.bootstrap, topic, [b"r" * 1_000] * 2_000, acks="1"))
+
+
+def reassign_partition_0(admin, topic, replicas):
+    """Start (or, with None, cancel) a reassignment of `topic`-0 through the admin API."""
+    out = admin.http_json("POST", "/api/v1/partitions/reassign",
+                          {"partitions": [{"topic": topic, "partition": 0, "replicas": replicas}]})  # fmt: skip
+    assert out["results"][0]["outcome"] in ("started", "cancelled"), out
+
 @pytest.mark.cluster_args(extra_args=("--replica-fetch-wait-max-ms", "5000"))
 def test_a_move_cancelled_and_started_again_copies_every_record(cluster):
     """A follower's fetch asked before a cancel can be answered after the same move started
@@ -232,13 +246,8 @@ def test_a_move_cancelled_and_started_again_copies_every_record(cluster):
     follower's fetch up to 5 s here, so the cancel and the new start fall inside one fetch."""
     topic = "again"
     admin = cluster.brokers[0]
-    create_assigned(cluster, topic, [[0]], {})
-    assert all(e is None for e, _ in produce(cluster.bootstrap, topic, [b"a" * 1_000] * 2_000, acks="1"))
-
-    def reassign(replicas):
-        out = admin.http_json("POST", "/api/v1/partitions/reassign",
-                              {"partitions": [{"topic": topic, "partition": 0, "replicas": replicas}]})  # fmt: skip
-        assert out["results"][0]["outcome"] in ("started", "cancelled"), out
+    one_replica_with_records(cluster, topic)
+    reassign = partial(reassign_partition_0, admin, topic)
 
     # Throttled, broker 1 copies its first second's budget (100 kB) and then waits in a fetch.
     admin.http_json("PUT", "/api/v1/replication/throttle", {"bytes_per_sec": 100_000})
@@ -266,13 +275,8 @@ def test_a_fetch_asked_before_a_cancel_does_not_count_as_progress_after_it(clust
     the ISR with an empty log and take the partition over without its records."""
     topic = "stale-progress"
     admin = cluster.brokers[0]
-    create_assigned(cluster, topic, [[0]], {})
-    assert all(e is None for e, _ in produce(cluster.bootstrap, topic, [b"s" * 1_000] * 2_000, acks="1"))
-
-    def reassign(replicas):
-        out = admin.http_json("POST", "/api/v1/partitions/reassign",
-                              {"partitions": [{"topic": topic, "partition": 0, "replicas": replicas}]})  # fmt: skip
-        assert out["results"][0]["outcome"] in ("started", "cancelled"), out
+    one_replica_with_records(cluster, topic)
+    reassign = partial(reassign_partition_0, admin, topic)
 
     # Broker 2 is held back (stopped, then by a throttle that lets nearly nothing through)
     # while broker 1 catches up, so the move stays in progress.
