@@ -53,6 +53,21 @@ async fn settle(admin: &HttpAdmin, desired: i32, pods: &[i32], throttle: Throttl
     }
 }
 
+/// Create a topic, retrying while the brokers are still forming their quorum.
+async fn create_topic(admin: &HttpAdmin, name: &str, partitions: i32, replication_factor: i32) {
+    let topic = NewTopic {
+        name: name.into(),
+        partitions,
+        replication_factor: Some(replication_factor),
+        configs: BTreeMap::new(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = admin.create_topic(&topic).await {
+        assert!(e.is_transient() && Instant::now() < deadline, "create topic: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn replica_counts(parts: &[PartitionInfo]) -> BTreeMap<i32, usize> {
     let mut n = BTreeMap::new();
     for p in parts {
@@ -67,13 +82,7 @@ fn replica_counts(parts: &[PartitionInfo]) -> BTreeMap<i32, usize> {
 async fn rounds_drain_a_departing_broker_and_refill_it_when_it_is_wanted_again() {
     let brokers = Broker::cluster(5, 3).await;
     let admin = brokers[0].admin();
-    let topic =
-        NewTopic { name: "orders".into(), partitions: 3, replication_factor: Some(2), configs: BTreeMap::new() };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while let Err(e) = admin.create_topic(&topic).await {
-        assert!(e.is_transient() && Instant::now() < deadline, "create topic: {e}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    create_topic(&admin, "orders", 3, 2).await;
     // Wait until every partition has its leader and full ISR.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -162,13 +171,7 @@ async fn rounds_move_without_the_hold_while_a_broker_reads_an_older_metadata_ver
     })
     .await;
     let admin = brokers[0].admin();
-    let topic =
-        NewTopic { name: "upgrading".into(), partitions: 3, replication_factor: Some(2), configs: BTreeMap::new() };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while let Err(e) = admin.create_topic(&topic).await {
-        assert!(e.is_transient() && Instant::now() < deadline, "create topic: {e}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    create_topic(&admin, "upgrading", 3, 2).await;
     let refused = admin.hold_throttle("probe", 1).await.unwrap_err();
     assert_eq!(refused.code(), Some("metadata_version_too_low"), "{refused}");
 
@@ -195,12 +198,7 @@ async fn rounds_move_without_the_hold_while_a_broker_reads_an_older_metadata_ver
 async fn a_blocked_drain_holds_no_throttle() {
     let brokers = Broker::cluster(14, 3).await;
     let admin = brokers[0].admin();
-    let topic = NewTopic { name: "full".into(), partitions: 1, replication_factor: Some(3), configs: BTreeMap::new() };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while let Err(e) = admin.create_topic(&topic).await {
-        assert!(e.is_transient() && Instant::now() < deadline, "create topic: {e}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    create_topic(&admin, "full", 1, 3).await;
     let throttle = Throttle::new(50_000_000);
     for _ in 0..2 {
         let r = round(&admin, 2, ready(&[0, 1, 2]), Mode::Execute, throttle).await.unwrap();
