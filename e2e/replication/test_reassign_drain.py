@@ -301,3 +301,32 @@ def test_a_fetch_asked_before_a_cancel_does_not_count_as_progress_after_it(clust
     wait_until(lambda: cluster.partitions(topic)[0]["replicas"] == [1], 60, what="the move to broker 1")
     got = consume_all(cluster.bootstrap, topic, 0, 2_000)
     assert [o for o, _ in got] == list(range(2_000))
+
+
+def test_a_move_off_the_leader_completes_when_the_leader_is_killed_during_it(cluster):
+    """Partition 0 moves from [0, 1] to [2, 1] under an idempotent acks=all stream, slowed by
+    the throttle so that broker 0 still leads while broker 2 catches up; broker 0 is then
+    SIGKILLed. Leadership goes to broker 1 (in the ISR), broker 2 copies from it, the move
+    completes without broker 0, and every acknowledged message is there exactly once."""
+    topic = "leader-killed"
+    create_assigned(cluster, topic, [[0, 1]], {"min.insync.replicas": "1"})
+    admin = cluster.brokers[2]
+    prod = NumberedProducer(cluster.bootstrap, topic, 1)
+    prod.start()
+    wait_until(lambda: prod.total_acked() > 2000, 30, what="first acknowledgements")
+    admin.http_json("PUT", "/api/v1/replication/throttle", {"bytes_per_sec": 200_000})
+    reassign_partition_0(admin, topic, [2, 1])
+    time.sleep(0.3)
+    p = cluster.partitions(topic)[0]
+    assert p["leader"] == 0 and p["adding"] == [2], f"the move should still be running: {p}"
+    cluster.brokers[0].kill()
+    admin.http_json("PUT", "/api/v1/replication/throttle", {"bytes_per_sec": 0})
+    wait_no_reassignments(cluster, 90)
+    p = cluster.partitions(topic)[0]
+    assert p["replicas"] == [2, 1] and sorted(p["isr"]) == [1, 2] and p["leader"] in (1, 2), p
+    before = prod.total_acked()
+    wait_until(lambda: prod.total_acked() > before + 300, 60, what="acknowledgements after the move")
+    prod.finish()
+    check_exactly_once_in_order(cluster.bootstrap, prod)
+    wait_until(lambda: segment_bytes(cluster.brokers[2], topic, 0) == segment_bytes(cluster.brokers[1], topic, 0),
+               30, what="identical replicas on brokers 1 and 2")  # fmt: skip
