@@ -46,6 +46,19 @@ class ClusterBroker(Broker):
             return r.read().decode()
 
 
+def all_threads_stopped(pid: int) -> bool:
+    """Every thread of `pid` in state T (stopped), from /proc/PID/task/*/stat."""
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            # The state follows the parenthesised command name, which may hold spaces.
+            state = stat.read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue  # a thread that exited meanwhile
+        if state not in ("T", "t"):
+            return False
+    return True
+
+
 class Cluster:
     def __init__(self, root: Path, n: int = 3, session_timeout_ms: int = 3000, lag_time_max_ms: int = 3000,
                  extra_args: tuple[str, ...] = ()):  # fmt: skip
@@ -105,8 +118,13 @@ class Cluster:
         return sorted(view["partitions"], key=lambda p: p["partition"])
 
     def sigstop(self, i: int) -> None:
+        """SIGSTOP broker `i` and wait until every thread of it has stopped. The signal is
+        asynchronous: on a busy VM a thread can run on for milliseconds after kill() returns,
+        long enough for a follower to fetch one more batch (seen once in test_pipelining)."""
         self.brokers[i].stopped = True
-        os.kill(self.brokers[i].proc.pid, signal.SIGSTOP)
+        pid = self.brokers[i].proc.pid
+        os.kill(pid, signal.SIGSTOP)
+        wait_until(lambda: all_threads_stopped(pid), 5, interval=0.001, what=f"broker {i} stopped")
 
     def sigcont(self, i: int) -> None:
         os.kill(self.brokers[i].proc.pid, signal.SIGCONT)
