@@ -772,6 +772,13 @@ fn a_broker_on_an_older_metadata_version_holds_newer_changes_back() {
     let r = http(c.http(1), "PUT", "/api/v1/replication/throttle", Some(&json!({"bytes_per_sec": 5})), HTTP_TIMEOUT)
         .unwrap();
     assert_eq!(r.status, 200, "a version-0 change goes on: {}", r.body);
+    // A draining mark with an owner is version 1 too; without one it is not.
+    let r = http(c.http(0), "POST", "/api/v1/brokers/1/drain?owner=ops", Some(&json!({})), HTTP_TIMEOUT).unwrap();
+    assert_eq!(r.status, 409, "{}", r.body);
+    let r = http(c.http(0), "POST", "/api/v1/brokers/1/drain", Some(&json!({})), HTTP_TIMEOUT).unwrap();
+    assert_eq!(r.status, 202, "{}", r.body);
+    let r = http(c.http(0), "DELETE", "/api/v1/brokers/1/drain", None, HTTP_TIMEOUT).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
 
     // Broker 2 "upgraded": restarted without the pin.
     c.kill(2);

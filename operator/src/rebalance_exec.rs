@@ -148,7 +148,15 @@ pub async fn round(
         let mut started = false;
         for step in drains {
             if let Step::Drain { broker } = step {
-                let status = admin.drain(broker, Some(OWNER)).await?;
+                let status = match admin.drain(broker, Some(OWNER)).await {
+                    // A broker still on an older binary could not record the owner: drain
+                    // without it (the mark then counts as someone else's, see operator.md).
+                    Err(e) if e.code() == Some("metadata_version_too_low") => {
+                        tracing::warn!(broker, error = %e, "draining without an owner until every broker is upgraded");
+                        admin.drain(broker, None).await?
+                    }
+                    other => other?,
+                };
                 started |= !status.started.is_empty();
                 for b in &status.blocked {
                     round.refusals.push(format!("drain of broker {broker}: blocked {b}"));

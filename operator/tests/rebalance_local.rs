@@ -188,6 +188,9 @@ async fn rounds_move_without_the_hold_while_a_broker_reads_an_older_metadata_ver
     }
     let t = admin.throttle_view().await.unwrap();
     assert!(t.holds.is_empty() && t.effective_bytes_per_sec == 0, "{t:?}");
+    // Nor could the mark carry the operator's name: it was set without an owner.
+    let marked = admin.list_brokers().await.unwrap();
+    assert!(marked.iter().any(|b| b.id == 2 && b.draining && b.draining_owner.is_none()), "{marked:?}");
 }
 
 /// A drain that can move nothing (replication factor 3 on three brokers, scaled to two) is

@@ -868,6 +868,12 @@ mod tests {
         }
         let hold = MetadataCommand::SetReplicationThrottleHold { holder: "x".into(), bytes_per_sec: 1 };
         assert_eq!(hold.metadata_version(), 1);
+        let drain = |owner: Option<&str>| MetadataCommand::SetBrokerDraining {
+            broker_id: 0,
+            draining: true,
+            owner: owner.map(str::to_string),
+        };
+        assert_eq!((drain(Some("weir-operator")).metadata_version(), drain(None).metadata_version()), (1, 0));
         assert_eq!(img.metadata_version(), METADATA_VERSION);
         assert_eq!(img.check_metadata_version(&hold), Ok(()));
         // Broker 2 restarts on an older binary (its registration has no version).

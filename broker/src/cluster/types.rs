@@ -21,7 +21,10 @@ pub const METADATA_GROUP: GroupId = 0;
 /// (it would stop following the log). Each version adds:
 ///
 /// - 0: everything up to and including the reassignment throttle;
-/// - 1: named throttle holds (`SetReplicationThrottleHold`).
+/// - 1: named throttle holds (`SetReplicationThrottleHold`) and the owner of a draining mark.
+///
+/// A new optional field of an existing command counts too: an old broker would skip it, and
+/// its image would then differ from the others' for good.
 pub const METADATA_VERSION: u32 = 1;
 
 openraft::declare_raft_types!(
@@ -143,6 +146,7 @@ impl MetadataCommand {
     pub fn metadata_version(&self) -> u32 {
         match self {
             MetadataCommand::SetReplicationThrottleHold { .. } => 1,
+            MetadataCommand::SetBrokerDraining { owner: Some(_), .. } => 1,
             _ => 0,
         }
     }
