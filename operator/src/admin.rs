@@ -100,6 +100,13 @@ pub struct PartitionInfo {
     pub removing: Vec<i32>,
 }
 
+impl PartitionInfo {
+    /// A reassignment of this partition is in progress.
+    pub fn reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+}
+
 /// A registered broker as `GET /api/v1/cluster` shows it (the fields the rebalancer reads).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ClusterBroker {

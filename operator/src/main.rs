@@ -63,8 +63,8 @@ struct Args {
     rebalance: weir_operator::rebalance_exec::Mode,
 
     /// Reassignment throttle (bytes per second, all of a leader's catching-up replicas
-    /// together) the rebalancer sets while its drains and reassignments run, restoring the
-    /// cluster's own value afterwards; 0 leaves the throttle alone.
+    /// together) the rebalancer holds while its drains and reassignments run: a named hold
+    /// that never loosens a lower throttle set by hand, released afterwards; 0: no hold.
     #[arg(long, env = "WEIR_OPERATOR_REBALANCE_THROTTLE_BYTES_PER_SEC", default_value_t = 0)]
     rebalance_throttle_bytes_per_sec: u64,
 

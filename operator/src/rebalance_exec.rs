@@ -104,7 +104,7 @@ pub async fn round(
         .into_iter()
         .filter_map(|t| t.configs.get("min.insync.replicas").and_then(|v| v.parse().ok()).map(|m| (t.name, m)))
         .collect();
-    let moving = infos.iter().filter(|p| !p.adding.is_empty() || !p.removing.is_empty()).count();
+    let moving = infos.iter().filter(|p| p.reassigning()).count();
     let partitions: Vec<Partition> = infos
         .into_iter()
         .map(|p| Partition {

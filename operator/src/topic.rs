@@ -109,7 +109,7 @@ async fn change_replication_factor(
     mut changes: Vec<Change>,
 ) -> Result<SyncOutcome, AdminError> {
     let all = admin.list_partitions().await?;
-    let moving = all.iter().filter(|p| p.topic == name && (!p.adding.is_empty() || !p.removing.is_empty())).count();
+    let moving = all.iter().filter(|p| p.topic == name && p.reassigning()).count();
     if moving > 0 {
         return Ok(SyncOutcome::progressing(
             "Reassigning",
