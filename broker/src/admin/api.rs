@@ -497,17 +497,18 @@ async fn cluster(State(state): State<Arc<AdminState>>) -> Result<Json<ClusterVie
     }))
 }
 
-/// Query parameters of `GET /api/v1/partitions`.
-fn partitions_filter(query: Option<&str>) -> Result<Option<String>, ApiError> {
-    let mut topic = None;
+/// The value of the one query parameter an endpoint takes, `key` (decoded; the last one if
+/// repeated); any other parameter is a 400.
+pub(crate) fn single_query_param(query: Option<&str>, key: &str) -> Result<Option<String>, ApiError> {
+    let mut found = None;
     for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match percent_decode(key)?.as_str() {
-            "topic" => topic = Some(percent_decode(value)?),
+        let (k, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match percent_decode(k)?.as_str() {
+            k if k == key => found = Some(percent_decode(value)?),
             other => return Err(ApiError::bad_request(format!("unknown query parameter '{other}'"))),
         }
     }
-    Ok(topic)
+    Ok(found)
 }
 
 /// `application/x-www-form-urlencoded` decoding of one query component.
@@ -537,7 +538,7 @@ async fn partitions(
 ) -> Result<Json<PartitionList>, ApiError> {
     let cluster = cluster_of(&state)?;
     let logs = logs_of(&state)?.clone();
-    let filter = partitions_filter(query.as_deref())?;
+    let filter = single_query_param(query.as_deref(), "topic")?;
     let image = cluster.image();
     if let Some(topic) = &filter {
         validate_topic_name(topic)?;
@@ -620,6 +621,8 @@ mod tests {
 
     #[test]
     fn query_strings_are_decoded_and_checked() {
+        // As `GET /api/v1/partitions` reads its one parameter.
+        let partitions_filter = |query| single_query_param(query, "topic");
         assert_eq!(partitions_filter(None).unwrap(), None);
         assert_eq!(partitions_filter(Some("")).unwrap(), None);
         assert_eq!(partitions_filter(Some("topic=a.b")).unwrap(), Some("a.b".into()));

@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::api::{percent_decode, ApiError, ApiJson};
+use super::api::{single_query_param, ApiError, ApiJson};
 use super::http::AdminState;
 use crate::cluster::drain::plan_drain;
 use crate::cluster::election::{self, Outcome};
@@ -348,20 +348,6 @@ async fn drain_status(
     Ok(Json(drain_view(&image, id)))
 }
 
-/// The one query parameter of `POST /api/v1/brokers/{id}/drain`: `owner`, a name for who
-/// sets the mark (the operator passes its own, to recognise its marks after a restart).
-fn drain_owner(query: Option<&str>) -> Result<Option<String>, ApiError> {
-    let mut owner = None;
-    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match percent_decode(key)?.as_str() {
-            "owner" => owner = Some(valid_name("owner", percent_decode(value)?)?),
-            other => return Err(ApiError::bad_request(format!("unknown query parameter '{other}'"))),
-        }
-    }
-    Ok(owner)
-}
-
 /// Owner and holder names: 1–64 characters of ASCII letters, digits, `.`, `_` and `-`.
 fn valid_name(what: &str, name: String) -> Result<String, ApiError> {
     let ok = (1..=64).contains(&name.len())
@@ -384,7 +370,9 @@ async fn drain(
     RawQuery(query): RawQuery,
 ) -> Result<(StatusCode, Json<DrainStatus>), ApiError> {
     let cluster = cluster_of(&state)?;
-    let owner = drain_owner(query.as_deref())?;
+    // `?owner=`: who sets the mark (the operator passes its own name, to recognise its marks
+    // after a restart).
+    let owner = single_query_param(query.as_deref(), "owner")?.map(|o| valid_name("owner", o)).transpose()?;
     let id = broker_id(&id, &cluster.image())?;
     if !cluster.image().brokers[&id].draining {
         cluster.propose(MetadataCommand::SetBrokerDraining { broker_id: id, draining: true, owner }).await?;
