@@ -203,7 +203,11 @@ impl MetadataImage {
     pub fn apply(&mut self, cmd: &MetadataCommand) -> Result<(), MetadataError> {
         match cmd {
             MetadataCommand::RegisterBroker { broker_id, raft_addr, kafka_addr, http_addr, rack, metadata_version } => {
-                let epoch = self.brokers.get(broker_id).map(|b| b.epoch + 1).unwrap_or(0);
+                // A restart: a new epoch; the draining mark and its owner stay.
+                let previous = self.brokers.get(broker_id);
+                let epoch = previous.map(|b| b.epoch + 1).unwrap_or(0);
+                let draining = previous.is_some_and(|b| b.draining);
+                let draining_owner = previous.and_then(|b| b.draining_owner.clone());
                 self.brokers.insert(
                     *broker_id,
                     BrokerRecord {
@@ -214,8 +218,8 @@ impl MetadataImage {
                         rack: rack.clone(),
                         fenced: false,
                         epoch,
-                        draining: self.brokers.get(broker_id).is_some_and(|b| b.draining),
-                        draining_owner: self.brokers.get(broker_id).and_then(|b| b.draining_owner.clone()),
+                        draining,
+                        draining_owner,
                         metadata_version: *metadata_version,
                     },
                 );
