@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::HttpResponse;
 use serde_json::{json, Value};
+use weir_broker::cluster::types::METADATA_VERSION;
 
 /// `--broker-session-timeout-ms` for these tests (the default, 9 s, would make them slow).
 const SESSION_TIMEOUT_MS: u64 = 3000;
@@ -759,7 +760,7 @@ fn a_broker_on_an_older_metadata_version_holds_newer_changes_back() {
     let brokers = brokers_by_id(&view).unwrap();
     assert_eq!(
         (brokers[&0]["metadata_version"].as_u64(), brokers[&2]["metadata_version"].as_u64()),
-        (Some(1), Some(0))
+        (Some(METADATA_VERSION as u64), Some(0))
     );
 
     let hold = json!({"bytes_per_sec": 1000});
@@ -785,9 +786,9 @@ fn a_broker_on_an_older_metadata_version_holds_newer_changes_back() {
     c.brokers[2].extra_args.clear();
     c.spawn(2);
     c.wait_ready(2);
-    c.wait_until("the cluster at metadata version 1", QUORUM_TIMEOUT, |c| {
+    c.wait_until("the cluster at the current metadata version", QUORUM_TIMEOUT, |c| {
         let v = c.cluster_view(0)?;
-        if v["metadata_version"] == 1 {
+        if v["metadata_version"] == METADATA_VERSION {
             Ok(())
         } else {
             Err(v.to_string())

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::throttle_configs;
 use super::types::{MetadataCommand, MetadataError, NodeId};
 use crate::log::LogConfig;
 
@@ -135,10 +136,19 @@ pub struct MetadataImage {
     /// `effective_replication_throttle`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub replication_throttle_holds: BTreeMap<String, u64>,
+    /// Dynamic broker configs by resource name ("" = every broker's default, else a broker
+    /// id): Kafka's replication throttle rates (`throttle_configs.rs`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// Topic config keys beyond the log's own.
-const TOPIC_ONLY_CONFIG_KEYS: &[&str] = &["min.insync.replicas", "unclean.leader.election.enable"];
+const TOPIC_ONLY_CONFIG_KEYS: &[&str] = &[
+    "min.insync.replicas",
+    "unclean.leader.election.enable",
+    throttle_configs::LEADER_THROTTLED_REPLICAS,
+    throttle_configs::FOLLOWER_THROTTLED_REPLICAS,
+];
 
 /// Refuse unknown keys and bad values: the log's keys through `LogConfig`, plus the topic's.
 pub fn validate_topic_configs(configs: &BTreeMap<String, String>) -> Result<(), MetadataError> {
@@ -153,6 +163,9 @@ pub fn validate_topic_configs(configs: &BTreeMap<String, String>) -> Result<(), 
                 if v != "true" && v != "false" {
                     return Err(MetadataError::InvalidConfig(format!("{k}={v}: must be true or false")));
                 }
+            }
+            k if throttle_configs::TOPIC_REPLICA_LIST_KEYS.contains(&k) => {
+                throttle_configs::validate_replica_list(k, v)?
             }
             _ => {
                 log_keys.insert(k.clone(), v.clone());
@@ -381,6 +394,16 @@ impl MetadataImage {
                 }
                 Ok(())
             }
+            MetadataCommand::AlterBrokerConfig { resource, set, delete } => {
+                throttle_configs::validate_broker_resource(resource)?;
+                let configs = throttle_configs::altered_broker_configs(self.broker_configs.get(resource), set, delete)?;
+                if configs.is_empty() {
+                    self.broker_configs.remove(resource);
+                } else {
+                    self.broker_configs.insert(resource.clone(), configs);
+                }
+                Ok(())
+            }
             MetadataCommand::AllocateProducerIds { broker_id, count } => {
                 if *count == 0 {
                     return Err(MetadataError::InvalidPartitionChange(
@@ -471,6 +494,26 @@ impl MetadataImage {
             .filter(|v| *v > 0)
             .min()
             .unwrap_or(0)
+    }
+
+    /// A dynamic broker config of `broker`: its own value, else the cluster default's, with
+    /// whether it came from the default.
+    pub fn broker_config(&self, broker: NodeId, key: &str) -> Option<(&str, bool)> {
+        let own = self.broker_configs.get(&broker.to_string()).and_then(|c| c.get(key)).map(|v| (v.as_str(), false));
+        own.or_else(|| self.broker_configs.get("").and_then(|c| c.get(key)).map(|v| (v.as_str(), true)))
+    }
+
+    /// The Kafka throttle rate `key` (`leader.` or `follower.replication.throttled.rate`) in
+    /// force on `broker`, if one is set.
+    pub fn throttled_rate(&self, broker: NodeId, key: &str) -> Option<u64> {
+        self.broker_config(broker, key).and_then(|(v, _)| throttle_configs::parse_rate(v))
+    }
+
+    /// Whether topic `topic`'s throttled-replica list `key` names `(partition, broker)`.
+    pub fn replica_throttled(&self, topic: &str, partition: u32, broker: NodeId, key: &str) -> bool {
+        self.topics
+            .get(topic)
+            .is_some_and(|t| throttle_configs::topic_names_replica(&t.configs, key, partition, broker))
     }
 
     /// Live brokers that may take new replicas (not draining).
@@ -923,6 +966,70 @@ mod tests {
         let old = r#"{"brokers":{},"topics":{},"replication_throttle_bytes_per_sec":7}"#;
         let back: MetadataImage = serde_json::from_str(old).unwrap();
         assert_eq!((back.effective_replication_throttle(), back.replication_throttle_holds.len()), (7, 0));
+    }
+
+    #[test]
+    fn kafka_throttle_configs_fall_back_to_the_default_and_need_version_2() {
+        use crate::cluster::throttle_configs::{
+            FOLLOWER_THROTTLED_REPLICAS, LEADER_THROTTLED_RATE, LEADER_THROTTLED_REPLICAS,
+        };
+        let mut img = MetadataImage::default();
+        for id in 0..3 {
+            register(&mut img, id);
+        }
+        let alter = |resource: &str, set: &[(&str, &str)], delete: &[&str]| MetadataCommand::AlterBrokerConfig {
+            resource: resource.to_string(),
+            set: set.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            delete: delete.iter().map(|k| k.to_string()).collect(),
+        };
+        assert_eq!(img.throttled_rate(1, LEADER_THROTTLED_RATE), None);
+        img.apply(&alter("", &[(LEADER_THROTTLED_RATE, "500")], &[])).unwrap();
+        img.apply(&alter("1", &[(LEADER_THROTTLED_RATE, "100")], &[])).unwrap();
+        assert_eq!(img.throttled_rate(1, LEADER_THROTTLED_RATE), Some(100), "a broker's own value first");
+        assert_eq!(img.broker_config(2, LEADER_THROTTLED_RATE), Some(("500", true)), "then the default");
+        // A refused change leaves the image as it was.
+        assert!(img.apply(&alter("1", &[(LEADER_THROTTLED_RATE, "-5")], &[])).is_err());
+        assert!(img.apply(&alter("one", &[(LEADER_THROTTLED_RATE, "5")], &[])).is_err());
+        assert_eq!(img.throttled_rate(1, LEADER_THROTTLED_RATE), Some(100));
+        img.apply(&alter("1", &[], &[LEADER_THROTTLED_RATE])).unwrap();
+        assert_eq!(img.throttled_rate(1, LEADER_THROTTLED_RATE), Some(500));
+        img.apply(&alter("", &[], &[LEADER_THROTTLED_RATE])).unwrap();
+        assert!(img.broker_configs.is_empty(), "emptied resources are dropped");
+
+        // Topic replica lists: validated, and looked up per (partition, broker).
+        img.apply(&MetadataCommand::CreateTopic {
+            name: "t".into(),
+            topic_id: "id".into(),
+            assignment: vec![vec![0, 1], vec![1, 2]],
+            configs: BTreeMap::from([(LEADER_THROTTLED_REPLICAS.to_string(), "1:1".to_string())]),
+        })
+        .unwrap();
+        assert!(img.replica_throttled("t", 1, 1, LEADER_THROTTLED_REPLICAS));
+        assert!(!img.replica_throttled("t", 0, 1, LEADER_THROTTLED_REPLICAS));
+        assert!(!img.replica_throttled("t", 1, 1, FOLLOWER_THROTTLED_REPLICAS));
+        let bad = MetadataCommand::AlterTopicConfig {
+            name: "t".into(),
+            set: BTreeMap::from([(FOLLOWER_THROTTLED_REPLICAS.to_string(), "1-2".to_string())]),
+            delete: vec![],
+        };
+        assert!(matches!(img.apply(&bad), Err(MetadataError::InvalidConfig(_))));
+
+        // Brokers on version 1 would refuse the topic keys as unknown, or not decode the
+        // broker command: both wait for version 2.
+        assert_eq!(alter("", &[], &[]).metadata_version(), 2);
+        assert_eq!(bad.metadata_version(), 2);
+        let unrelated = MetadataCommand::AlterTopicConfig {
+            name: "t".into(),
+            set: BTreeMap::from([("retention.ms".to_string(), "1".to_string())]),
+            delete: vec![],
+        };
+        assert_eq!(unrelated.metadata_version(), 0);
+        let delete_list = MetadataCommand::AlterTopicConfig {
+            name: "t".into(),
+            set: BTreeMap::new(),
+            delete: vec![LEADER_THROTTLED_REPLICAS.to_string()],
+        };
+        assert_eq!(delete_list.metadata_version(), 2);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod network;
 pub mod node;
 pub mod reassignment;
 pub mod store;
+pub mod throttle_configs;
 pub mod types;
 
 pub use image::MetadataImage;

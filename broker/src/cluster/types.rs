@@ -21,11 +21,14 @@ pub const METADATA_GROUP: GroupId = 0;
 /// (it would stop following the log). Each version adds:
 ///
 /// - 0: everything up to and including the reassignment throttle;
-/// - 1: named throttle holds (`SetReplicationThrottleHold`) and the owner of a draining mark.
+/// - 1: named throttle holds (`SetReplicationThrottleHold`) and the owner of a draining mark;
+/// - 2: Kafka's throttle configs (`AlterBrokerConfig`, and the topic configs
+///   `leader.replication.throttled.replicas` / `follower.replication.throttled.replicas`,
+///   which an older broker refuses as unknown keys).
 ///
 /// A new optional field of an existing command counts too: an old broker would skip it, and
 /// its image would then differ from the others' for good.
-pub const METADATA_VERSION: u32 = 1;
+pub const METADATA_VERSION: u32 = 2;
 
 openraft::declare_raft_types!(
     /// openraft types of the metadata quorum.
@@ -123,6 +126,14 @@ pub enum MetadataCommand {
         holder: String,
         bytes_per_sec: u64,
     },
+    /// Set or delete dynamic broker configs (Kafka's IncrementalAlterConfigs on a broker
+    /// resource): `resource` is a broker id, or "" for every broker's default. Only the
+    /// replication throttle rates (`throttle_configs.rs`).
+    AlterBrokerConfig {
+        resource: String,
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+    },
     /// Hand `broker_id` the next `count` idempotent-producer ids (KIP-730's block allocation).
     AllocateProducerIds {
         broker_id: NodeId,
@@ -147,9 +158,20 @@ impl MetadataCommand {
         match self {
             MetadataCommand::SetReplicationThrottleHold { .. } => 1,
             MetadataCommand::SetBrokerDraining { owner: Some(_), .. } => 1,
+            MetadataCommand::AlterBrokerConfig { .. } => 2,
+            MetadataCommand::CreateTopic { configs, .. } if names_throttled_replicas(configs.keys()) => 2,
+            MetadataCommand::AlterTopicConfig { set, delete, .. }
+                if names_throttled_replicas(set.keys().chain(delete.iter())) =>
+            {
+                2
+            }
             _ => 0,
         }
     }
+}
+
+fn names_throttled_replicas<'a>(mut keys: impl Iterator<Item = &'a String>) -> bool {
+    keys.any(|k| super::throttle_configs::TOPIC_REPLICA_LIST_KEYS.contains(&k.as_str()))
 }
 
 /// The state machine's answer to one command.

@@ -35,6 +35,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::replication::Replication;
+use crate::cluster::throttle_configs::{FOLLOWER_THROTTLED_RATE, FOLLOWER_THROTTLED_REPLICAS};
 use crate::cluster::NodeId;
 use crate::log::leader_epoch::UNDEFINED_EPOCH;
 use crate::log::{now_ms, Log, LogError, TopicPartition};
@@ -300,7 +301,24 @@ async fn fetch(
     // What each partition was asked at: the log and its end offset then. A response is only
     // appended to that same log still ending there (see `asked_still_holds`).
     let mut asked: BTreeMap<TopicPartition, (Arc<Mutex<Log>>, i64)> = BTreeMap::new();
+    // Kafka's follower-side throttle: partitions whose follower list names this broker, while
+    // it is out of their ISR, are fetched within follower.replication.throttled.rate; with the
+    // budget spent they are left out of this fetch.
+    let image = rep.cluster.image();
+    let quota_rate = image.throttled_rate(rep.node_id, FOLLOWER_THROTTLED_RATE);
+    let quota_spent = quota_rate.is_some_and(|rate| !rep.follower_quota.allows(rate));
+    let mut quota_limited: Vec<TopicPartition> = Vec::new();
     for (tp, epoch) in parts {
+        let partition = tp.partition as u32;
+        if quota_rate.is_some()
+            && image.partition(&tp.topic, partition).is_some_and(|p| !p.isr.contains(&rep.node_id))
+            && image.replica_throttled(&tp.topic, partition, rep.node_id, FOLLOWER_THROTTLED_REPLICAS)
+        {
+            if quota_spent {
+                continue;
+            }
+            quota_limited.push(tp.clone());
+        }
         let Some(log) = rep.logs.get(tp) else { continue };
         let (leo, start) = {
             let log = log.lock().expect("log lock");
@@ -315,6 +333,11 @@ async fn fetch(
         p.log_start_offset = start;
         p.partition_max_bytes = rep.config.fetch_partition_max_bytes;
         by_topic.entry(tp.topic.as_str()).or_default().push(p);
+    }
+    drop(image);
+    if by_topic.is_empty() {
+        // Everything is held back by the throttle: back off, as Kafka's fetcher does.
+        return Ok(true);
     }
     let mut req = FetchRequest::default();
     req.replica_id = BrokerId(rep.node_id as i32);
@@ -345,6 +368,11 @@ async fn fetch(
             match ResponseError::try_from_code(p.error_code) {
                 None => {
                     let records = p.records.unwrap_or_default();
+                    if quota_limited.contains(&tp) {
+                        rep.follower_quota.served(records.len());
+                        let counter = &rep.metrics.quota_throttled_bytes;
+                        counter.with_label_values(&["follower"]).inc_by(records.len() as u64);
+                    }
                     let Some(role) = replica.lock_if_following(handle.leader, epoch) else { continue };
                     let log_guard = log.lock().expect("log lock");
                     if rep.fetchers_stopped() {

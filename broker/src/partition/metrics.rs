@@ -1,6 +1,6 @@
 //! Prometheus metrics of partition replication. One instance per broker.
 
-use prometheus::{Gauge, IntCounter, IntGauge, Opts, Registry};
+use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
 pub struct ReplicationMetrics {
@@ -19,6 +19,9 @@ pub struct ReplicationMetrics {
     /// times their fetches found the budget spent.
     pub throttled_bytes: IntCounter,
     pub throttled_fetches: IntCounter,
+    /// Bytes moved under Kafka's throttle configs, by side (`leader`: served to out-of-sync
+    /// followers; `follower`: fetched while not caught up).
+    pub quota_throttled_bytes: IntCounterVec,
 }
 
 impl ReplicationMetrics {
@@ -60,6 +63,15 @@ impl ReplicationMetrics {
                 "Looks at a partition, by a fetch of a replica being added, that found the reassignment throttle's \
                  budget spent (a long-polling fetch may look several times)",
             ),
+            quota_throttled_bytes: IntCounterVec::new(
+                Opts::new(
+                    "weir_replication_quota_throttled_bytes_total",
+                    "Bytes replicated within Kafka's throttle configs (leader./follower.replication.throttled.rate), \
+                     by the side that counted them",
+                ),
+                &["side"],
+            )
+            .expect("static metric"),
         }
     }
 
@@ -74,6 +86,7 @@ impl ReplicationMetrics {
         registry.register(Box::new(self.follower_truncations.clone()))?;
         registry.register(Box::new(self.throttled_bytes.clone()))?;
         registry.register(Box::new(self.throttled_fetches.clone()))?;
+        registry.register(Box::new(self.quota_throttled_bytes.clone()))?;
         Ok(())
     }
 }

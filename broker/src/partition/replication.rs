@@ -149,6 +149,11 @@ pub struct Replication {
     fetchers_stopped: AtomicBool,
     /// The byte budget of fetches by replicas a reassignment is adding.
     pub reassignment_throttle: ReplicationThrottle,
+    /// Kafka's throttle configs (`cluster/throttle_configs.rs`): what this broker serves as a
+    /// leader to out-of-sync followers of the partitions its leader list names, and what it
+    /// fetches as a follower of the partitions its follower list names.
+    pub leader_quota: ReplicationThrottle,
+    pub follower_quota: ReplicationThrottle,
 }
 
 /// `replica.high.watermark.checkpoint.interval.ms`.
@@ -179,6 +184,8 @@ impl Replication {
             progress: watch::channel(0).0,
             fetchers_stopped: AtomicBool::new(false),
             reassignment_throttle: ReplicationThrottle::default(),
+            leader_quota: ReplicationThrottle::default(),
+            follower_quota: ReplicationThrottle::default(),
         })
     }
 

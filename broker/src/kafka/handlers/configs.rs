@@ -1,6 +1,8 @@
 //! DescribeConfigs (key 32, versions 1–4) and IncrementalAlterConfigs (key 44, versions
-//! 0–1) for topics. Broker resources have no dynamic configs here: they describe as an empty
-//! list and cannot be altered.
+//! 0–1) for topics and brokers. The only dynamic broker configs are Kafka's replication
+//! throttle rates (`cluster/throttle_configs.rs`); a broker resource is a broker id, or ""
+//! for every broker's default, and any broker answers for any of them (the values live in
+//! the metadata quorum).
 
 use std::collections::BTreeMap;
 
@@ -12,7 +14,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 
 use super::str_bytes;
-use crate::cluster::image::{topic_config_keys, validate_topic_configs};
+use crate::cluster::image::{topic_config_keys, validate_topic_configs, MetadataImage};
+use crate::cluster::throttle_configs::{self, BROKER_RATE_KEYS, TOPIC_REPLICA_LIST_KEYS, UNTHROTTLED_RATE};
 use crate::cluster::{MetadataCommand, MetadataError};
 use crate::kafka::context::KafkaContext;
 use crate::kafka::errors::{metadata_error_code, propose_error_code};
@@ -22,6 +25,8 @@ pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
 /// ConfigSource values.
 const SOURCE_TOPIC: i8 = 1;
+const SOURCE_DYNAMIC_BROKER: i8 = 2;
+const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 const SOURCE_DEFAULT: i8 = 5;
 /// ConfigType values (v3+).
 const TYPE_BOOLEAN: i8 = 1;
@@ -33,6 +38,7 @@ const TYPE_LIST: i8 = 7;
 fn config_type(key: &str) -> i8 {
     match key {
         "cleanup.policy" => TYPE_LIST,
+        k if TOPIC_REPLICA_LIST_KEYS.contains(&k) => TYPE_LIST,
         "message.timestamp.type" => TYPE_STRING,
         "unclean.leader.election.enable" => TYPE_BOOLEAN,
         "segment.bytes"
@@ -49,7 +55,47 @@ pub fn topic_defaults() -> BTreeMap<String, String> {
     let mut d = LogConfig::default().to_props();
     d.insert("min.insync.replicas".into(), "1".into());
     d.insert("unclean.leader.election.enable".into(), "false".into());
+    for k in TOPIC_REPLICA_LIST_KEYS {
+        d.insert(k.to_string(), String::new());
+    }
     d
+}
+
+fn config_entry(name: &str, value: &str, source: i8, version: i16) -> DescribeConfigsResourceResult {
+    let mut c = DescribeConfigsResourceResult::default();
+    c.name = str_bytes(name);
+    c.value = Some(str_bytes(value));
+    c.config_source = source;
+    if version >= 3 {
+        c.config_type = config_type(name);
+    }
+    c
+}
+
+/// A broker resource's dynamic configs: for a broker id the throttle rates in force there
+/// (its own, the default's, or Kafka's default, no throttle); for "" the defaults set.
+fn describe_broker(
+    image: &MetadataImage,
+    resource: &str,
+    wanted: impl Fn(&str) -> bool,
+    version: i16,
+) -> Result<Vec<DescribeConfigsResourceResult>, String> {
+    let broker = throttle_configs::validate_broker_resource(resource).map_err(|e| e.to_string())?;
+    let keys = BROKER_RATE_KEYS.iter().copied().filter(|k| wanted(k));
+    Ok(match broker {
+        None => {
+            let defaults = image.broker_configs.get("");
+            keys.filter_map(|k| defaults?.get(k).map(|v| config_entry(k, v, SOURCE_DYNAMIC_DEFAULT_BROKER, version)))
+                .collect()
+        }
+        Some(id) => keys
+            .map(|k| match image.broker_config(id, k) {
+                Some((v, false)) => config_entry(k, v, SOURCE_DYNAMIC_BROKER, version),
+                Some((v, true)) => config_entry(k, v, SOURCE_DYNAMIC_DEFAULT_BROKER, version),
+                None => config_entry(k, UNTHROTTLED_RATE, SOURCE_DEFAULT, version),
+            })
+            .collect(),
+    })
 }
 
 pub async fn describe(ctx: &KafkaContext, req: DescribeConfigsRequest, version: i16) -> DescribeConfigsResponse {
@@ -71,24 +117,22 @@ pub async fn describe(ctx: &KafkaContext, req: DescribeConfigsRequest, version: 
                 Some(topic) => {
                     out.configs = topic_config_keys()
                         .filter(|k| wanted(k))
-                        .map(|k| {
-                            let mut c = DescribeConfigsResourceResult::default();
-                            c.name = str_bytes(k);
-                            let (value, source) = match topic.configs.get(k) {
-                                Some(v) => (v.clone(), SOURCE_TOPIC),
-                                None => (defaults.get(k).cloned().unwrap_or_default(), SOURCE_DEFAULT),
-                            };
-                            c.value = Some(str_bytes(&value));
-                            c.config_source = source;
-                            if version >= 3 {
-                                c.config_type = config_type(k);
+                        .map(|k| match topic.configs.get(k) {
+                            Some(v) => config_entry(k, v, SOURCE_TOPIC, version),
+                            None => {
+                                config_entry(k, defaults.get(k).map_or("", |v| v.as_str()), SOURCE_DEFAULT, version)
                             }
-                            c
                         })
                         .collect();
                 }
             },
-            RESOURCE_BROKER => {}
+            RESOURCE_BROKER => match describe_broker(&image, r.resource_name.as_str(), wanted, version) {
+                Ok(configs) => out.configs = configs,
+                Err(message) => {
+                    out.error_code = ResponseError::InvalidRequest.code();
+                    out.error_message = Some(str_bytes(&message));
+                }
+            },
             other => {
                 out.error_code = ResponseError::InvalidRequest.code();
                 out.error_message = Some(str_bytes(&format!("resource type {other} is not served")));
@@ -110,10 +154,10 @@ pub async fn incremental_alter(
         let mut out = AlterConfigsResourceResponse::default();
         out.resource_type = r.resource_type;
         out.resource_name = r.resource_name.clone();
-        let result = if r.resource_type != RESOURCE_TOPIC {
-            Err((ResponseError::InvalidRequest.code(), "only topic configs can be altered".to_string()))
-        } else {
-            alter_topic(ctx, r.resource_name.as_str(), &r.configs, req.validate_only).await
+        let result = match r.resource_type {
+            RESOURCE_TOPIC => alter_topic(ctx, r.resource_name.as_str(), &r.configs, req.validate_only).await,
+            RESOURCE_BROKER => alter_broker(ctx, r.resource_name.as_str(), &r.configs, req.validate_only).await,
+            other => Err((ResponseError::InvalidRequest.code(), format!("resource type {other} cannot be altered"))),
         };
         if let Err((code, message)) = result {
             out.error_code = code;
@@ -180,6 +224,43 @@ async fn alter_topic(
     }
     ctx.cluster
         .propose(MetadataCommand::AlterTopicConfig { name: name.to_string(), set, delete })
+        .await
+        .map_err(|e| (propose_error_code(&e), e.to_string()))
+}
+
+/// SET and DELETE of the replication throttle rates on a broker resource. An invalid
+/// resource name is INVALID_REQUEST, as in Kafka; a key or value refused is INVALID_CONFIG.
+async fn alter_broker(
+    ctx: &KafkaContext,
+    resource: &str,
+    ops: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
+    validate_only: bool,
+) -> Result<(), (i16, String)> {
+    throttle_configs::validate_broker_resource(resource)
+        .map_err(|e| (ResponseError::InvalidRequest.code(), e.to_string()))?;
+    let invalid = |m: String| (ResponseError::InvalidConfig.code(), m);
+    let mut set = BTreeMap::new();
+    let mut delete = Vec::new();
+    for op in ops {
+        let key = op.name.as_str().to_string();
+        match op.config_operation {
+            0 => {
+                let value = op.value.as_ref().ok_or_else(|| invalid(format!("SET {key} needs a value")))?;
+                set.insert(key, value.as_str().to_string());
+            }
+            1 => delete.push(key),
+            2 | 3 => return Err(invalid(format!("{key} is not a list config"))),
+            other => return Err(invalid(format!("unknown config operation {other}"))),
+        }
+    }
+    if validate_only {
+        let image = ctx.cluster.image();
+        return throttle_configs::altered_broker_configs(image.broker_configs.get(resource), &set, &delete)
+            .map(|_| ())
+            .map_err(|e| (metadata_error_code(&e), e.to_string()));
+    }
+    ctx.cluster
+        .propose(MetadataCommand::AlterBrokerConfig { resource: resource.to_string(), set, delete })
         .await
         .map_err(|e| (propose_error_code(&e), e.to_string()))
 }

@@ -15,6 +15,7 @@ use kafka_protocol::ResponseError;
 
 use super::led_partition;
 use crate::cluster::image::MetadataImage;
+use crate::cluster::throttle_configs::{LEADER_THROTTLED_RATE, LEADER_THROTTLED_REPLICAS};
 use crate::kafka::codec::{FramePart, SharedPart};
 use crate::kafka::context::KafkaContext;
 use crate::kafka::errors::log_error_code;
@@ -73,6 +74,7 @@ fn collect(
     let mut shared = Vec::new();
     let mut any_error = false;
     let follower = (req.replica_id.0 >= 0).then_some(req.replica_id.0 as crate::cluster::NodeId);
+    let self_id = ctx.replication.node_id;
     let max_total = if req.max_bytes <= 0 { usize::MAX } else { req.max_bytes as usize };
     let mut responses = Vec::with_capacity(req.topics.len());
     for topic in &req.topics {
@@ -101,7 +103,18 @@ fn collect(
                     // records this time.
                     let throttle_rate = image.effective_replication_throttle();
                     let throttled = throttle_rate > 0 && follower.is_some_and(|f| part.adding.contains(&f));
-                    let held_back = throttled && !ctx.replication.reassignment_throttle.allows(throttle_rate);
+                    // Kafka's throttle configs: a follower out of the ISR of a partition whose
+                    // leader list names this broker fetches within this broker's
+                    // leader.replication.throttled.rate.
+                    let quota_rate = follower
+                        .filter(|f| !part.isr.contains(f))
+                        .filter(|_| {
+                            image.replica_throttled(name, p.partition as u32, self_id, LEADER_THROTTLED_REPLICAS)
+                        })
+                        .and_then(|_| image.throttled_rate(self_id, LEADER_THROTTLED_RATE));
+                    let reassignment_held = throttled && !ctx.replication.reassignment_throttle.allows(throttle_rate);
+                    let held_back =
+                        reassignment_held || quota_rate.is_some_and(|rate| !ctx.replication.leader_quota.allows(rate));
                     // On this task's thread, not through block_in_place: what runs here is
                     // index lookups and at most a read of under SENDFILE_MIN_BYTES (larger
                     // ranges go out by sendfile, which blocks on a page-cache miss the same
@@ -117,7 +130,9 @@ fn collect(
                         let upper = if follower.is_some() { log.log_end_offset() } else { hw };
                         let start = log.log_start_offset();
                         if held_back {
-                            ctx.replication.metrics.throttled_fetches.inc();
+                            if reassignment_held {
+                                ctx.replication.metrics.throttled_fetches.inc();
+                            }
                             return Ok((hw, start, Bytes::new()));
                         }
                         let want = (p.partition_max_bytes.max(0) as usize).min(room);
@@ -149,6 +164,11 @@ fn collect(
                             if throttled {
                                 ctx.replication.reassignment_throttle.served(bytes.len());
                                 ctx.replication.metrics.throttled_bytes.inc_by(bytes.len() as u64);
+                            }
+                            if quota_rate.is_some() {
+                                ctx.replication.leader_quota.served(bytes.len());
+                                let counter = &ctx.replication.metrics.quota_throttled_bytes;
+                                counter.with_label_values(&["leader"]).inc_by(bytes.len() as u64);
                             }
                             out.high_watermark = hw;
                             out.last_stable_offset = hw;
