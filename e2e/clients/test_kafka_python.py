@@ -173,6 +173,51 @@ def test_admin_client_configs_partitions_cluster(broker, topic_name):
         a.close()
 
 
+def test_non_incremental_alter_configs_replaces_a_topics_configs(broker, topic_name):
+    """AlterConfigs (key 33, the call before IncrementalAlterConfigs, still Sarama's): the
+    entries given become the topic's whole set of dynamic configs, so a key left out returns
+    to its default. kafka-python's admin (incremental=False) first reads the modified keys
+    and sends them along; its protocol classes send a bare request. An unknown key or a bad
+    value is INVALID_CONFIG and changes nothing; validate_only keeps nothing."""
+    from kafka.net.compat import KafkaNetClient
+    from kafka.protocol.admin import AlterConfigsRequest
+
+    a = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=15_000)
+    client = KafkaNetClient(bootstrap_servers=broker.bootstrap)
+    client.check_version()
+    resource_cls = AlterConfigsRequest.AlterConfigsResource
+
+    def alter(configs, validate_only=False):
+        res = ConfigResource(ConfigResourceType.TOPIC, topic_name, configs=configs)
+        return a.alter_configs([res], validate_only=validate_only, incremental=False)["topic"][topic_name]
+
+    def alter_bare(configs):
+        entries = [resource_cls.AlterableConfig(name=k, value=v) for k, v in configs.items()]
+        req = AlterConfigsRequest(validate_only=False, resources=[
+            resource_cls(resource_type=2, resource_name=topic_name, configs=entries)])  # fmt: skip
+        return client.send_and_receive(0, req, timeout_ms=10_000).responses[0].error_code
+
+    def dynamic():
+        got = a.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic_name)])["topic"][topic_name]
+        return {k: v["value"] for k, v in got.items()}
+
+    try:
+        a.create_topics([NewTopic(topic_name, 1, 1, topic_configs={"retention.ms": "3600000"})], timeout_ms=10_000)
+        assert alter({"max.message.bytes": "2000", "cleanup.policy": "compact"}) == "OK"
+        assert dynamic() == {"retention.ms": "3600000", "max.message.bytes": "2000", "cleanup.policy": "compact"}
+        assert alter_bare({"max.message.bytes": "3000"}) == 0
+        assert dynamic() == {"max.message.bytes": "3000"}, "the keys left out were not reset"
+        assert alter({"max.message.bytes": "-5"}).startswith("[Error 40] InvalidConfigurationError")
+        assert alter_bare({"no.such.key": "1"}) == 40  # kafka-python's admin refuses it itself
+        assert alter({"retention.ms": "1"}, validate_only=True) == "OK"
+        assert dynamic() == {"max.message.bytes": "3000"}
+        assert alter_bare({}) == 0
+        assert dynamic() == {}
+    finally:
+        client.close()
+        a.close()
+
+
 def test_default_producer_and_group_consumer(broker, topic_name):
     """kafka-python's defaults: an idempotent producer (InitProducerId) and a consumer in a
     group (subscribe, commit); a second member resumes from the committed offsets."""

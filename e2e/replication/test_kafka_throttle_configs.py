@@ -215,3 +215,37 @@ def test_in_sync_followers_are_not_held_and_bad_configs_change_nothing(cluster):
     assert describe(cluster, ResourceType.BROKER, "0") == before
     assert before[LEADER_RATE] == ("1", ConfigSource.DYNAMIC_BROKER_CONFIG)
     assert describe(cluster, ResourceType.TOPIC, "synced")[FOLLOWER_LIST] == ("*", ConfigSource.DYNAMIC_TOPIC_CONFIG)
+
+    # The non-incremental AlterConfigs (kafka-python with incremental=False) on a broker:
+    # the entries given replace the resource's dynamic configs.
+    from kafka.admin import ConfigResource as KConfigResource
+    from kafka.admin import ConfigResourceType
+
+    kadmin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap)
+    try:
+        res = KConfigResource(ConfigResourceType.BROKER, "2", configs={LEADER_RATE: "700", FOLLOWER_RATE: "800"})
+        assert kadmin.alter_configs([res], incremental=False) == {"broker": {"2": "OK"}}
+        got = describe(cluster, ResourceType.BROKER, "2")
+        dynamic = ConfigSource.DYNAMIC_BROKER_CONFIG
+        assert (got[LEADER_RATE], got[FOLLOWER_RATE]) == (("700", dynamic), ("800", dynamic))
+        res = KConfigResource(ConfigResourceType.BROKER, "2", configs={LEADER_RATE: "-1"})
+        assert kadmin.alter_configs([res], incremental=False)["broker"]["2"].startswith("[Error 40]")
+        assert describe(cluster, ResourceType.BROKER, "2") == got
+    finally:
+        kadmin.close()
+    # A bare request (the admin above sends the other modified keys along): the follower rate,
+    # left out, returns to the default.
+    from kafka.net.compat import KafkaNetClient
+    from kafka.protocol.admin import AlterConfigsRequest
+
+    client = KafkaNetClient(bootstrap_servers=cluster.bootstrap)
+    client.check_version()
+    try:
+        resource_cls = AlterConfigsRequest.AlterConfigsResource
+        req = AlterConfigsRequest(validate_only=False, resources=[resource_cls(
+            resource_type=4, resource_name="2", configs=[resource_cls.AlterableConfig(name=LEADER_RATE, value="900")])])  # fmt: skip
+        assert client.send_and_receive(2, req, timeout_ms=10_000).responses[0].error_code == 0
+    finally:
+        client.close()
+    got = describe(cluster, ResourceType.BROKER, "2")
+    assert (got[LEADER_RATE], got[FOLLOWER_RATE]) == (("900", dynamic), (UNTHROTTLED, ConfigSource.DEFAULT_CONFIG))

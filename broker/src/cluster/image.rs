@@ -499,6 +499,10 @@ impl MetadataImage {
     /// A dynamic broker config of `broker`: its own value, else the cluster default's, with
     /// whether it came from the default.
     pub fn broker_config(&self, broker: NodeId, key: &str) -> Option<(&str, bool)> {
+        // Asked once per replica fetch round: nothing to look up (or allocate) unless set.
+        if self.broker_configs.is_empty() {
+            return None;
+        }
         let own = self.broker_configs.get(&broker.to_string()).and_then(|c| c.get(key)).map(|v| (v.as_str(), false));
         own.or_else(|| self.broker_configs.get("").and_then(|c| c.get(key)).map(|v| (v.as_str(), true)))
     }

@@ -1,15 +1,17 @@
-//! DescribeConfigs (key 32, versions 1–4) and IncrementalAlterConfigs (key 44, versions
-//! 0–1) for topics and brokers. The only dynamic broker configs are Kafka's replication
+//! DescribeConfigs (key 32, versions 1–4), AlterConfigs (key 33, versions 0–2) and
+//! IncrementalAlterConfigs (key 44, versions 0–1) for topics and brokers. The only dynamic broker configs are Kafka's replication
 //! throttle rates (`cluster/throttle_configs.rs`); a broker resource is a broker id, or ""
 //! for every broker's default, and any broker answers for any of them (the values live in
 //! the metadata quorum).
 
 use std::collections::BTreeMap;
 
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse as AlterConfigsResponseEntry;
 use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
-    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::ResponseError;
 
@@ -214,7 +216,23 @@ async fn alter_topic(
             other => return Err(invalid(format!("unknown config operation {other}"))),
         }
     }
+    change_topic(ctx, name, set, delete, validate_only).await
+}
+
+/// Check (`validate_only`) or commit one change to a topic's configs.
+async fn change_topic(
+    ctx: &KafkaContext,
+    name: &str,
+    set: BTreeMap<String, String>,
+    delete: Vec<String>,
+    validate_only: bool,
+) -> Result<(), (i16, String)> {
     if validate_only {
+        let image = ctx.cluster.image();
+        let topic = image
+            .topics
+            .get(name)
+            .ok_or_else(|| (ResponseError::UnknownTopicOrPartition.code(), format!("topic '{name}' does not exist")))?;
         let mut configs = topic.configs.clone();
         for k in &delete {
             configs.remove(k);
@@ -253,6 +271,17 @@ async fn alter_broker(
             other => return Err(invalid(format!("unknown config operation {other}"))),
         }
     }
+    change_broker(ctx, resource, set, delete, validate_only).await
+}
+
+/// Check (`validate_only`) or commit one change to a broker resource's configs.
+async fn change_broker(
+    ctx: &KafkaContext,
+    resource: &str,
+    set: BTreeMap<String, String>,
+    delete: Vec<String>,
+    validate_only: bool,
+) -> Result<(), (i16, String)> {
     if validate_only {
         let image = ctx.cluster.image();
         return throttle_configs::altered_broker_configs(image.broker_configs.get(resource), &set, &delete)
@@ -263,4 +292,56 @@ async fn alter_broker(
         .propose(MetadataCommand::AlterBrokerConfig { resource: resource.to_string(), set, delete })
         .await
         .map_err(|e| (propose_error_code(&e), e.to_string()))
+}
+
+/// AlterConfigs (key 33, versions 0–2), the call before IncrementalAlterConfigs, still what
+/// some clients send (Sarama's `AlterConfig`, kafka-python with `incremental=False`): the
+/// given entries become the resource's whole set of dynamic configs, and every other one
+/// returns to its default. An entry without a value counts as absent.
+pub async fn alter(ctx: &KafkaContext, req: AlterConfigsRequest) -> AlterConfigsResponse {
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for r in &req.resources {
+        let mut out = AlterConfigsResponseEntry::default();
+        out.resource_type = r.resource_type;
+        out.resource_name = r.resource_name.clone();
+        let name = r.resource_name.as_str();
+        let set: BTreeMap<String, String> = r
+            .configs
+            .iter()
+            .filter_map(|c| Some((c.name.as_str().to_string(), c.value.as_ref()?.as_str().to_string())))
+            .collect();
+        let image = ctx.cluster.image();
+        let result = match r.resource_type {
+            RESOURCE_TOPIC => match image.topics.get(name) {
+                None => Err((ResponseError::UnknownTopicOrPartition.code(), format!("topic '{name}' does not exist"))),
+                Some(topic) => {
+                    if let Some(k) = set.keys().find(|k| !topic_config_keys().any(|known| known == k.as_str())) {
+                        Err((ResponseError::InvalidConfig.code(), format!("unknown config key {k}")))
+                    } else {
+                        let delete = topic.configs.keys().filter(|k| !set.contains_key(*k)).cloned().collect();
+                        change_topic(ctx, name, set, delete, req.validate_only).await
+                    }
+                }
+            },
+            RESOURCE_BROKER => match throttle_configs::validate_broker_resource(name) {
+                Err(e) => Err((ResponseError::InvalidRequest.code(), e.to_string())),
+                Ok(_) => {
+                    let current = image.broker_configs.get(name);
+                    let delete = current
+                        .map(|c| c.keys().filter(|k| !set.contains_key(*k)).cloned().collect())
+                        .unwrap_or_default();
+                    change_broker(ctx, name, set, delete, req.validate_only).await
+                }
+            },
+            other => Err((ResponseError::InvalidRequest.code(), format!("resource type {other} cannot be altered"))),
+        };
+        if let Err((code, message)) = result {
+            out.error_code = code;
+            out.error_message = Some(str_bytes(&message));
+        }
+        responses.push(out);
+    }
+    let mut resp = AlterConfigsResponse::default();
+    resp.responses = responses;
+    resp
 }

@@ -45,6 +45,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::AlterPartitionReassignments, 0, 1),
@@ -187,6 +188,11 @@ async fn dispatch(
         ApiKey::DescribeConfigs => {
             let req = codec::decode_body(body, version)?;
             let resp = configs::describe(ctx, req, version).await;
+            codec::encode_response(api_key, version, corr, &resp).map(Some)
+        }
+        ApiKey::AlterConfigs => {
+            let req = codec::decode_body(body, version)?;
+            let resp = configs::alter(ctx, req).await;
             codec::encode_response(api_key, version, corr, &resp).map(Some)
         }
         ApiKey::IncrementalAlterConfigs => {
