@@ -283,6 +283,16 @@ pub trait BrokerAdmin: Send + Sync {
     async fn reassign(&self, _targets: &[(String, i32, Vec<i32>)]) -> Result<Vec<PartitionOutcome>, AdminError> {
         Err(AdminError::Protocol("this admin does not reassign partitions".into()))
     }
+    /// Before starting moves: hold the reassignment throttle under `holder` at the rate the
+    /// operator's moves run at. An admin without such a rate holds nothing.
+    async fn hold_move_throttle(&self, _holder: &str) -> Result<(), AdminError> {
+        Ok(())
+    }
+    /// If `holder` holds the throttle: release the hold once no partition of the cluster is
+    /// moving, and return the partitions still moving. Without a hold, nothing is listed.
+    async fn settle_move_throttle(&self, _holder: &str) -> Result<Vec<PartitionInfo>, AdminError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Characters escaped in a path segment: everything but unreserved ones (`/` becomes `%2F`).
@@ -298,6 +308,9 @@ pub struct HttpAdmin {
     base: String,
     client: Client<HttpConnector, Full<Bytes>>,
     timeout: Duration,
+    /// What the operator's own moves hold the reassignment throttle at (0: no hold), for
+    /// `BrokerAdmin::hold_move_throttle`.
+    move_throttle: u64,
 }
 
 impl HttpAdmin {
@@ -307,7 +320,19 @@ impl HttpAdmin {
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new()).build(connector);
-        HttpAdmin { base: base.into().trim_end_matches('/').to_string(), client, timeout: Duration::from_secs(30) }
+        HttpAdmin {
+            base: base.into().trim_end_matches('/').to_string(),
+            client,
+            timeout: Duration::from_secs(30),
+            move_throttle: 0,
+        }
+    }
+
+    /// Hold the reassignment throttle at `bytes_per_sec` while moves this admin's callers
+    /// start run (`--rebalance-throttle-bytes-per-sec`; 0: no hold).
+    pub fn with_move_throttle(mut self, bytes_per_sec: u64) -> Self {
+        self.move_throttle = bytes_per_sec;
+        self
     }
 
     pub fn base(&self) -> &str {
@@ -426,6 +451,35 @@ impl HttpAdmin {
             StatusCode::OK => Ok(()),
             _ => Err(Self::error(status, &body)),
         }
+    }
+
+    /// Hold the throttle under `holder` at `bytes_per_sec` before moves start (0: nothing to
+    /// hold), unless it is held there already.
+    pub async fn hold_throttle_for_moves(&self, holder: &str, bytes_per_sec: u64) -> Result<(), AdminError> {
+        if bytes_per_sec == 0 {
+            return Ok(());
+        }
+        if self.throttle_view().await?.holds.get(holder) == Some(&bytes_per_sec) {
+            return Ok(());
+        }
+        match self.hold_throttle(holder, bytes_per_sec).await {
+            // Brokers mid-upgrade (some still on a binary without holds) cannot take one yet;
+            // a move that a scale-down or a Topic needs goes on unthrottled rather than waiting.
+            Err(e) if matches!(e.code(), Some("metadata_version_too_low" | "not_found")) => {
+                tracing::warn!(holder, error = %e, "cannot hold the reassignment throttle yet; moving without it");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Release `holder`'s hold if there is one (also one an earlier operator left, stopped
+    /// mid-move or run with another rate).
+    pub async fn release_throttle_hold_if_held(&self, holder: &str) -> Result<(), AdminError> {
+        if self.throttle_view().await?.holds.contains_key(holder) {
+            self.release_throttle_hold(holder).await?;
+        }
+        Ok(())
     }
 
     /// `DELETE /api/v1/replication/throttle/holds/{holder}`.
@@ -567,6 +621,23 @@ impl BrokerAdmin for HttpAdmin {
 
     async fn reassign(&self, targets: &[(String, i32, Vec<i32>)]) -> Result<Vec<PartitionOutcome>, AdminError> {
         HttpAdmin::reassign(self, targets).await
+    }
+
+    async fn hold_move_throttle(&self, holder: &str) -> Result<(), AdminError> {
+        self.hold_throttle_for_moves(holder, self.move_throttle).await
+    }
+
+    async fn settle_move_throttle(&self, holder: &str) -> Result<Vec<PartitionInfo>, AdminError> {
+        // One GET in the usual case (no hold): ready Topics call this at every reconcile.
+        if !self.throttle_view().await?.holds.contains_key(holder) {
+            return Ok(Vec::new());
+        }
+        let moving: Vec<PartitionInfo> =
+            self.list_partitions().await?.into_iter().filter(PartitionInfo::reassigning).collect();
+        if moving.is_empty() {
+            self.release_throttle_hold(holder).await?;
+        }
+        Ok(moving)
     }
 
     async fn get_topic(&self, name: &str) -> Result<Option<TopicInfo>, AdminError> {

@@ -63,8 +63,9 @@ struct Args {
     rebalance: weir_operator::rebalance_exec::Mode,
 
     /// Reassignment throttle (bytes per second, all of a leader's catching-up replicas
-    /// together) the rebalancer holds while its drains and reassignments run: a named hold
-    /// that never loosens a lower throttle set by hand, released afterwards; 0: no hold.
+    /// together) the operator holds while its moves run (the rebalancer's drains and
+    /// reassignments, a Topic's change of replication factor): named holds that never loosen
+    /// a lower throttle set by hand, released afterwards; 0: no hold.
     #[arg(long, env = "WEIR_OPERATOR_REBALANCE_THROTTLE_BYTES_PER_SEC", default_value_t = 0)]
     rebalance_throttle_bytes_per_sec: u64,
 
@@ -137,7 +138,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let timing = Timing { resync: Duration::from_secs(args.resync_seconds.max(1)), ..Timing::default() };
     let ctx = Arc::new(Context::new(
         client,
-        Arc::new(UrlTemplateResolver::new(args.admin_url_template.clone())),
+        Arc::new(
+            UrlTemplateResolver::new(args.admin_url_template.clone())
+                .with_move_throttle(args.rebalance_throttle_bytes_per_sec),
+        ),
         metrics,
         timing,
     ));

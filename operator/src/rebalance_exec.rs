@@ -43,30 +43,11 @@ impl Throttle {
     }
 
     async fn hold(&self, admin: &HttpAdmin) -> Result<(), AdminError> {
-        if self.bytes_per_sec == 0 {
-            return Ok(());
-        }
-        if admin.throttle_view().await?.holds.get(OWNER) == Some(&self.bytes_per_sec) {
-            return Ok(());
-        }
-        match admin.hold_throttle(OWNER, self.bytes_per_sec).await {
-            // Brokers mid-upgrade (some still on a binary without holds) cannot take one yet;
-            // a drain that a scale-down needs goes on unthrottled rather than waiting.
-            Err(e) if matches!(e.code(), Some("metadata_version_too_low" | "not_found")) => {
-                tracing::warn!(error = %e, "cannot hold the reassignment throttle yet; moving without it");
-                Ok(())
-            }
-            other => other,
-        }
+        admin.hold_throttle_for_moves(OWNER, self.bytes_per_sec).await
     }
 
-    /// Also releases a hold an earlier operator left (one that stopped mid-move, or ran with
-    /// another rate).
     async fn release(&self, admin: &HttpAdmin) -> Result<(), AdminError> {
-        if admin.throttle_view().await?.holds.contains_key(OWNER) {
-            admin.release_throttle_hold(OWNER).await?;
-        }
-        Ok(())
+        admin.release_throttle_hold_if_held(OWNER).await
     }
 }
 

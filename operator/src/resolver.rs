@@ -20,11 +20,19 @@ pub const DEFAULT_ADMIN_URL_TEMPLATE: &str = "http://{name}.{namespace}.svc:9644
 pub struct UrlTemplateResolver {
     template: String,
     clients: Mutex<HashMap<String, Arc<HttpAdmin>>>,
+    move_throttle: u64,
 }
 
 impl UrlTemplateResolver {
     pub fn new(template: impl Into<String>) -> Self {
-        UrlTemplateResolver { template: template.into(), clients: Mutex::new(HashMap::new()) }
+        UrlTemplateResolver { template: template.into(), clients: Mutex::new(HashMap::new()), move_throttle: 0 }
+    }
+
+    /// The rate the admins it hands out hold the reassignment throttle at while the moves
+    /// the controllers start run (`HttpAdmin::with_move_throttle`).
+    pub fn with_move_throttle(mut self, bytes_per_sec: u64) -> Self {
+        self.move_throttle = bytes_per_sec;
+        self
     }
 
     pub fn url(&self, resource_namespace: &str, cluster: &ClusterRef) -> String {
@@ -37,7 +45,8 @@ impl AdminResolver for UrlTemplateResolver {
     fn admin(&self, resource_namespace: &str, cluster: &ClusterRef) -> Arc<dyn BrokerAdmin> {
         let url = self.url(resource_namespace, cluster);
         let mut clients = self.clients.lock().unwrap();
-        clients.entry(url.clone()).or_insert_with(|| Arc::new(HttpAdmin::new(url))).clone()
+        let throttle = self.move_throttle;
+        clients.entry(url.clone()).or_insert_with(|| Arc::new(HttpAdmin::new(url).with_move_throttle(throttle))).clone()
     }
 }
 

@@ -99,8 +99,15 @@ pub fn replica_targets(
     Ok(targets)
 }
 
+/// The name under which replication-factor changes hold the reassignment throttle. One for
+/// every Topic (holder names are short, topic names are not); a Topic that is ready releases
+/// it once no partition of the cluster moves, so one topic finishing does not lift the
+/// throttle under another's moves (until that one's next reconcile). Separate from the rebalancer's hold, whose release would
+/// otherwise cut these moves loose too.
+pub const TOPIC_MOVES_HOLDER: &str = "weir-operator.topics";
+
 /// Moves the topic towards replication factor `rf`: waits while a reassignment of it runs,
-/// else starts the ones `replica_targets` gives.
+/// else holds the throttle and starts the ones `replica_targets` gives.
 async fn change_replication_factor(
     admin: &dyn BrokerAdmin,
     name: &str,
@@ -136,6 +143,7 @@ async fn change_replication_factor(
             changes,
         ));
     }
+    admin.hold_move_throttle(TOPIC_MOVES_HOLDER).await?;
     let refused: Vec<String> = admin
         .reassign(&targets)
         .await?
@@ -211,7 +219,17 @@ pub async fn sync_topic(admin: &dyn BrokerAdmin, name: &str, spec: &TopicSpec) -
     } else if let Some(rf) = spec.replication_factor.filter(|rf| *rf != topic.replication_factor) {
         change_replication_factor(admin, name, rf, &topic, changes).await?
     } else {
-        SyncOutcome::ready(changes)
+        // The topic's replication factor follows partition 0; while the hold is set, the
+        // listing it needs anyway shows whether the other partitions are there too.
+        let moving = admin.settle_move_throttle(TOPIC_MOVES_HOLDER).await?;
+        match moving.iter().filter(|p| p.topic == name).count() {
+            0 => SyncOutcome::ready(changes),
+            n => SyncOutcome::progressing(
+                "Reassigning",
+                format!("replication factor {}: {n} partitions still moving", topic.replication_factor),
+                changes,
+            ),
+        }
     };
     outcome.status_fields.insert("topicId".into(), json!(topic.topic_id));
     outcome.status_fields.insert("partitions".into(), json!(topic.partitions));

@@ -112,8 +112,10 @@ async fn sync_until_settled(admin: &HttpAdmin, spec: &TopicSpec) -> (weir_operat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_replication_factor_reassigns_the_topic_on_real_brokers() {
+    const MOVE_THROTTLE: u64 = 50_000_000;
     let brokers = Broker::cluster(8, 3).await;
-    let admin = brokers[0].admin();
+    // The operator's --rebalance-throttle-bytes-per-sec, as the resolver hands it on.
+    let admin = brokers[0].admin().with_move_throttle(MOVE_THROTTLE);
     let replicas = |parts: &[PartitionInfo]| {
         let mut p: Vec<_> = parts.iter().filter(|p| p.topic == "orders").cloned().collect();
         p.sort_by_key(|p| p.partition);
@@ -124,12 +126,18 @@ async fn a_new_replication_factor_reassigns_the_topic_on_real_brokers() {
     assert!(out.readiness.is_ready(), "{out:?}");
     let before = replicas(&admin.list_partitions().await.unwrap());
 
-    // 1 -> 3: every partition on every broker, the preferred leader kept first.
+    // 1 -> 3: every partition on every broker, the preferred leader kept first. The moves
+    // start under the Topics' throttle hold, which the first ready sync releases.
     let three = topic_spec(json!({"partitions": 3, "replicationFactor": 3}));
+    let first = retry(|| topic::sync_topic(&admin, "orders", &three)).await.unwrap();
+    assert!(first.changes.iter().any(|c| c.note.contains("1 -> 3: reassigning 3 partitions")), "{first:?}");
+    let holds = admin.throttle_view().await.unwrap().holds;
+    assert_eq!(holds.get(topic::TOPIC_MOVES_HOLDER), Some(&MOVE_THROTTLE), "{holds:?}");
     let (out, notes) = sync_until_settled(&admin, &three).await;
     assert!(out.readiness.is_ready(), "{out:?}");
-    assert!(notes.iter().any(|n| n.contains("1 -> 3: reassigning 3 partitions")), "{notes:?}");
+    assert!(notes.is_empty(), "started again: {notes:?}");
     assert_eq!(out.status_fields["replicationFactor"], json!(3));
+    assert!(admin.throttle_view().await.unwrap().holds.is_empty(), "the hold outlived the moves");
     let grown = replicas(&admin.list_partitions().await.unwrap());
     for (b, g) in before.iter().zip(&grown) {
         assert_eq!(g.replicas.len(), 3, "{g:?}");
