@@ -67,6 +67,12 @@ pub struct BrokerArgs {
     #[arg(long, env = "WEIR_VOTERS", value_name = "ID@HOST:PORT,...", value_parser = parse_voters)]
     pub voters: Option<Voters>,
 
+    /// `broker.rack`: the failure domain this broker runs in (a Kubernetes zone, say). With
+    /// racks set, new topics, new partitions and drains spread each partition's replicas over
+    /// as many racks as they can, and clients see the rack in Metadata.
+    #[arg(long, env = "WEIR_RACK", value_name = "RACK", value_parser = parse_rack)]
+    pub rack: Option<String>,
+
     /// `broker.session.timeout.ms`: a broker silent this long is fenced by the quorum leader.
     #[arg(long, env = "WEIR_BROKER_SESSION_TIMEOUT_MS", default_value_t = 9000)]
     pub broker_session_timeout_ms: u64,
@@ -166,6 +172,14 @@ pub fn ordinal_suffix(name: &str) -> Option<u32> {
         return None;
     }
     suffix.parse().ok()
+}
+
+/// A rack name: non-empty, printable, no whitespace (it goes into Kafka responses as is).
+fn parse_rack(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 255 || !s.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(format!("`{s}`: a rack is 1-255 printable ASCII characters without spaces"));
+    }
+    Ok(s.to_string())
 }
 
 /// A `host:port` pair; the host is a DNS name, an IPv4 address or a bracketed IPv6 address.

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "clients"))
 
 from weir_harness import Broker, free_ports, wait_until  # noqa: E402
 
-IPS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+IPS = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"]
 
 
 class ClusterBroker(Broker):
@@ -61,13 +61,14 @@ def all_threads_stopped(pid: int) -> bool:
 
 class Cluster:
     def __init__(self, root: Path, n: int = 3, session_timeout_ms: int = 3000, lag_time_max_ms: int = 3000,
-                 extra_args: tuple[str, ...] = ()):  # fmt: skip
+                 extra_args: tuple[str, ...] = (), racks: tuple[str, ...] = ()):  # fmt: skip
         extra = [
             "--broker-session-timeout-ms", str(session_timeout_ms),
             "--replica-lag-time-max-ms", str(lag_time_max_ms),
             *extra_args,
         ]  # fmt: skip
-        self.brokers = [ClusterBroker(root / f"broker-{i}", i, IPS[i], extra) for i in range(n)]
+        rack = lambda i: ["--rack", racks[i]] if i < len(racks) else []  # noqa: E731
+        self.brokers = [ClusterBroker(root / f"broker-{i}", i, IPS[i], extra + rack(i)) for i in range(n)]
         voters = ",".join(f"{b.node_id}@{b.host}:{b.raft_port}" for b in self.brokers)
         for b in self.brokers:
             b.voters = voters

@@ -118,6 +118,9 @@ pub struct ClusterBroker {
     /// Who set the draining mark, if whoever did named itself.
     #[serde(default)]
     pub draining_owner: Option<String>,
+    /// The broker's `--rack`, if it has one.
+    #[serde(default)]
+    pub rack: Option<String>,
 }
 
 /// One partition's answer from `POST /api/v1/partitions/reassign` or `.../elect-preferred`.

@@ -21,6 +21,9 @@ pub struct Brokers {
     /// names it as their owner): the only ones it clears. A mark a person set (to drain
     /// before scaling down) is left alone.
     pub drained_here: BTreeSet<i32>,
+    /// Each broker's rack (`--rack`), for those that have one: a move never puts a second
+    /// replica of a partition in a rack while it can go to a rack without one.
+    pub racks: BTreeMap<i32, String>,
 }
 
 /// One partition as the admin API shows it (`GET /api/v1/partitions`).
@@ -69,10 +72,30 @@ impl Step {
     }
 }
 
-/// The broker of `load` outside `replicas` that holds the fewest replicas, ties to the lowest
-/// id: where a replica moved off a departing broker, or added to a partition, goes.
-pub fn least_loaded(load: &BTreeMap<i32, usize>, replicas: &[i32]) -> Option<i32> {
-    load.iter().filter(|(b, _)| !replicas.contains(b)).min_by_key(|(b, n)| (**n, **b)).map(|(b, _)| *b)
+/// The broker of `load` outside `replicas` where a replica moved off a departing broker
+/// (`leaving`), or added to a partition, goes: one in a rack none of the replicas that stay
+/// is in, if there is one, and among those the one that holds the fewest replicas, ties to
+/// the lowest id.
+pub fn least_loaded(
+    load: &BTreeMap<i32, usize>,
+    replicas: &[i32],
+    racks: &BTreeMap<i32, String>,
+    leaving: Option<i32>,
+) -> Option<i32> {
+    let kept: Vec<&String> = replicas.iter().filter(|r| Some(**r) != leaving).filter_map(|r| racks.get(r)).collect();
+    load.iter()
+        .filter(|(b, _)| !replicas.contains(b))
+        .min_by_key(|(b, n)| (racks.get(*b).is_some_and(|r| kept.contains(&r)), **n, **b))
+        .map(|(b, _)| *b)
+}
+
+/// Whether moving `replicas`' replica on `from` to `to` keeps the partition spread over
+/// racks: `to` is in no rack, in `from`'s, or in one no other replica is in.
+fn keeps_racks(racks: &BTreeMap<i32, String>, replicas: &[i32], from: i32, to: i32) -> bool {
+    match racks.get(&to) {
+        None => true,
+        Some(r) => racks.get(&from) == Some(r) || !replicas.iter().any(|b| *b != from && racks.get(b) == Some(r)),
+    }
 }
 
 /// Plans the steps for `partitions` on `brokers`; `min_isr` holds each topic's
@@ -116,7 +139,7 @@ pub fn plan(brokers: &Brokers, partitions: &[Partition], min_isr: &BTreeMap<Stri
             if target(replicas[slot]) {
                 continue;
             }
-            let candidate = least_loaded(&load, replicas);
+            let candidate = least_loaded(&load, replicas, &brokers.racks, Some(replicas[slot]));
             if let Some(b) = candidate {
                 replicas[slot] = b;
                 *load.get_mut(&b).unwrap() += 1;
@@ -128,19 +151,34 @@ pub fn plan(brokers: &Brokers, partitions: &[Partition], min_isr: &BTreeMap<Stri
     // replica at a time from the most to the least loaded broker until they differ by at most 1.
     let total: usize = planned.iter().map(Vec::len).sum();
     for _ in 0..total {
-        let Some((&max_b, &max_n)) = load.iter().max_by_key(|(b, n)| (**n, -**b)) else { break };
-        let Some((&min_b, &min_n)) = load.iter().min_by_key(|(b, n)| (**n, **b)) else { break };
-        if max_n <= min_n + 1 {
-            break;
+        // The most loaded broker first (ties to the lowest id) towards the least loaded;
+        // with racks, the first pair that has a partition to move without putting two of
+        // its replicas in one rack.
+        let mut most: Vec<(i32, usize)> = load.iter().map(|(b, n)| (*b, *n)).collect();
+        most.sort_by_key(|(b, n)| (std::cmp::Reverse(*n), *b));
+        let mut least = most.clone();
+        least.sort_by_key(|(b, n)| (*n, *b));
+        let mut chosen = None;
+        'pairs: for &(max_b, max_n) in &most {
+            for &(min_b, min_n) in &least {
+                if max_n <= min_n + 1 {
+                    break;
+                }
+                // Prefer moving a follower (not the preferred leader) to keep leadership where it is.
+                let pick = planned
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.contains(&max_b) && !r.contains(&min_b))
+                    .filter(|(_, r)| keeps_racks(&brokers.racks, r, max_b, min_b))
+                    .min_by_key(|(i, r)| (r.first() == Some(&max_b), *i))
+                    .map(|(i, _)| i);
+                if let Some(i) = pick {
+                    chosen = Some((i, max_b, min_b));
+                    break 'pairs;
+                }
+            }
         }
-        // Prefer moving a follower (not the preferred leader) to keep leadership where it is.
-        let pick = planned
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.contains(&max_b) && !r.contains(&min_b))
-            .min_by_key(|(i, r)| (r.first() == Some(&max_b), *i))
-            .map(|(i, _)| i);
-        let Some(i) = pick else { break };
+        let Some((i, max_b, min_b)) = chosen else { break };
         let slot = planned[i].iter().position(|b| *b == max_b).unwrap();
         planned[i][slot] = min_b;
         *load.get_mut(&max_b).unwrap() -= 1;
@@ -197,6 +235,7 @@ mod tests {
             ready: ready.iter().copied().collect(),
             draining: BTreeSet::new(),
             drained_here: BTreeSet::new(),
+            racks: BTreeMap::new(),
         }
     }
 
@@ -236,6 +275,28 @@ mod tests {
                 assert_eq!(distinct.len(), replicas.len(), "a broker twice in {replicas:?}");
             }
         }
+    }
+
+    #[test]
+    fn scale_up_with_racks_keeps_every_partition_in_three_racks() {
+        // Racks a, b, c on 0, 1, 2; the new broker 3 is in rack b. Every partition holds one
+        // replica per rack, so only broker 1's replicas may go to broker 3.
+        let parts: Vec<_> = (0..6).map(|i| p("t", i, &[i % 3, (i + 1) % 3, (i + 2) % 3], Some(i % 3))).collect();
+        let mut b = brokers(4, &[0, 1, 2, 3]);
+        b.racks = [(0, "a"), (1, "b"), (2, "c"), (3, "b")].into_iter().map(|(id, r)| (id, r.to_string())).collect();
+        let steps = plan(&b, &parts, &BTreeMap::new());
+        let load = loads(&steps, &parts);
+        assert_eq!(load.get(&3), Some(&3), "{load:?} from {steps:?}");
+        assert_eq!(load.get(&1), Some(&3), "{load:?} from {steps:?}");
+        for s in &steps {
+            if let Step::Reassign { replicas, .. } = s {
+                let racks: BTreeSet<&String> = replicas.iter().map(|r| &b.racks[r]).collect();
+                assert_eq!(racks.len(), 3, "two replicas in one rack: {replicas:?}");
+            }
+        }
+        // Without racks the same cluster takes its replicas from the first brokers.
+        let unaware = loads(&plan(&brokers(4, &[0, 1, 2, 3]), &parts, &BTreeMap::new()), &parts);
+        assert_ne!(unaware.get(&1), Some(&3), "{unaware:?}");
     }
 
     #[test]

@@ -75,7 +75,9 @@ pub async fn round(
     throttle: Throttle,
 ) -> Result<Round, AdminError> {
     let infos = admin.list_partitions().await?;
-    let marked: Vec<_> = admin.list_brokers().await?.into_iter().filter(|b| b.draining).collect();
+    let registered = admin.list_brokers().await?;
+    let racks: BTreeMap<i32, String> = registered.iter().filter_map(|b| Some((b.id, b.rack.clone()?))).collect();
+    let marked: Vec<_> = registered.into_iter().filter(|b| b.draining).collect();
     let draining: BTreeSet<i32> = marked.iter().map(|b| b.id).collect();
     let drained_here: BTreeSet<i32> =
         marked.iter().filter(|b| b.draining_owner.as_deref() == Some(OWNER)).map(|b| b.id).collect();
@@ -97,7 +99,7 @@ pub async fn round(
         })
         .collect();
     let every_pod_ready = (0..desired).all(|b| ready.contains(&b));
-    let brokers = Brokers { desired, ready, draining, drained_here };
+    let brokers = Brokers { desired, ready, draining, drained_here, racks };
     let steps = plan(&brokers, &partitions, &min_isr);
     let mut round = Round { steps, moving, ..Round::default() };
     if mode == Mode::Plan || moving > 0 {

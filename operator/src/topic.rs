@@ -54,8 +54,8 @@ fn describe(patch: &TopicPatch, before: &TopicInfo) -> String {
 
 /// New replica lists giving every partition of `topic` that has another count exactly `rf`
 /// replicas, as `(topic, partition, replicas)`: a replica added goes to the live, non-draining
-/// broker outside the list that holds the fewest replicas of all topics (ties to the lowest
-/// id), one removed comes off the end of the list, so the preferred leader stays first.
+/// broker outside the list, in a rack the list is not in if there is one (`--rack`), that
+/// holds the fewest replicas of all topics (ties to the lowest id), one removed comes off the end of the list, so the preferred leader stays first.
 /// `Err(n)` when fewer than `rf` brokers (`n`) can hold a replica.
 pub fn replica_targets(
     topic: &str,
@@ -64,6 +64,7 @@ pub fn replica_targets(
     brokers: &[ClusterBroker],
 ) -> Result<Vec<(String, i32, Vec<i32>)>, usize> {
     let placeable: Vec<i32> = brokers.iter().filter(|b| b.alive && !b.draining).map(|b| b.id).collect();
+    let racks: BTreeMap<i32, String> = brokers.iter().filter_map(|b| Some((b.id, b.rack.clone()?))).collect();
     let rf = rf.max(1) as usize;
     let mut load: BTreeMap<i32, usize> = placeable.iter().map(|b| (*b, 0)).collect();
     for p in partitions {
@@ -88,7 +89,7 @@ pub fn replica_targets(
             }
         }
         while replicas.len() < rf {
-            let Some(b) = least_loaded(&load, &replicas) else {
+            let Some(b) = least_loaded(&load, &replicas, &racks, None) else {
                 return Err(placeable.len());
             };
             replicas.push(b);
@@ -288,7 +289,9 @@ mod tests {
     }
 
     fn brokers(ids: &[i32]) -> Vec<ClusterBroker> {
-        ids.iter().map(|&id| ClusterBroker { id, alive: true, draining: false, draining_owner: None }).collect()
+        ids.iter()
+            .map(|&id| ClusterBroker { id, alive: true, draining: false, draining_owner: None, rack: None })
+            .collect()
     }
 
     #[test]
@@ -299,6 +302,19 @@ mod tests {
         assert_eq!(t, vec![("orders".into(), 0, vec![0, 2]), ("orders".into(), 1, vec![1, 2])]);
         let t = replica_targets("orders", 3, &parts, &brokers(&[0, 1, 2])).unwrap();
         assert!(t.iter().all(|(_, p, r)| r.len() == 3 && r[0] == *p), "{t:?}");
+    }
+
+    #[test]
+    fn growing_prefers_a_rack_the_partition_is_not_in() {
+        // Racks: 0 and 1 in a, 2 in b. Broker 1 holds nothing, 2 holds one replica already,
+        // yet the new replica of [0] goes to 2: rack a has one.
+        let mut cluster = brokers(&[0, 1, 2]);
+        for (b, rack) in cluster.iter_mut().zip(["a", "a", "b"]) {
+            b.rack = Some(rack.to_string());
+        }
+        let parts = vec![part("t", 0, &[0]), part("u", 0, &[2])];
+        assert_eq!(replica_targets("t", 2, &parts, &cluster), Ok(vec![("t".to_string(), 0, vec![0, 2])]));
+        assert_eq!(replica_targets("t", 3, &parts, &cluster), Ok(vec![("t".to_string(), 0, vec![0, 2, 1])]));
     }
 
     #[test]

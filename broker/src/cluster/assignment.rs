@@ -1,6 +1,10 @@
-//! Replica placement at topic creation, as Kafka's rack-unaware assignment: leaders
-//! round-robin over the brokers from a random start, followers shifted so that replicas
-//! of consecutive partitions spread over different brokers.
+//! Replica placement at topic creation, as Kafka's assignment: leaders round-robin over the
+//! brokers from a random start, followers shifted so that replicas of consecutive partitions
+//! spread over different brokers. With racks (`--rack`), Kafka's rack-aware variant: the
+//! brokers are listed alternating racks, and a follower never goes to a rack that already
+//! holds a replica of the partition until every rack holds one.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::types::NodeId;
 
@@ -37,6 +41,79 @@ pub fn assign_replicas(
     out
 }
 
+/// Kafka's rack-aware assignment (`assignReplicasToBrokersRackAware`) over `(broker, rack)`
+/// pairs. Kafka refuses brokers without a rack among brokers with one; here such brokers
+/// count as one more rack (named ""), as KRaft's placer does, so placement never fails for
+/// it. With a single rack this is `assign_replicas` over the brokers in id order.
+pub fn assign_replicas_rack_aware(
+    brokers: &[(NodeId, &str)],
+    first_partition: u32,
+    partitions: u32,
+    replication_factor: usize,
+    start: usize,
+    shift: usize,
+) -> Vec<Vec<NodeId>> {
+    let rack_of: BTreeMap<NodeId, &str> = brokers.iter().copied().collect();
+    let arranged = rack_alternated(brokers);
+    let n = arranged.len();
+    assert!(n > 0 && replication_factor >= 1 && replication_factor <= n, "checked by the caller");
+    let num_racks = rack_of.values().collect::<BTreeSet<_>>().len();
+    let start = start % n;
+    let mut next_shift = shift % n;
+    let mut out = Vec::with_capacity(partitions as usize);
+    for p in first_partition..first_partition + partitions {
+        let p = p as usize;
+        if p > 0 && p.is_multiple_of(n) {
+            next_shift += 1;
+        }
+        let first = (p + start) % n;
+        let leader = arranged[first];
+        let mut replicas = vec![leader];
+        let mut racks: BTreeSet<&str> = BTreeSet::from([rack_of[&leader]]);
+        let mut k = 0;
+        for _ in 0..replication_factor - 1 {
+            // Walks every other broker within n - 1 steps, so it ends: a rack without a
+            // replica always has a broker without one.
+            loop {
+                let step = 1 + (next_shift * num_racks + k) % (n - 1);
+                let b = arranged[(first + step) % n];
+                k += 1;
+                let rack = rack_of[&b];
+                if (!racks.contains(rack) || racks.len() == num_racks) && !replicas.contains(&b) {
+                    replicas.push(b);
+                    racks.insert(rack);
+                    break;
+                }
+            }
+        }
+        out.push(replicas);
+    }
+    out
+}
+
+/// Kafka's `getRackAlternatedBrokerList`: one broker of each rack in turn (racks and the
+/// brokers within each in ascending order), until every broker is listed.
+fn rack_alternated(brokers: &[(NodeId, &str)]) -> Vec<NodeId> {
+    let mut by_rack: BTreeMap<&str, Vec<NodeId>> = BTreeMap::new();
+    for (b, rack) in brokers {
+        by_rack.entry(rack).or_default().push(*b);
+    }
+    let mut queues: Vec<std::vec::IntoIter<NodeId>> = by_rack
+        .into_values()
+        .map(|mut v| {
+            v.sort_unstable();
+            v.into_iter()
+        })
+        .collect();
+    let mut out = Vec::with_capacity(brokers.len());
+    while out.len() < brokers.len() {
+        for q in queues.iter_mut() {
+            out.extend(q.next());
+        }
+    }
+    out
+}
+
 /// Cheap random numbers for placement (no cryptographic need): the clock's nanoseconds
 /// mixed with a counter.
 pub fn random_usize() -> usize {
@@ -54,7 +131,47 @@ pub fn random_usize() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::{BTreeMap, BTreeSet};
+
+    #[test]
+    fn rack_aware_placement_puts_each_partitions_replicas_in_different_racks() {
+        // Six brokers in three racks of unequal order, and a broker without a rack.
+        let brokers = [(0, "a"), (1, "a"), (2, "b"), (3, "c"), (4, "b"), (5, "c")];
+        assert_eq!(rack_alternated(&brokers), vec![0, 2, 3, 1, 4, 5]);
+        let rack: BTreeMap<NodeId, &str> = brokers.iter().copied().collect();
+        for start in 0..6 {
+            for shift in 0..6 {
+                for rf in 1..=3 {
+                    let a = assign_replicas_rack_aware(&brokers, 0, 12, rf, start, shift);
+                    let mut leaders: BTreeMap<NodeId, usize> = BTreeMap::new();
+                    for r in &a {
+                        let racks: BTreeSet<&str> = r.iter().map(|b| rack[b]).collect();
+                        assert_eq!(racks.len(), rf, "rf {rf}: {r:?} shares a rack");
+                        *leaders.entry(r[0]).or_default() += 1;
+                    }
+                    assert!(leaders.values().all(|&c| c == 2), "leaders {leaders:?}");
+                }
+                // More replicas than racks: every rack first, then any broker, never twice.
+                for r in assign_replicas_rack_aware(&brokers, 3, 6, 5, start, shift) {
+                    assert_eq!(r.iter().collect::<BTreeSet<_>>().len(), 5, "{r:?}");
+                    assert_eq!(r[..3].iter().map(|b| rack[b]).collect::<BTreeSet<_>>().len(), 3, "{r:?}");
+                }
+            }
+        }
+        // One rack: the same lists as the rack-unaware placement.
+        let one: Vec<(NodeId, &str)> = (0..5).map(|b| (b, "z")).collect();
+        let ids: Vec<NodeId> = (0..5).collect();
+        for (start, shift) in [(0, 0), (3, 1), (4, 4)] {
+            assert_eq!(
+                assign_replicas_rack_aware(&one, 2, 9, 3, start, shift),
+                assign_replicas(&ids, 2, 9, 3, start, shift)
+            );
+        }
+        // Brokers without a rack count as one more rack.
+        let mixed = [(0, "a"), (1, ""), (2, "a"), (3, "")];
+        for r in assign_replicas_rack_aware(&mixed, 0, 8, 2, 1, 2) {
+            assert_ne!(r[0] % 2 == 1, r[1] % 2 == 1, "{r:?}");
+        }
+    }
 
     #[test]
     fn replicas_are_distinct_and_leaders_spread_evenly() {

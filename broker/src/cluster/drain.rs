@@ -5,8 +5,9 @@
 //! Each partition whose target replica list holds the drained broker gets that broker
 //! replaced, in place (the replica list keeps its length, so the replication factor holds,
 //! and a replaced preferred leader hands that role to its replacement), by the placeable
-//! broker (live, not draining, not already a replica) that holds the fewest replicas,
-//! counting the moves planned so far; ties go to the lowest id.
+//! broker (live, not draining, not already a replica) in a rack none of the partition's
+//! other replicas is in, if there is one (`--rack`), and among those the one that holds the
+//! fewest replicas, counting the moves planned so far; ties go to the lowest id.
 
 use std::collections::BTreeMap;
 
@@ -54,8 +55,15 @@ pub fn plan_drain(image: &MetadataImage, broker: NodeId) -> DrainPlan {
         for (i, p) in t.partitions.iter().enumerate() {
             let target = p.target_replicas();
             let Some(pos) = target.iter().position(|r| *r == broker) else { continue };
-            let choice =
-                load.iter().filter(|(b, _)| !target.contains(*b)).min_by_key(|(b, n)| (**n, **b)).map(|(b, _)| *b);
+            // Racks the partition keeps without the drained replica: a replacement there
+            // would put two replicas in one failure domain.
+            let kept_racks: Vec<&str> =
+                target.iter().filter(|r| **r != broker).filter_map(|r| rack(image, *r)).collect();
+            let choice = load
+                .iter()
+                .filter(|(b, _)| !target.contains(*b))
+                .min_by_key(|(b, n)| (rack(image, **b).is_some_and(|r| kept_racks.contains(&r)), **n, **b))
+                .map(|(b, _)| *b);
             match choice {
                 Some(b) => {
                     *load.get_mut(&b).expect("from load") += 1;
@@ -82,6 +90,10 @@ pub fn plan_drain(image: &MetadataImage, broker: NodeId) -> DrainPlan {
         }
     }
     plan
+}
+
+fn rack(image: &MetadataImage, broker: NodeId) -> Option<&str> {
+    image.brokers.get(&broker).and_then(|b| b.rack.as_deref())
 }
 
 #[cfg(test)]
@@ -141,6 +153,32 @@ mod tests {
         let plan = plan_drain(&img, 0);
         assert_eq!(plan.moves.len(), 1);
         assert_eq!((plan.moves[0].topic.as_str(), plan.moves[0].target.clone()), ("a", vec![3, 1]));
+    }
+
+    #[test]
+    fn a_replacement_goes_to_a_rack_the_partition_is_not_in_before_a_less_loaded_one() {
+        // Racks a: 0, 1; b: 2, 3, 4. Broker 1 is the least loaded, but in the rack of the
+        // replica that stays.
+        let mut img = image(5, &[("t", vec![vec![0, 2]]), ("u", vec![vec![3, 4], vec![4, 3]])]);
+        for (id, rack) in [(0, "a"), (1, "a"), (2, "b"), (3, "b"), (4, "b")] {
+            img.apply(&MetadataCommand::RegisterBroker {
+                broker_id: id,
+                raft_addr: String::new(),
+                kafka_addr: String::new(),
+                http_addr: String::new(),
+                rack: Some(rack.into()),
+                metadata_version: crate::cluster::types::METADATA_VERSION,
+            })
+            .unwrap();
+        }
+        let plan = plan_drain(&img, 0);
+        assert_eq!(plan.moves[0].target, vec![1, 2], "rack a goes to the other broker of rack a");
+        let plan = plan_drain(&img, 2);
+        assert_eq!(plan.moves[0].target, vec![0, 3], "rack b keeps a replica, on the least loaded of 3 and 4");
+        // Only rack-a brokers left to take it: better one more replica in rack a than none.
+        img.apply(&MetadataCommand::SetBrokerDraining { broker_id: 3, draining: true, owner: None }).unwrap();
+        img.apply(&MetadataCommand::SetBrokerDraining { broker_id: 4, draining: true, owner: None }).unwrap();
+        assert_eq!(plan_drain(&img, 2).moves[0].target, vec![0, 1]);
     }
 
     #[test]
