@@ -73,6 +73,11 @@ pub struct BrokerArgs {
     #[arg(long, env = "WEIR_RACK", value_name = "RACK", value_parser = parse_rack)]
     pub rack: Option<String>,
 
+    /// `replica.selector.class`: `leader` (consumers read from the leader) or `rack` (a
+    /// consumer that sets `client.rack` reads from an in-sync replica in its rack, KIP-392).
+    #[arg(long, env = "WEIR_REPLICA_SELECTOR", value_enum, default_value_t = crate::kafka::context::ReplicaSelector::Leader)]
+    pub replica_selector: crate::kafka::context::ReplicaSelector,
+
     /// `broker.session.timeout.ms`: a broker silent this long is fenced by the quorum leader.
     #[arg(long, env = "WEIR_BROKER_SESSION_TIMEOUT_MS", default_value_t = 9000)]
     pub broker_session_timeout_ms: u64,

@@ -142,6 +142,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     let mut kafka_config = KafkaConfig::default();
     kafka_config.replication.replica_lag_time_max_ms = args.replica_lag_time_max_ms as i64;
     kafka_config.replication.fetch_wait_max_ms = args.replica_fetch_wait_max_ms;
+    kafka_config.replica_selector = args.replica_selector;
     kafka_config.replication.fetch_partition_max_bytes = args.replica_fetch_max_bytes;
     kafka_config.replication.fetch_response_max_bytes = args.replica_fetch_response_max_bytes;
     kafka_config.groups.offsets_retention = Duration::from_millis(

@@ -45,6 +45,19 @@ pub struct KafkaConfig {
     pub replication: ReplicationConfig,
     /// The group coordinator's settings (`offsets.retention.minutes`, ...).
     pub groups: GroupConfig,
+    /// `replica.selector.class`: whether consumers may read from followers in their rack.
+    pub replica_selector: ReplicaSelector,
+}
+
+/// Kafka's `replica.selector.class` (KIP-392): which replica a consumer reads from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReplicaSelector {
+    /// Always the leader (Kafka's default, `LeaderSelector`).
+    #[default]
+    Leader,
+    /// A consumer that names its rack (`client.rack`) is sent to an in-sync replica in that
+    /// rack when the leader is elsewhere (`RackAwareReplicaSelector`).
+    Rack,
 }
 
 impl Default for KafkaConfig {
@@ -57,6 +70,7 @@ impl Default for KafkaConfig {
             cluster_id: "weir".to_string(),
             replication: ReplicationConfig::default(),
             groups: GroupConfig::default(),
+            replica_selector: ReplicaSelector::Leader,
         }
     }
 }

@@ -281,7 +281,7 @@ async fn truncate(
             drop(log);
             drop(role);
             if replica.high_watermark() > leo {
-                replica.set_follower_hw(leo);
+                let _ = replica.set_follower_hw(leo);
             }
             handle.update(&tp, epoch, |f| f.truncated = true);
         }
@@ -397,7 +397,10 @@ async fn fetch(
                     let leo = log.log_end_offset();
                     drop(log);
                     drop(role);
-                    replica.set_follower_hw(p.high_watermark.min(leo).max(0));
+                    // Consumers reading from this follower (KIP-392) wait on HW moves.
+                    if replica.set_follower_hw(p.high_watermark.min(leo).max(0)) {
+                        rep.notify_progress();
+                    }
                     let lag = (p.high_watermark - leo).max(0);
                     let now = now_ms();
                     handle.update(&tp, epoch, |f| {

@@ -22,6 +22,10 @@ pub struct ReplicationMetrics {
     /// Bytes moved under Kafka's throttle configs, by side (`leader`: served to out-of-sync
     /// followers; `follower`: fetched while not caught up).
     pub quota_throttled_bytes: IntCounterVec,
+    /// KIP-392: consumer fetches this leader sent to a replica in the consumer's rack, and
+    /// bytes this broker served to consumers as a follower.
+    pub preferred_read_replica: IntCounter,
+    pub follower_consumer_bytes: IntCounter,
 }
 
 impl ReplicationMetrics {
@@ -72,6 +76,14 @@ impl ReplicationMetrics {
                 &["side"],
             )
             .expect("static metric"),
+            preferred_read_replica: counter(
+                "weir_fetch_preferred_read_replica_total",
+                "Consumer fetch partitions this leader answered with a preferred read replica in the consumer's rack",
+            ),
+            follower_consumer_bytes: counter(
+                "weir_follower_consumer_fetch_bytes_total",
+                "Record bytes this broker served to consumers from partitions it follows (KIP-392)",
+            ),
         }
     }
 
@@ -87,6 +99,8 @@ impl ReplicationMetrics {
         registry.register(Box::new(self.throttled_bytes.clone()))?;
         registry.register(Box::new(self.throttled_fetches.clone()))?;
         registry.register(Box::new(self.quota_throttled_bytes.clone()))?;
+        registry.register(Box::new(self.preferred_read_replica.clone()))?;
+        registry.register(Box::new(self.follower_consumer_bytes.clone()))?;
         Ok(())
     }
 }

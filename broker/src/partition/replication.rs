@@ -96,12 +96,13 @@ impl PartitionReplica {
     }
     /// A follower takes the leader's HW capped at its own log end (it may go down: a new
     /// leader's HW can lag the old one's).
-    pub fn set_follower_hw(&self, hw: i64) {
+    /// Returns whether it changed.
+    pub fn set_follower_hw(&self, hw: i64) -> bool {
         self.hw.send_if_modified(|cur| {
             let changed = *cur != hw;
             *cur = hw;
             changed
-        });
+        })
     }
 }
 
@@ -207,7 +208,7 @@ impl Replication {
         self.progress.subscribe()
     }
 
-    fn notify_progress(&self) {
+    pub(crate) fn notify_progress(&self) {
         self.progress.send_modify(|v| *v = v.wrapping_add(1));
     }
 

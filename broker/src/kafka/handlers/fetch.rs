@@ -14,10 +14,11 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 
 use super::led_partition;
-use crate::cluster::image::MetadataImage;
+use crate::cluster::image::{MetadataImage, PartitionRecord};
 use crate::cluster::throttle_configs::{LEADER_THROTTLED_RATE, LEADER_THROTTLED_REPLICAS};
+use crate::cluster::NodeId;
 use crate::kafka::codec::{FramePart, SharedPart};
-use crate::kafka::context::KafkaContext;
+use crate::kafka::context::{KafkaContext, ReplicaSelector};
 use crate::kafka::errors::log_error_code;
 use crate::kafka::file_records::{Placeholders, SENDFILE_MIN_BYTES};
 use crate::log::TopicPartition;
@@ -75,6 +76,10 @@ fn collect(
     let mut any_error = false;
     let follower = (req.replica_id.0 >= 0).then_some(req.replica_id.0 as crate::cluster::NodeId);
     let self_id = ctx.replication.node_id;
+    // Consumers may read from followers (KIP-392) when the rack-aware selector is on.
+    let follower_reads = follower.is_none() && ctx.config.replica_selector == ReplicaSelector::Rack;
+    // A partition sent to a preferred read replica is answered at once, as Kafka does.
+    let mut redirected = false;
     let max_total = if req.max_bytes <= 0 { usize::MAX } else { req.max_bytes as usize };
     let mut responses = Vec::with_capacity(req.topics.len());
     for topic in &req.topics {
@@ -89,7 +94,33 @@ fn collect(
             out.preferred_read_replica = BrokerId(-1);
             out.aborted_transactions = if req.isolation_level == 1 { Some(Vec::new()) } else { None };
             out.records = Some(Bytes::new());
-            out.error_code = match led_partition(ctx, image, name, p.partition) {
+            let leader_here = led_partition(ctx, image, name, p.partition);
+            out.error_code = match leader_here {
+                // KIP-392: a consumer sent here by a leader's preferred read replica.
+                Err(code) if code == ResponseError::NotLeaderOrFollower.code() && follower_reads => {
+                    let room = max_total.saturating_sub(total);
+                    let read = read_as_follower(ctx, image, name, p, room, total == 0, &mut placeholders, &mut shared);
+                    match read {
+                        Ok((hw, start, bytes)) => {
+                            ctx.replication.metrics.follower_consumer_bytes.inc_by(bytes.len() as u64);
+                            out.high_watermark = hw;
+                            out.last_stable_offset = hw;
+                            if version >= 5 {
+                                out.log_start_offset = start;
+                            }
+                            total += bytes.len();
+                            out.records = Some(bytes);
+                            0
+                        }
+                        Err((code, hw)) => {
+                            // Librdkafka takes an out-of-range answer above this replica's
+                            // HW as "behind" and goes back to the leader.
+                            out.high_watermark = hw;
+                            out.last_stable_offset = hw;
+                            code
+                        }
+                    }
+                }
                 Err(code) => code,
                 Ok((part, _)) if p.current_leader_epoch >= 0 && p.current_leader_epoch < part.leader_epoch => {
                     ResponseError::FencedLeaderEpoch.code()
@@ -112,6 +143,11 @@ fn collect(
                             image.replica_throttled(name, p.partition as u32, self_id, LEADER_THROTTLED_REPLICAS)
                         })
                         .and_then(|_| image.throttled_rate(self_id, LEADER_THROTTLED_RATE));
+                    // KIP-392: a consumer in another rack than this leader is sent to an
+                    // in-sync replica in its own rack, if there is one.
+                    let preferred = (follower.is_none() && version >= 11 && follower_reads)
+                        .then(|| preferred_read_replica(image, part, self_id, req.rack_id.as_str()))
+                        .flatten();
                     let reassignment_held = throttled && !ctx.replication.reassignment_throttle.allows(throttle_rate);
                     let held_back =
                         reassignment_held || quota_rate.is_some_and(|rate| !ctx.replication.leader_quota.allows(rate));
@@ -129,6 +165,9 @@ fn collect(
                         let log = log.lock().expect("log lock");
                         let upper = if follower.is_some() { log.log_end_offset() } else { hw };
                         let start = log.log_start_offset();
+                        if preferred.is_some() {
+                            return Ok((hw, start, Bytes::new()));
+                        }
                         if held_back {
                             if reassignment_held {
                                 ctx.replication.metrics.throttled_fetches.inc();
@@ -140,23 +179,7 @@ fn collect(
                         // batch larger than the limits never blocks a consumer.
                         let slice = log.read(p.fetch_offset, want, upper, total == 0).map_err(|e| (e, hw))?;
                         drop(log);
-                        let placeholder = slice
-                            .as_ref()
-                            .filter(|s| s.len >= SENDFILE_MIN_BYTES)
-                            .and_then(|s| placeholders.take(s.len));
-                        let bytes = match (slice, placeholder) {
-                            (Some(s), Some(placeholder)) => {
-                                shared.push(SharedPart { body: placeholder.clone(), wire: FramePart::File(s) });
-                                placeholder
-                            }
-                            (Some(s), None) => {
-                                let read =
-                                    Bytes::from(s.to_vec().map_err(|e| (crate::log::LogError::io("segment", e), hw))?);
-                                shared.push(SharedPart::bytes(read.clone()));
-                                read
-                            }
-                            (None, _) => Bytes::new(),
-                        };
+                        let bytes = records_bytes(slice, &mut placeholders, &mut shared).map_err(|e| (e, hw))?;
                         Ok::<_, (crate::log::LogError, i64)>((hw, start, bytes))
                     })();
                     match result {
@@ -174,6 +197,11 @@ fn collect(
                             out.last_stable_offset = hw;
                             if version >= 5 {
                                 out.log_start_offset = start;
+                            }
+                            if let Some(id) = preferred {
+                                out.preferred_read_replica = BrokerId(id as i32);
+                                ctx.replication.metrics.preferred_read_replica.inc();
+                                redirected = true;
                             }
                             total += bytes.len();
                             out.records = Some(bytes);
@@ -203,5 +231,76 @@ fn collect(
     }
     let mut response = FetchResponse::default();
     response.responses = responses;
-    (FetchOutput { response, shared }, total, any_error)
+    (FetchOutput { response, shared }, total, any_error || redirected)
+}
+
+/// Kafka's `RackAwareReplicaSelector`: for a consumer in `rack`, a live in-sync replica in that
+/// rack other than this leader (the lowest id if several), unless this leader is in that rack.
+/// In-sync replicas hold everything up to the high watermark, which is as far as a consumer
+/// can have read.
+fn preferred_read_replica(image: &MetadataImage, part: &PartitionRecord, leader: NodeId, rack: &str) -> Option<NodeId> {
+    let rack_of = |b: NodeId| image.brokers.get(&b).and_then(|r| r.rack.as_deref());
+    if rack.is_empty() || rack_of(leader) == Some(rack) {
+        return None;
+    }
+    part.isr.iter().copied().filter(|b| *b != leader && image.is_live(*b) && rack_of(*b) == Some(rack)).min()
+}
+
+/// A consumer's fetch from a follower replica in the ISR: up to this replica's high watermark
+/// (it follows the leader's, one fetch round behind). The same epoch checks as at the leader.
+/// An offset past this replica's log end is OFFSET_OUT_OF_RANGE with this replica's HW, which
+/// clients read as "this replica is behind" and take back to the leader.
+#[allow(clippy::too_many_arguments)]
+fn read_as_follower(
+    ctx: &KafkaContext,
+    image: &MetadataImage,
+    topic: &str,
+    p: &kafka_protocol::messages::fetch_request::FetchPartition,
+    room: usize,
+    first: bool,
+    placeholders: &mut Placeholders,
+    shared: &mut Vec<SharedPart>,
+) -> Result<(i64, i64, Bytes), (i16, i64)> {
+    let not_here = (ResponseError::NotLeaderOrFollower.code(), -1);
+    let part = image.partition(topic, p.partition as u32).ok_or(not_here)?;
+    // Out of the ISR, this replica's HW may stall: the client goes back to the leader.
+    if !part.isr.contains(&ctx.node_id) {
+        return Err(not_here);
+    }
+    if p.current_leader_epoch >= 0 && p.current_leader_epoch < part.leader_epoch {
+        return Err((ResponseError::FencedLeaderEpoch.code(), -1));
+    }
+    if p.current_leader_epoch > part.leader_epoch {
+        return Err((ResponseError::UnknownLeaderEpoch.code(), -1));
+    }
+    let tp = TopicPartition::new(topic, p.partition);
+    let log = ctx.logs.get(&tp).ok_or(not_here)?;
+    let replica = ctx.replication.replica(&tp).ok_or(not_here)?;
+    let hw = replica.high_watermark();
+    let log = log.lock().expect("log lock");
+    let start = log.log_start_offset();
+    let want = (p.partition_max_bytes.max(0) as usize).min(room);
+    let slice = log.read(p.fetch_offset, want, hw, first).map_err(|e| (log_error_code(&e), hw))?;
+    drop(log);
+    let bytes = records_bytes(slice, placeholders, shared).map_err(|e| (log_error_code(&e), hw))?;
+    Ok((hw, start, bytes))
+}
+
+/// The records of a slice as the response carries them: a placeholder whose bytes go out by
+/// sendfile (`SENDFILE_MIN_BYTES` or more), else the bytes read now.
+fn records_bytes(
+    slice: Option<crate::log::LogSlice>,
+    placeholders: &mut Placeholders,
+    shared: &mut Vec<SharedPart>,
+) -> Result<Bytes, crate::log::LogError> {
+    let Some(s) = slice else { return Ok(Bytes::new()) };
+    if s.len >= SENDFILE_MIN_BYTES {
+        if let Some(placeholder) = placeholders.take(s.len) {
+            shared.push(SharedPart { body: placeholder.clone(), wire: FramePart::File(s) });
+            return Ok(placeholder);
+        }
+    }
+    let read = Bytes::from(s.to_vec().map_err(|e| crate::log::LogError::io("segment", e))?);
+    shared.push(SharedPart::bytes(read.clone()));
+    Ok(read)
 }
