@@ -69,7 +69,7 @@ pub struct BrokerArgs {
 
     /// `broker.rack`: the failure domain this broker runs in (a Kubernetes zone, say). With
     /// racks set, new topics, new partitions and drains spread each partition's replicas over
-    /// as many racks as they can, and clients see the rack in Metadata.
+    /// as many racks as they can, and clients see the rack in Metadata. Empty: no rack.
     #[arg(long, env = "WEIR_RACK", value_name = "RACK", value_parser = parse_rack)]
     pub rack: Option<String>,
 
@@ -179,10 +179,11 @@ pub fn ordinal_suffix(name: &str) -> Option<u32> {
     suffix.parse().ok()
 }
 
-/// A rack name: non-empty, printable, no whitespace (it goes into Kafka responses as is).
+/// A rack name: printable, no whitespace (it goes into Kafka responses as is). Empty means
+/// none: the chart's `WEIR_RACK` is empty on a pod without the rack label.
 fn parse_rack(s: &str) -> Result<String, String> {
-    if s.is_empty() || s.len() > 255 || !s.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(format!("`{s}`: a rack is 1-255 printable ASCII characters without spaces"));
+    if s.len() > 255 || !s.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(format!("`{s}`: a rack is at most 255 printable ASCII characters without spaces"));
     }
     Ok(s.to_string())
 }
@@ -283,6 +284,15 @@ mod tests {
 
     fn hp(host: &str, port: u16) -> HostPort {
         HostPort { host: host.to_string(), port }
+    }
+
+    #[test]
+    fn racks_are_printable_words_and_empty_is_none() {
+        assert_eq!(parse_rack("eu-west-1a"), Ok("eu-west-1a".to_string()));
+        assert_eq!(parse_rack(""), Ok(String::new()), "a pod without the rack label");
+        for bad in ["two words", "tab\t", "zone\u{e9}", &"x".repeat(256)] {
+            assert!(parse_rack(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

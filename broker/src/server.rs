@@ -122,7 +122,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         raft_addr: own_raft_addr,
         kafka_addr: kafka_advertised.clone(),
         http_addr: advertised(http_addr, &kafka_advertised),
-        rack: args.rack.clone(),
+        rack: args.rack.clone().filter(|r| !r.is_empty()),
         voters: voters.iter().map(|v| (v.id as NodeId, v.addr.to_string())).collect(),
         session_timeout: Duration::from_millis(args.broker_session_timeout_ms),
         heartbeat_interval: Duration::from_millis(1000),
