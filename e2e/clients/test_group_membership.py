@@ -18,7 +18,7 @@ ck = pytest.importorskip("confluent_kafka")
 from confluent_kafka import ConsumerGroupState  # noqa: E402
 from confluent_kafka.admin import AdminClient  # noqa: E402
 
-from weir_harness import create_topic_ready, group_consumer_config, wait_until  # noqa: E402
+from weir_harness import all_threads_stopped, create_topic_ready, group_consumer_config, wait_until  # noqa: E402
 
 
 class Member:
@@ -130,6 +130,8 @@ def test_member_that_does_not_rejoin_is_dropped_after_the_rebalance_timeout(brok
     try:
         poll_all([a], lambda: len(a.partitions()) == 2, 45, "a 2/2 split with the frozen member")
         frozen.send_signal(signal.SIGSTOP)
+        # Only once it is really stopped: a thread still running could rejoin in time.
+        wait_until(lambda: all_threads_stopped(frozen.pid), 5, interval=0.001, what="the frozen member stopped")
         c = Member(broker, group, topic_name, "c", **quick)
         joined_at = time.monotonic()
         poll_all([a, c], lambda: len(a.partitions()) == 2 and len(c.partitions()) == 2, 40, "a and c sharing all 4")

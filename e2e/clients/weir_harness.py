@@ -235,6 +235,20 @@ def kcat(*args: str, bootstrap: str, timeout: float = 60.0, input: bytes | None 
     return proc
 
 
+def all_threads_stopped(pid: int) -> bool:
+    """Every thread of `pid` in state T (stopped), from /proc/PID/task/*/stat. SIGSTOP is
+    asynchronous: a thread may run on (and send one more request) after the signal is sent."""
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            # The state follows the parenthesised command name, which may hold spaces.
+            state = stat.read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue  # a thread that exited meanwhile
+        if state not in ("T", "t"):
+            return False
+    return True
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
     """Poll predicate() until it returns a truthy value or timeout passes."""
     deadline = time.monotonic() + timeout

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "clients"))
 
-from weir_harness import Broker, free_ports, wait_until  # noqa: E402
+from weir_harness import Broker, all_threads_stopped, free_ports, wait_until  # noqa: E402
 
 IPS = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"]
 
@@ -44,19 +44,6 @@ class ClusterBroker(Broker):
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://{self.host}:{self.http_port}/metrics", timeout=5) as r:
             return r.read().decode()
-
-
-def all_threads_stopped(pid: int) -> bool:
-    """Every thread of `pid` in state T (stopped), from /proc/PID/task/*/stat."""
-    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
-        try:
-            # The state follows the parenthesised command name, which may hold spaces.
-            state = stat.read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue  # a thread that exited meanwhile
-        if state not in ("T", "t"):
-            return False
-    return True
 
 
 class Cluster:

@@ -13,9 +13,8 @@ import pytest
 
 ck = pytest.importorskip("confluent_kafka")
 
-from confluent_kafka import TopicPartition  # noqa: E402
 from test_metrics import metric  # noqa: E402
-from test_min_isr import produce  # noqa: E402
+from test_min_isr import consume_all, produce  # noqa: E402
 
 RACKS = ("a", "b", "c")
 FIRST = 2_000
@@ -28,20 +27,8 @@ def values(start, count):
     return [f"near-{i}".encode() * 20 for i in range(start, start + count)]
 
 
-def consume(cluster, topic, rack, count, timeout=60, **conf):
-    c = ck.Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": f"near-{rack}",
-                     "enable.auto.commit": False, "client.rack": rack, **conf})  # fmt: skip
-    try:
-        c.assign([TopicPartition(topic, 0, 0)])
-        got = []
-        deadline = time.monotonic() + timeout
-        while len(got) < count and time.monotonic() < deadline:
-            for m in c.consume(1000, 1.0):
-                assert m.error() is None, m.error()
-                got.append((m.offset(), m.value()))
-        return got
-    finally:
-        c.close()
+def consume(cluster, topic, rack, count, **conf):
+    return consume_all(cluster.bootstrap, topic, 0, count, **{"client.rack": rack, **conf})
 
 
 def create_rf3(cluster, topic):

@@ -42,8 +42,10 @@ def produce(bootstrap, topic, values, acks="all", partition=0, timeout_ms=10_000
     return reports
 
 
-def consume_all(bootstrap, topic, partition, count, timeout=60):
-    c = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": "repl-check", "enable.auto.commit": False})
+def consume_all(bootstrap, topic, partition, count, timeout=60, **conf):
+    """Read `count` records of one partition from offset 0: [(offset, value)]. `conf` adds
+    librdkafka settings (`client.rack`, ...)."""
+    c = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": "repl-check", "enable.auto.commit": False, **conf})
     try:
         c.assign([TopicPartition(topic, partition, 0)])
         got = []

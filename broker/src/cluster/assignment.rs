@@ -8,44 +8,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::types::NodeId;
 
-/// Replica lists for partitions `first_partition..first_partition + partitions`.
+/// Replica lists for partitions `first_partition..first_partition + partitions` over
+/// `(broker, rack)` pairs: Kafka's rack-aware assignment (`assignReplicasToBrokersRackAware`).
+/// With every broker in one rack (brokers without racks: pass "") it is Kafka's rack-unaware
+/// assignment over the brokers in id order. Kafka refuses brokers without a rack among
+/// brokers with one; here such brokers count as one more rack, as KRaft's placer does.
 /// `start` and `shift` are the random choices (any values; reduced modulo the broker count).
 /// Callers check `replication_factor <= brokers.len()` first.
 pub fn assign_replicas(
-    brokers: &[NodeId],
-    first_partition: u32,
-    partitions: u32,
-    replication_factor: usize,
-    start: usize,
-    shift: usize,
-) -> Vec<Vec<NodeId>> {
-    let n = brokers.len();
-    assert!(n > 0 && replication_factor >= 1 && replication_factor <= n, "checked by the caller");
-    let start = start % n;
-    let mut next_shift = shift % n;
-    let mut out = Vec::with_capacity(partitions as usize);
-    for p in first_partition..first_partition + partitions {
-        let p = p as usize;
-        if p > 0 && p.is_multiple_of(n) {
-            next_shift += 1;
-        }
-        let first = (p + start) % n;
-        let mut replicas = vec![brokers[first]];
-        for j in 0..replication_factor - 1 {
-            // Kafka's replicaIndex: never lands on `first` because the shift is in 1..n.
-            let idx = (first + 1 + (next_shift + j) % (n - 1)) % n;
-            replicas.push(brokers[idx]);
-        }
-        out.push(replicas);
-    }
-    out
-}
-
-/// Kafka's rack-aware assignment (`assignReplicasToBrokersRackAware`) over `(broker, rack)`
-/// pairs. Kafka refuses brokers without a rack among brokers with one; here such brokers
-/// count as one more rack (named ""), as KRaft's placer does, so placement never fails for
-/// it. With a single rack this is `assign_replicas` over the brokers in id order.
-pub fn assign_replicas_rack_aware(
     brokers: &[(NodeId, &str)],
     first_partition: u32,
     partitions: u32,
@@ -132,6 +102,10 @@ pub fn random_usize() -> usize {
 mod tests {
     use super::*;
 
+    fn unracked(ids: &[NodeId]) -> Vec<(NodeId, &'static str)> {
+        ids.iter().map(|b| (*b, "")).collect()
+    }
+
     #[test]
     fn rack_aware_placement_puts_each_partitions_replicas_in_different_racks() {
         // Six brokers in three racks of unequal order, and a broker without a rack.
@@ -141,7 +115,7 @@ mod tests {
         for start in 0..6 {
             for shift in 0..6 {
                 for rf in 1..=3 {
-                    let a = assign_replicas_rack_aware(&brokers, 0, 12, rf, start, shift);
+                    let a = assign_replicas(&brokers, 0, 12, rf, start, shift);
                     let mut leaders: BTreeMap<NodeId, usize> = BTreeMap::new();
                     for r in &a {
                         let racks: BTreeSet<&str> = r.iter().map(|b| rack[b]).collect();
@@ -151,31 +125,36 @@ mod tests {
                     assert!(leaders.values().all(|&c| c == 2), "leaders {leaders:?}");
                 }
                 // More replicas than racks: every rack first, then any broker, never twice.
-                for r in assign_replicas_rack_aware(&brokers, 3, 6, 5, start, shift) {
+                for r in assign_replicas(&brokers, 3, 6, 5, start, shift) {
                     assert_eq!(r.iter().collect::<BTreeSet<_>>().len(), 5, "{r:?}");
                     assert_eq!(r[..3].iter().map(|b| rack[b]).collect::<BTreeSet<_>>().len(), 3, "{r:?}");
                 }
             }
         }
-        // One rack: the same lists as the rack-unaware placement.
-        let one: Vec<(NodeId, &str)> = (0..5).map(|b| (b, "z")).collect();
-        let ids: Vec<NodeId> = (0..5).collect();
+        // One rack: Kafka's rack-unaware lists, follower j of a partition led by the broker at
+        // `first` being (first + 1 + (shift + j) % (n - 1)) % n, the shift growing every lap.
+        let one = unracked(&[0, 1, 2, 3, 4]);
         for (start, shift) in [(0, 0), (3, 1), (4, 4)] {
-            assert_eq!(
-                assign_replicas_rack_aware(&one, 2, 9, 3, start, shift),
-                assign_replicas(&ids, 2, 9, 3, start, shift)
-            );
+            for (i, r) in assign_replicas(&one, 2, 9, 3, start, shift).iter().enumerate() {
+                let p = 2 + i;
+                let (first, lap_shift) = ((p + start) % 5, shift + p / 5);
+                let want: Vec<NodeId> = std::iter::once(first)
+                    .chain((0..2).map(|j| (first + 1 + (lap_shift + j) % 4) % 5))
+                    .map(|b| b as NodeId)
+                    .collect();
+                assert_eq!(*r, want, "partition {p}, start {start}, shift {shift}");
+            }
         }
         // Brokers without a rack count as one more rack.
         let mixed = [(0, "a"), (1, ""), (2, "a"), (3, "")];
-        for r in assign_replicas_rack_aware(&mixed, 0, 8, 2, 1, 2) {
+        for r in assign_replicas(&mixed, 0, 8, 2, 1, 2) {
             assert_ne!(r[0] % 2 == 1, r[1] % 2 == 1, "{r:?}");
         }
     }
 
     #[test]
     fn replicas_are_distinct_and_leaders_spread_evenly() {
-        let brokers = [0, 1, 2, 3, 4];
+        let brokers = unracked(&[0, 1, 2, 3, 4]);
         for start in 0..5 {
             for shift in 0..5 {
                 let a = assign_replicas(&brokers, 0, 10, 3, start, shift);
@@ -198,8 +177,8 @@ mod tests {
 
     #[test]
     fn single_broker_and_added_partitions() {
-        assert_eq!(assign_replicas(&[7], 0, 3, 1, 5, 9), vec![vec![7], vec![7], vec![7]]);
-        let a = assign_replicas(&[1, 2, 3], 3, 2, 2, 0, 0);
+        assert_eq!(assign_replicas(&unracked(&[7]), 0, 3, 1, 5, 9), vec![vec![7], vec![7], vec![7]]);
+        let a = assign_replicas(&unracked(&[1, 2, 3]), 3, 2, 2, 0, 0);
         assert_eq!(a.len(), 2);
         assert_eq!(a[0][0], 1); // partition 3 starts over the brokers again
     }

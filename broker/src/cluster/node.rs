@@ -12,7 +12,7 @@ use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry};
 use tokio::net::TcpListener;
 
-use super::assignment::{assign_replicas, assign_replicas_rack_aware, random_usize};
+use super::assignment::{assign_replicas, random_usize};
 use super::image::MetadataImage;
 use super::network::{self, Envelope, ForwardError, NetworkFactory, Request, RequestHandler, Response, Transport};
 use super::store::{self, LogStore, StateMachineStore};
@@ -351,13 +351,10 @@ impl ClusterNode {
             ))
             .into());
         }
-        let (start, shift) = (random_usize(), random_usize());
-        if live.iter().any(|b| image.brokers[b].rack.is_some()) {
-            let racked: Vec<(NodeId, &str)> =
-                live.iter().map(|b| (*b, image.brokers[b].rack.as_deref().unwrap_or(""))).collect();
-            return Ok(assign_replicas_rack_aware(&racked, first, count, rf as usize, start, shift));
-        }
-        Ok(assign_replicas(&live, first, count, rf as usize, start, shift))
+        // Brokers without a rack share the rack "": with none set, the rack-unaware placement.
+        let racked: Vec<(NodeId, &str)> =
+            live.iter().map(|b| (*b, image.brokers[b].rack.as_deref().unwrap_or(""))).collect();
+        Ok(assign_replicas(&racked, first, count, rf as usize, random_usize(), random_usize()))
     }
 
     // ---- background tasks ----

@@ -16,9 +16,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 
 use super::str_bytes;
-use crate::cluster::image::{topic_config_keys, validate_topic_configs, MetadataImage};
+use crate::cluster::image::{topic_config_keys, MetadataImage};
 use crate::cluster::throttle_configs::{self, BROKER_RATE_KEYS, TOPIC_REPLICA_LIST_KEYS, UNTHROTTLED_RATE};
-use crate::cluster::{MetadataCommand, MetadataError};
+use crate::cluster::MetadataCommand;
 use crate::kafka::context::KafkaContext;
 use crate::kafka::errors::{metadata_error_code, propose_error_code};
 use crate::log::LogConfig;
@@ -216,34 +216,17 @@ async fn alter_topic(
             other => return Err(invalid(format!("unknown config operation {other}"))),
         }
     }
-    change_topic(ctx, name, set, delete, validate_only).await
+    change(ctx, MetadataCommand::AlterTopicConfig { name: name.to_string(), set, delete }, validate_only).await
 }
 
-/// Check (`validate_only`) or commit one change to a topic's configs.
-async fn change_topic(
-    ctx: &KafkaContext,
-    name: &str,
-    set: BTreeMap<String, String>,
-    delete: Vec<String>,
-    validate_only: bool,
-) -> Result<(), (i16, String)> {
+/// Commit one config change, or with `validate_only` check it as the state machine would
+/// (applied to a copy of the image) and keep nothing.
+async fn change(ctx: &KafkaContext, cmd: MetadataCommand, validate_only: bool) -> Result<(), (i16, String)> {
     if validate_only {
-        let image = ctx.cluster.image();
-        let topic = image
-            .topics
-            .get(name)
-            .ok_or_else(|| (ResponseError::UnknownTopicOrPartition.code(), format!("topic '{name}' does not exist")))?;
-        let mut configs = topic.configs.clone();
-        for k in &delete {
-            configs.remove(k);
-        }
-        configs.extend(set);
-        return validate_topic_configs(&configs).map_err(|e: MetadataError| (metadata_error_code(&e), e.to_string()));
+        let mut image = MetadataImage::clone(&ctx.cluster.image());
+        return image.apply(&cmd).map_err(|e| (metadata_error_code(&e), e.to_string()));
     }
-    ctx.cluster
-        .propose(MetadataCommand::AlterTopicConfig { name: name.to_string(), set, delete })
-        .await
-        .map_err(|e| (propose_error_code(&e), e.to_string()))
+    ctx.cluster.propose(cmd).await.map_err(|e| (propose_error_code(&e), e.to_string()))
 }
 
 /// SET and DELETE of the replication throttle rates on a broker resource. An invalid
@@ -271,27 +254,7 @@ async fn alter_broker(
             other => return Err(invalid(format!("unknown config operation {other}"))),
         }
     }
-    change_broker(ctx, resource, set, delete, validate_only).await
-}
-
-/// Check (`validate_only`) or commit one change to a broker resource's configs.
-async fn change_broker(
-    ctx: &KafkaContext,
-    resource: &str,
-    set: BTreeMap<String, String>,
-    delete: Vec<String>,
-    validate_only: bool,
-) -> Result<(), (i16, String)> {
-    if validate_only {
-        let image = ctx.cluster.image();
-        return throttle_configs::altered_broker_configs(image.broker_configs.get(resource), &set, &delete)
-            .map(|_| ())
-            .map_err(|e| (metadata_error_code(&e), e.to_string()));
-    }
-    ctx.cluster
-        .propose(MetadataCommand::AlterBrokerConfig { resource: resource.to_string(), set, delete })
-        .await
-        .map_err(|e| (propose_error_code(&e), e.to_string()))
+    change(ctx, MetadataCommand::AlterBrokerConfig { resource: resource.to_string(), set, delete }, validate_only).await
 }
 
 /// AlterConfigs (key 33, versions 0–2), the call before IncrementalAlterConfigs, still what
@@ -319,7 +282,8 @@ pub async fn alter(ctx: &KafkaContext, req: AlterConfigsRequest) -> AlterConfigs
                         Err((ResponseError::InvalidConfig.code(), format!("unknown config key {k}")))
                     } else {
                         let delete = topic.configs.keys().filter(|k| !set.contains_key(*k)).cloned().collect();
-                        change_topic(ctx, name, set, delete, req.validate_only).await
+                        let cmd = MetadataCommand::AlterTopicConfig { name: name.to_string(), set, delete };
+                        change(ctx, cmd, req.validate_only).await
                     }
                 }
             },
@@ -330,7 +294,8 @@ pub async fn alter(ctx: &KafkaContext, req: AlterConfigsRequest) -> AlterConfigs
                     let delete = current
                         .map(|c| c.keys().filter(|k| !set.contains_key(*k)).cloned().collect())
                         .unwrap_or_default();
-                    change_broker(ctx, name, set, delete, req.validate_only).await
+                    let cmd = MetadataCommand::AlterBrokerConfig { resource: name.to_string(), set, delete };
+                    change(ctx, cmd, req.validate_only).await
                 }
             },
             other => Err((ResponseError::InvalidRequest.code(), format!("resource type {other} cannot be altered"))),

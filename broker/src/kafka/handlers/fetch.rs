@@ -145,7 +145,7 @@ fn collect(
                         .and_then(|_| image.throttled_rate(self_id, LEADER_THROTTLED_RATE));
                     // KIP-392: a consumer in another rack than this leader is sent to an
                     // in-sync replica in its own rack, if there is one.
-                    let preferred = (follower.is_none() && version >= 11 && follower_reads)
+                    let preferred = (version >= 11 && follower_reads)
                         .then(|| preferred_read_replica(image, part, self_id, req.rack_id.as_str()))
                         .flatten();
                     let reassignment_held = throttled && !ctx.replication.reassignment_throttle.allows(throttle_rate);
