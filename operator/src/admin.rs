@@ -429,12 +429,6 @@ impl HttpAdmin {
         }
     }
 
-    /// `GET /api/v1/replication/throttle`: the cluster's reassignment throttle, bytes per
-    /// second (0: off), without the holds.
-    pub async fn replication_throttle(&self) -> Result<u64, AdminError> {
-        self.throttle_view().await.map(|t| t.bytes_per_sec)
-    }
-
     /// `GET /api/v1/replication/throttle`, whole.
     pub async fn throttle_view(&self) -> Result<ThrottleView, AdminError> {
         let (status, body) = self.call(Method::GET, "/replication/throttle", None).await?;

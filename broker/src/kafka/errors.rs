@@ -42,7 +42,7 @@ pub fn metadata_error_code(e: &MetadataError) -> i16 {
         | MetadataError::InequivalentArguments(_)
         | MetadataError::AccessRefused(_)
         | MetadataError::InvalidName(_) => ResponseError::InvalidRequest.code(),
-        // No Kafka request proposes a command newer than version 0 yet.
+        // A broker config change (version 2) while an older broker is still live.
         MetadataError::MetadataVersionTooLow { .. } => ResponseError::UnsupportedVersion.code(),
     }
 }

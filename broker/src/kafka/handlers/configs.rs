@@ -1,8 +1,8 @@
 //! DescribeConfigs (key 32, versions 1–4), AlterConfigs (key 33, versions 0–2) and
-//! IncrementalAlterConfigs (key 44, versions 0–1) for topics and brokers. The only dynamic broker configs are Kafka's replication
-//! throttle rates (`cluster/throttle_configs.rs`); a broker resource is a broker id, or ""
-//! for every broker's default, and any broker answers for any of them (the values live in
-//! the metadata quorum).
+//! IncrementalAlterConfigs (key 44, versions 0–1) for topics and brokers. The only dynamic
+//! broker configs are Kafka's replication throttle rates (`cluster/throttle_configs.rs`); a
+//! broker resource is a broker id, or "" for every broker's default, and any broker answers
+//! for any of them (the values live in the metadata quorum).
 
 use std::collections::BTreeMap;
 
@@ -183,24 +183,37 @@ async fn alter_topic(
         .topics
         .get(name)
         .ok_or_else(|| (ResponseError::UnknownTopicOrPartition.code(), format!("topic '{name}' does not exist")))?;
+    if let Some(op) = ops.iter().find(|op| !topic_config_keys().any(|k| k == op.name.as_str())) {
+        return Err((ResponseError::InvalidConfig.code(), format!("unknown config key {}", op.name.as_str())));
+    }
+    let defaults = topic_defaults();
+    let (set, delete) = parse_incremental_ops(ops, |key| {
+        (config_type(key) == TYPE_LIST)
+            .then(|| topic.configs.get(key).or_else(|| defaults.get(key)).cloned().unwrap_or_default())
+    })?;
+    change(ctx, MetadataCommand::AlterTopicConfig { name: name.to_string(), set, delete }, validate_only).await
+}
+
+/// IncrementalAlterConfigs' operations as the keys to set and to delete: SET (0), DELETE (1),
+/// and APPEND (2) / SUBTRACT (3) on list configs, for which `list_value` gives the current
+/// comma-separated value (None: the key is not a list). A refused operation is INVALID_CONFIG.
+fn parse_incremental_ops(
+    ops: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
+    list_value: impl Fn(&str) -> Option<String>,
+) -> Result<(BTreeMap<String, String>, Vec<String>), (i16, String)> {
     let invalid = |m: String| (ResponseError::InvalidConfig.code(), m);
     let mut set = BTreeMap::new();
     let mut delete = Vec::new();
-    let defaults = topic_defaults();
     for op in ops {
         let key = op.name.as_str().to_string();
-        if !topic_config_keys().any(|k| k == key) {
-            return Err(invalid(format!("unknown config key {key}")));
-        }
-        let value = op.value.as_ref().map(|v| v.as_str().to_string());
+        let value = op.value.as_ref().map(|v| v.as_str());
         match op.config_operation {
             0 => {
-                set.insert(key, value.ok_or_else(|| invalid("SET needs a value".into()))?);
+                set.insert(key.clone(), value.ok_or_else(|| invalid(format!("SET {key} needs a value")))?.to_string());
             }
             1 => delete.push(key),
-            // APPEND / SUBTRACT apply to list configs; cleanup.policy is the only one.
-            2 | 3 if config_type(&key) == TYPE_LIST => {
-                let current = topic.configs.get(&key).or_else(|| defaults.get(&key)).cloned().unwrap_or_default();
+            2 | 3 => {
+                let current = list_value(&key).ok_or_else(|| invalid(format!("{key} is not a list config")))?;
                 let mut items: Vec<String> =
                     current.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
                 for v in value.unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -212,11 +225,10 @@ async fn alter_topic(
                 }
                 set.insert(key, items.join(","));
             }
-            2 | 3 => return Err(invalid(format!("{key} is not a list config"))),
             other => return Err(invalid(format!("unknown config operation {other}"))),
         }
     }
-    change(ctx, MetadataCommand::AlterTopicConfig { name: name.to_string(), set, delete }, validate_only).await
+    Ok((set, delete))
 }
 
 /// Commit one config change, or with `validate_only` check it as the state machine would
@@ -239,21 +251,8 @@ async fn alter_broker(
 ) -> Result<(), (i16, String)> {
     throttle_configs::validate_broker_resource(resource)
         .map_err(|e| (ResponseError::InvalidRequest.code(), e.to_string()))?;
-    let invalid = |m: String| (ResponseError::InvalidConfig.code(), m);
-    let mut set = BTreeMap::new();
-    let mut delete = Vec::new();
-    for op in ops {
-        let key = op.name.as_str().to_string();
-        match op.config_operation {
-            0 => {
-                let value = op.value.as_ref().ok_or_else(|| invalid(format!("SET {key} needs a value")))?;
-                set.insert(key, value.as_str().to_string());
-            }
-            1 => delete.push(key),
-            2 | 3 => return Err(invalid(format!("{key} is not a list config"))),
-            other => return Err(invalid(format!("unknown config operation {other}"))),
-        }
-    }
+    // No broker config is a list: APPEND and SUBTRACT are refused.
+    let (set, delete) = parse_incremental_ops(ops, |_| None)?;
     change(ctx, MetadataCommand::AlterBrokerConfig { resource: resource.to_string(), set, delete }, validate_only).await
 }
 

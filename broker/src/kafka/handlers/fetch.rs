@@ -14,6 +14,7 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 
 use super::led_partition;
+use super::offset_for_leader_epoch::check_current_leader_epoch;
 use crate::cluster::image::{MetadataImage, PartitionRecord};
 use crate::cluster::throttle_configs::{LEADER_THROTTLED_RATE, LEADER_THROTTLED_REPLICAS};
 use crate::cluster::NodeId;
@@ -267,12 +268,7 @@ fn read_as_follower(
     if !part.isr.contains(&ctx.node_id) {
         return Err(not_here);
     }
-    if p.current_leader_epoch >= 0 && p.current_leader_epoch < part.leader_epoch {
-        return Err((ResponseError::FencedLeaderEpoch.code(), -1));
-    }
-    if p.current_leader_epoch > part.leader_epoch {
-        return Err((ResponseError::UnknownLeaderEpoch.code(), -1));
-    }
+    check_current_leader_epoch(p.current_leader_epoch, part.leader_epoch).map_err(|code| (code, -1))?;
     let tp = TopicPartition::new(topic, p.partition);
     let log = ctx.logs.get(&tp).ok_or(not_here)?;
     let replica = ctx.replication.replica(&tp).ok_or(not_here)?;
