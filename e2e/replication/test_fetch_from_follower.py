@@ -2,7 +2,8 @@
 in racks a, b and c, `--replica-selector rack`, a partition led by broker 0 (rack a) with
 followers 1 and 2. A consumer in rack c is sent by the leader to broker 2 and reads every
 record there, in order, including records produced while it waits at the end; a consumer in
-rack a reads from the leader. With the default selector the leader serves everyone."""
+rack a reads from the leader. With the default selector the leader serves everyone. With two
+in-sync followers in the consumer's rack, the leader names the one that has fetched the most."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 ck = pytest.importorskip("confluent_kafka")
 
 from test_metrics import metric  # noqa: E402
-from test_min_isr import consume_all, produce  # noqa: E402
+from test_min_isr import consume_all, local_offsets, produce  # noqa: E402
+from weir_harness import wait_until  # noqa: E402
 
 RACKS = ("a", "b", "c")
 FIRST = 2_000
@@ -70,6 +72,27 @@ def test_a_consumer_reads_from_the_in_sync_replica_in_its_rack(cluster):
     got = consume(cluster, "near", "a", FIRST)
     assert [v for _, v in got] == values(0, FIRST)
     assert (metric(b1, SERVED), metric(b2, SERVED)) == served
+
+
+@pytest.mark.cluster_args(racks=("a", "b", "b"), extra_args=("--replica-selector", "rack"),
+                          session_timeout_ms=60_000, lag_time_max_ms=60_000)
+def test_the_most_caught_up_replica_in_the_rack_is_preferred(cluster):
+    create_rf3(cluster, "caught-up")
+    # Broker 1 (the lower id in rack b) stops fetching but stays live and in the ISR (the
+    # timeouts are long); broker 2 takes what follows.
+    cluster.sigstop(1)
+    try:
+        assert all(e is None for e, _ in produce(cluster.bootstrap, "caught-up", values(FIRST, LATER), acks="1"))
+        leader, _, b2 = cluster.brokers
+        wait_until(lambda: local_offsets(b2, "caught-up", 0)[0] == FIRST + LATER, 20, what="broker 2 caught up")
+        # The high watermark waits for broker 1, so a consumer sees the first records only. A
+        # consumer sent to the stalled broker 1 would get none of them.
+        got = consume(cluster, "caught-up", "b", FIRST, timeout=20)
+        assert [v for _, v in got] == values(0, FIRST)
+        assert metric(b2, SERVED) >= sum(len(v) for v in values(0, FIRST))
+        assert metric(leader, REDIRECTS) >= 1
+    finally:
+        cluster.sigcont(1)
 
 
 @pytest.mark.cluster_args(racks=RACKS)

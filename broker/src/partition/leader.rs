@@ -86,6 +86,20 @@ impl LeaderState {
         Some(hw)
     }
 
+    /// Of `candidates`, the follower that holds the most: the highest log end offset, then the
+    /// latest caught-up time, then the lowest id (Kafka's `MostCaughtUpReplicaSelector`, which
+    /// the rack-aware selector uses among a rack's replicas). Followers this leader has not
+    /// seen fetch in its epoch are not chosen.
+    pub fn most_caught_up(&self, candidates: impl IntoIterator<Item = NodeId>) -> Option<NodeId> {
+        candidates
+            .into_iter()
+            .filter_map(|id| self.followers.get(&id).filter(|p| p.log_end_offset >= 0).map(|p| (id, p)))
+            .max_by(|(a, pa), (b, pb)| {
+                (pa.log_end_offset, pa.last_caught_up_ms).cmp(&(pb.log_end_offset, pb.last_caught_up_ms)).then(b.cmp(a))
+            })
+            .map(|(id, _)| id)
+    }
+
     /// ISR followers not caught up for longer than `lag_max_ms`.
     pub fn out_of_sync(&self, leader: NodeId, isr: &[NodeId], now_ms: i64, lag_max_ms: i64) -> Vec<NodeId> {
         isr.iter()
@@ -160,6 +174,21 @@ mod tests {
         assert_eq!(s.followers[&1].last_caught_up_ms, 1_000);
         s.record_fetch(1, 150, 150, 3_000);
         assert_eq!(s.followers[&1].last_caught_up_ms, 3_000);
+    }
+
+    #[test]
+    fn the_most_caught_up_candidate_is_chosen() {
+        let mut s = LeaderState::new(0, 0, [1, 2, 3, 4], 0);
+        assert_eq!(s.most_caught_up([1, 2]), None, "nobody fetched in this epoch");
+        s.record_fetch(1, 10, 20, 5);
+        s.record_fetch(2, 20, 20, 5);
+        s.record_fetch(3, 20, 20, 4);
+        assert_eq!(s.most_caught_up([1, 2, 3]), Some(2), "highest log end, then latest caught up");
+        assert_eq!(s.most_caught_up([1, 3]), Some(3));
+        s.record_fetch(3, 20, 20, 5);
+        assert_eq!(s.most_caught_up([3, 2]), Some(2), "a tie goes to the lowest id");
+        assert_eq!(s.most_caught_up([1, 4]), Some(1), "4 never fetched");
+        assert_eq!(s.most_caught_up([7]), None, "not a follower");
     }
 
     #[test]

@@ -84,6 +84,13 @@ impl PartitionReplica {
         matches!(&*role, Role::Follower { leader: l, leader_epoch: e } if *l == leader && *e == leader_epoch)
             .then_some(role)
     }
+    /// As leader, the most caught-up of `candidates` (`LeaderState::most_caught_up`).
+    pub fn most_caught_up_follower(&self, candidates: impl IntoIterator<Item = NodeId>) -> Option<NodeId> {
+        match &*self.role.lock().expect("role lock") {
+            Role::Leader { state, .. } => state.most_caught_up(candidates),
+            _ => None,
+        }
+    }
     fn set_hw_at_least(&self, hw: i64) -> bool {
         self.hw.send_if_modified(|cur| {
             if hw > *cur {

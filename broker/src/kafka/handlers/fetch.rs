@@ -144,11 +144,11 @@ fn collect(
                             image.replica_throttled(name, p.partition as u32, self_id, LEADER_THROTTLED_REPLICAS)
                         })
                         .and_then(|_| image.throttled_rate(self_id, LEADER_THROTTLED_RATE));
-                    // KIP-392: a consumer in another rack than this leader is sent to an
-                    // in-sync replica in its own rack, if there is one.
-                    let preferred = (version >= 11 && follower_reads)
-                        .then(|| preferred_read_replica(image, part, self_id, req.rack_id.as_str()))
-                        .flatten();
+                    // KIP-392: a consumer in another rack than this leader is sent to the most
+                    // caught-up in-sync replica in its own rack, if there is one.
+                    let rack_replicas = (version >= 11 && follower_reads)
+                        .then(|| read_replicas_in_rack(image, part, self_id, req.rack_id.as_str()))
+                        .filter(|candidates| !candidates.is_empty());
                     let reassignment_held = throttled && !ctx.replication.reassignment_throttle.allows(throttle_rate);
                     let held_back =
                         reassignment_held || quota_rate.is_some_and(|rate| !ctx.replication.leader_quota.allows(rate));
@@ -159,6 +159,7 @@ fn collect(
                     // than the work (a follower's long poll collects several times per batch).
                     let result = (|| {
                         let replica = ctx.replication.ensure_leader(&tp, part, &log);
+                        let preferred = rack_replicas.and_then(|c| replica.most_caught_up_follower(c));
                         if let Some(f) = follower.filter(|_| arrival) {
                             ctx.replication.record_follower_fetch(&replica, f, p.fetch_offset, &log);
                         }
@@ -167,13 +168,13 @@ fn collect(
                         let upper = if follower.is_some() { log.log_end_offset() } else { hw };
                         let start = log.log_start_offset();
                         if preferred.is_some() {
-                            return Ok((hw, start, Bytes::new()));
+                            return Ok((hw, start, Bytes::new(), preferred));
                         }
                         if held_back {
                             if reassignment_held {
                                 ctx.replication.metrics.throttled_fetches.inc();
                             }
-                            return Ok((hw, start, Bytes::new()));
+                            return Ok((hw, start, Bytes::new(), None));
                         }
                         let want = (p.partition_max_bytes.max(0) as usize).min(room);
                         // The first partition with data gets at least one whole batch, so a
@@ -181,10 +182,10 @@ fn collect(
                         let slice = log.read(p.fetch_offset, want, upper, total == 0).map_err(|e| (e, hw))?;
                         drop(log);
                         let bytes = records_bytes(slice, &mut placeholders, &mut shared).map_err(|e| (e, hw))?;
-                        Ok::<_, (crate::log::LogError, i64)>((hw, start, bytes))
+                        Ok::<_, (crate::log::LogError, i64)>((hw, start, bytes, None))
                     })();
                     match result {
-                        Ok((hw, start, bytes)) => {
+                        Ok((hw, start, bytes, preferred)) => {
                             if throttled {
                                 ctx.replication.reassignment_throttle.served(bytes.len());
                                 ctx.replication.metrics.throttled_bytes.inc_by(bytes.len() as u64);
@@ -235,16 +236,16 @@ fn collect(
     (FetchOutput { response, shared }, total, any_error || redirected)
 }
 
-/// Kafka's `RackAwareReplicaSelector`: for a consumer in `rack`, a live in-sync replica in that
-/// rack other than this leader (the lowest id if several), unless this leader is in that rack.
-/// In-sync replicas hold everything up to the high watermark, which is as far as a consumer
-/// can have read.
-fn preferred_read_replica(image: &MetadataImage, part: &PartitionRecord, leader: NodeId, rack: &str) -> Option<NodeId> {
+/// Kafka's `RackAwareReplicaSelector`, first half: for a consumer in `rack`, the live in-sync
+/// replicas in that rack other than this leader, none if this leader is in that rack. The
+/// leader then picks the most caught-up of them. Only in-sync replicas: they hold everything
+/// up to the high watermark, which is as far as a consumer can have read.
+fn read_replicas_in_rack(image: &MetadataImage, part: &PartitionRecord, leader: NodeId, rack: &str) -> Vec<NodeId> {
     let rack_of = |b: NodeId| image.brokers.get(&b).and_then(|r| r.rack.as_deref());
     if rack.is_empty() || rack_of(leader) == Some(rack) {
-        return None;
+        return Vec::new();
     }
-    part.isr.iter().copied().filter(|b| *b != leader && image.is_live(*b) && rack_of(*b) == Some(rack)).min()
+    part.isr.iter().copied().filter(|b| *b != leader && image.is_live(*b) && rack_of(*b) == Some(rack)).collect()
 }
 
 /// A consumer's fetch from a follower replica in the ISR: up to this replica's high watermark
