@@ -105,6 +105,12 @@ impl PartitionInfo {
     pub fn reassigning(&self) -> bool {
         !self.adding.is_empty() || !self.removing.is_empty()
     }
+
+    /// A reassignment that changes the replica count (a new replication factor), not one
+    /// that only swaps brokers (a rebalance or a drain).
+    pub fn resizing(&self) -> bool {
+        self.adding.len() != self.removing.len()
+    }
 }
 
 /// A registered broker as `GET /api/v1/cluster` shows it (the fields the rebalancer reads).
@@ -278,6 +284,10 @@ pub trait BrokerAdmin: Send + Sync {
     async fn list_partitions(&self) -> Result<Vec<PartitionInfo>, AdminError> {
         Err(AdminError::Protocol("this admin does not list partitions".into()))
     }
+    /// The partitions of one topic, as `list_partitions` shows them.
+    async fn topic_partitions(&self, name: &str) -> Result<Vec<PartitionInfo>, AdminError> {
+        Ok(self.list_partitions().await?.into_iter().filter(|p| p.topic == name).collect())
+    }
     /// The registered brokers (alive, draining).
     async fn list_brokers(&self) -> Result<Vec<ClusterBroker>, AdminError> {
         Err(AdminError::Protocol("this admin does not list brokers".into()))
@@ -344,11 +354,15 @@ impl HttpAdmin {
 
     /// `GET /api/v1/partitions`: every partition's replicas, leader and ISR.
     pub async fn list_partitions(&self) -> Result<Vec<PartitionInfo>, AdminError> {
+        self.partitions("/partitions").await
+    }
+
+    async fn partitions(&self, path: &str) -> Result<Vec<PartitionInfo>, AdminError> {
         #[derive(Deserialize)]
         struct List {
             partitions: Vec<PartitionInfo>,
         }
-        let (status, body) = self.call(Method::GET, "/partitions", None).await?;
+        let (status, body) = self.call(Method::GET, path, None).await?;
         match status {
             StatusCode::OK => Self::parse::<List>(&body).map(|l| l.partitions),
             _ => Err(Self::error(status, &body)),
@@ -610,6 +624,10 @@ fn to_value<T: Serialize>(v: &T) -> Value {
 impl BrokerAdmin for HttpAdmin {
     async fn list_partitions(&self) -> Result<Vec<PartitionInfo>, AdminError> {
         HttpAdmin::list_partitions(self).await
+    }
+
+    async fn topic_partitions(&self, name: &str) -> Result<Vec<PartitionInfo>, AdminError> {
+        HttpAdmin::partitions(self, &format!("/partitions?topic={}", seg(name))).await
     }
 
     async fn list_brokers(&self) -> Result<Vec<ClusterBroker>, AdminError> {

@@ -220,10 +220,18 @@ pub async fn sync_topic(admin: &dyn BrokerAdmin, name: &str, spec: &TopicSpec) -
     } else if let Some(rf) = spec.replication_factor.filter(|rf| *rf != topic.replication_factor) {
         change_replication_factor(admin, name, rf, &topic, changes).await?
     } else {
-        // The topic's replication factor follows partition 0; while the hold is set, the
-        // listing it needs anyway shows whether the other partitions are there too.
+        // The broker's replication factor is partition 0's replica count, replicas still being
+        // added included: the Topic is ready once no partition of it grows or shrinks any more.
+        // While the hold is set, the listing it needs anyway shows that; else one topic's list.
         let moving = admin.settle_move_throttle(TOPIC_MOVES_HOLDER).await?;
-        match moving.iter().filter(|p| p.topic == name).count() {
+        let resizing = if !moving.is_empty() {
+            moving.iter().filter(|p| p.topic == name && p.resizing()).count()
+        } else if spec.replication_factor.is_some() {
+            admin.topic_partitions(name).await?.iter().filter(|p| p.resizing()).count()
+        } else {
+            0
+        };
+        match resizing {
             0 => SyncOutcome::ready(changes),
             n => SyncOutcome::progressing(
                 "Reassigning",

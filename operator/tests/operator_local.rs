@@ -162,6 +162,27 @@ async fn a_new_replication_factor_reassigns_the_topic_on_real_brokers() {
     assert!(admin.list_partitions().await.unwrap().iter().all(|p| p.adding.is_empty()));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_throttle_hold_a_topic_is_ready_only_once_every_partition_moved() {
+    let brokers = Broker::cluster(8, 3).await;
+    // No --rebalance-throttle-bytes-per-sec: nothing holds the throttle, so readiness cannot
+    // come from the hold's listing.
+    let admin = brokers[0].admin();
+    let one = topic_spec(json!({"partitions": 6, "replicationFactor": 1}));
+    let (out, _) = sync_until_settled(&admin, &one).await;
+    assert!(out.readiness.is_ready(), "{out:?}");
+    let three = topic_spec(json!({"partitions": 6, "replicationFactor": 3}));
+    let first = retry(|| topic::sync_topic(&admin, "orders", &three)).await.unwrap();
+    assert!(first.changes.iter().any(|c| c.note.contains("1 -> 3: reassigning 6 partitions")), "{first:?}");
+    let (out, _) = sync_until_settled(&admin, &three).await;
+    assert!(out.readiness.is_ready(), "{out:?}");
+    let parts = admin.topic_partitions("orders").await.unwrap();
+    assert_eq!(parts.len(), 6);
+    for p in &parts {
+        assert!(!p.reassigning() && p.replicas.len() == 3 && p.isr.len() == 3, "ready while {p:?}");
+    }
+}
+
 #[tokio::test]
 async fn broker_refusals_come_back_as_typed_errors() {
     let broker = Broker::start().await;
