@@ -82,6 +82,18 @@ pub struct BrokerArgs {
     #[arg(long, env = "WEIR_BROKER_SESSION_TIMEOUT_MS", default_value_t = 9000)]
     pub broker_session_timeout_ms: u64,
 
+    /// `controlled.shutdown.enable`: on SIGTERM, have the quorum fence this broker first, which
+    /// moves its partitions' leadership to other in-sync replicas and takes it out of their
+    /// ISRs, so clients and acks=all producers move on at once rather than after the session
+    /// timeout.
+    #[arg(long, env = "WEIR_CONTROLLED_SHUTDOWN_ENABLE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub controlled_shutdown_enable: bool,
+
+    /// How long a controlled shutdown waits for the quorum to commit the fence before the
+    /// broker stops without it.
+    #[arg(long, env = "WEIR_CONTROLLED_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub controlled_shutdown_timeout_ms: u64,
+
     /// The metadata version this broker registers with (at most the newest it knows, the
     /// default). Lower holds every broker to what that version's brokers can read, as Kafka's
     /// pinned `metadata.version`: set it to the old version while a rolling upgrade runs, then

@@ -215,6 +215,9 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     });
 
     admin_state.set_ready(false);
+    if args.controlled_shutdown_enable {
+        cluster.controlled_shutdown(Duration::from_millis(args.controlled_shutdown_timeout_ms)).await;
+    }
     if http_failure.is_none() {
         stop_http(&stop_tx, http_task).await;
     } else {

@@ -19,7 +19,9 @@ def partition_dirs(broker, topic):
     return sorted(p.name for p in broker.data_dir.glob(f"{topic}-*"))
 
 
-@pytest.mark.cluster_args(session_timeout_ms=60_000)
+# Without a controlled shutdown the stopped broker stays unfenced for the session timeout, so
+# the new topic can still be assigned to it.
+@pytest.mark.cluster_args(session_timeout_ms=60_000, extra_args=("--controlled-shutdown-enable", "false"))
 def test_a_returning_replica_drops_the_log_of_a_deleted_namesake(cluster):
     topic = "reborn"
     admin = cluster.brokers[0]

@@ -129,6 +129,8 @@ pub struct ClusterNode {
     leader_since: Mutex<Option<Instant>>,
     /// Turns true once the quorum accepted this broker's registration.
     registered: tokio::sync::watch::Sender<bool>,
+    /// Set by a controlled shutdown: no more heartbeats, so the fence it proposes stays.
+    shutting_down: std::sync::atomic::AtomicBool,
     metrics: ClusterMetrics,
 }
 
@@ -173,6 +175,7 @@ impl ClusterNode {
             last_seen: Mutex::new(HashMap::new()),
             leader_since: Mutex::new(None),
             registered: tokio::sync::watch::channel(false).0,
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
         });
         tokio::spawn(network::serve(listener, node.clone()));
         tokio::spawn(node.clone().bootstrap_or_join());
@@ -214,6 +217,41 @@ impl ClusterNode {
 
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
+    }
+
+    /// Kafka's controlled shutdown: before this broker stops, the quorum fences it, which
+    /// moves the leadership of its partitions to other in-sync replicas and takes it out of
+    /// every ISR it shares with another broker, so that clients and acks=all move on at once
+    /// instead of after the session timeout. Heartbeats stop first, so the quorum leader does
+    /// not unfence it again (it unfences only on a heartbeat newer than the fence). Skipped
+    /// when no other live broker could take anything over; given up after `timeout` (no
+    /// quorum), leaving the session timeout to fence it.
+    pub async fn controlled_shutdown(&self, timeout: Duration) {
+        self.shutting_down.store(true, std::sync::atomic::Ordering::SeqCst);
+        let me = self.cfg.node_id;
+        let image = self.image();
+        if !image.is_live(me) {
+            return;
+        }
+        if !image.live_brokers().iter().any(|b| *b != me) {
+            tracing::info!("controlled shutdown: no other live broker to take over; skipped");
+            return;
+        }
+        let started = Instant::now();
+        match tokio::time::timeout(timeout, self.propose(MetadataCommand::FenceBroker { broker_id: me })).await {
+            Ok(Ok(())) => {
+                let image = self.image();
+                let still_leading =
+                    image.topics.values().flat_map(|t| t.partitions.iter()).filter(|p| p.leader == me as i64).count();
+                tracing::info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    still_leading,
+                    "controlled shutdown: fenced; leadership moved to the other in-sync replicas"
+                );
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "controlled shutdown refused; stopping without it"),
+            Err(_) => tracing::warn!(?timeout, "controlled shutdown not committed in time; stopping without it"),
+        }
     }
 
     /// By server state, not `current_leader`: a restarted old leader briefly reloads its saved
@@ -420,6 +458,9 @@ impl ClusterNode {
         let mut tick = tokio::time::interval(self.cfg.heartbeat_interval);
         loop {
             tick.tick().await;
+            if self.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
             match self.leader_addr() {
                 Some((leader, _)) if leader == self.cfg.node_id => self.record_heartbeat(self.cfg.node_id),
                 Some((_, addr)) => {
@@ -436,11 +477,15 @@ impl ClusterNode {
     async fn controller_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut epochs: HashMap<NodeId, u64> = HashMap::new();
+        // When this leader first saw each broker fenced: only a heartbeat after that unfences
+        // it, so a broker that fenced itself in a controlled shutdown stays fenced.
+        let mut fenced_seen: HashMap<NodeId, Instant> = HashMap::new();
         loop {
             tick.tick().await;
             if !self.is_leader() {
                 *self.leader_since.lock().expect("leader lock") = None;
                 epochs.clear();
+                fenced_seen.clear();
                 continue;
             }
             let now = Instant::now();
@@ -456,19 +501,27 @@ impl ClusterNode {
                 if epochs.insert(broker.id, broker.epoch).is_some_and(|e| e != broker.epoch) {
                     self.record_heartbeat(broker.id);
                 }
-                let last = self.last_seen.lock().expect("heartbeat lock").get(&broker.id).copied().unwrap_or(since);
-                let alive = now.duration_since(last) < self.cfg.session_timeout;
-                let cmd = if !broker.fenced && !alive {
-                    tracing::warn!(broker_id = broker.id, "no heartbeat for the session timeout; fencing the broker");
-                    MetadataCommand::FenceBroker { broker_id: broker.id }
-                } else if broker.fenced
-                    && alive
-                    && self.last_seen.lock().expect("heartbeat lock").contains_key(&broker.id)
-                {
-                    tracing::info!(broker_id = broker.id, "fenced broker heartbeats again; unfencing it");
-                    MetadataCommand::UnfenceBroker { broker_id: broker.id }
+                if broker.fenced {
+                    fenced_seen.entry(broker.id).or_insert(now);
                 } else {
-                    continue;
+                    fenced_seen.remove(&broker.id);
+                }
+                let heard = self.last_seen.lock().expect("heartbeat lock").get(&broker.id).copied();
+                let session =
+                    Session { heard, fenced_since: fenced_seen.get(&broker.id).copied(), leader_since: since };
+                let cmd = match session.change(now, self.cfg.session_timeout) {
+                    Some(FencingChange::Fence) => {
+                        tracing::warn!(
+                            broker_id = broker.id,
+                            "no heartbeat for the session timeout; fencing the broker"
+                        );
+                        MetadataCommand::FenceBroker { broker_id: broker.id }
+                    }
+                    Some(FencingChange::Unfence) => {
+                        tracing::info!(broker_id = broker.id, "fenced broker heartbeats again; unfencing it");
+                        MetadataCommand::UnfenceBroker { broker_id: broker.id }
+                    }
+                    None => continue,
                 };
                 if let Err(e) = self.propose(cmd).await {
                     tracing::warn!(error = %e, "broker fencing change failed");
@@ -540,5 +593,65 @@ impl RequestHandler for ClusterNode {
                 Err(ForwardError::NotLeader { leader: self.raft.metrics().borrow().current_leader })
             }),
         }
+    }
+}
+
+/// One broker as the quorum leader's controller sees it.
+struct Session {
+    /// The broker's last heartbeat to this leader, if any.
+    heard: Option<Instant>,
+    /// When this leader first saw the broker fenced; `None` while it is not.
+    fenced_since: Option<Instant>,
+    /// When this node became leader: a broker it has not heard yet gets a full session from then.
+    leader_since: Instant,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum FencingChange {
+    Fence,
+    Unfence,
+}
+
+impl Session {
+    /// Fence a broker silent for the session timeout; unfence a fenced one only on a heartbeat
+    /// newer than its fence, so that a broker that fenced itself in a controlled shutdown
+    /// (and stopped heartbeating first) is not brought back by the heartbeats before it.
+    fn change(&self, now: Instant, session_timeout: Duration) -> Option<FencingChange> {
+        let alive = now.duration_since(self.heard.unwrap_or(self.leader_since)) < session_timeout;
+        match self.fenced_since {
+            None if !alive => Some(FencingChange::Fence),
+            Some(fenced) if alive && self.heard.is_some_and(|t| t > fenced) => Some(FencingChange::Unfence),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fencing_follows_heartbeats_and_a_controlled_shutdown_stays_fenced() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let timeout = Duration::from_secs(9);
+        let session = |heard: Option<u64>, fenced_since: Option<u64>| Session {
+            heard: heard.map(at),
+            fenced_since: fenced_since.map(at),
+            leader_since: t0,
+        };
+        // A new leader gives an unheard broker a full session, then fences it.
+        assert_eq!(session(None, None).change(at(8_000), timeout), None);
+        assert_eq!(session(None, None).change(at(9_000), timeout), Some(FencingChange::Fence));
+        assert_eq!(session(Some(5_000), None).change(at(13_000), timeout), None);
+        assert_eq!(session(Some(5_000), None).change(at(14_000), timeout), Some(FencingChange::Fence));
+        // Fenced for silence, heard again: unfenced.
+        assert_eq!(session(Some(20_000), Some(14_000)).change(at(20_100), timeout), Some(FencingChange::Unfence));
+        // Fenced by its own controlled shutdown right after its last heartbeat: stays fenced,
+        // and is not fenced again.
+        assert_eq!(session(Some(1_000), Some(1_050)).change(at(1_500), timeout), None);
+        assert_eq!(session(Some(1_000), Some(1_050)).change(at(30_000), timeout), None);
+        // Fenced and still silent: nothing to do.
+        assert_eq!(session(None, Some(9_000)).change(at(9_500), timeout), None);
     }
 }

@@ -1,0 +1,75 @@
+"""Controlled shutdown (Kafka's `controlled.shutdown.enable`): a broker stopped with SIGTERM
+has the quorum fence it before it exits, so its partitions get a new leader and its ISR
+places are given up at once, not after the session timeout (30 s here, as are the lag
+limits, so nothing else could explain a quick recovery). An idempotent acks=all stream to a
+replication factor 3 topic with min.insync.replicas=2 goes on within seconds when a follower
+and then the leader stop, and every acknowledged message is there exactly once."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+pytest.importorskip("confluent_kafka")
+
+from numbered import NumberedProducer, check_exactly_once_in_order  # noqa: E402
+from weir_harness import wait_until  # noqa: E402
+
+SLOW = 30_000
+
+
+def stop_gracefully(cluster, i):
+    """SIGTERM broker `i`; returns how long it took to exit. A clean exit is code 0."""
+    started = time.monotonic()
+    code = cluster.brokers[i].stop(signal.SIGTERM, timeout=30)
+    assert code == 0, f"broker {i} exited with {code}\n{cluster.brokers[i].tail()}"
+    return time.monotonic() - started
+
+
+def fenced(cluster, i):
+    brokers = cluster.any_running().http_json("GET", "/api/v1/cluster")["brokers"]
+    return next(b["fenced"] for b in brokers if b["id"] == i)
+
+
+def acks_resume(prod, within):
+    before = prod.total_acked()
+    wait_until(lambda: prod.total_acked() > before + 500, within, what="acknowledgements after the stop")
+
+
+@pytest.mark.cluster_args(session_timeout_ms=SLOW, lag_time_max_ms=SLOW)
+def test_a_stopped_broker_hands_over_at_once(cluster):
+    topic = "handover"
+    cluster.brokers[0].http_json("POST", "/api/v1/topics", {"name": topic, "assignment": [[0, 1, 2]],
+                                                            "configs": {"min.insync.replicas": "2"}})  # fmt: skip
+    cluster.wait_isr(topic, 0, 3)
+    prod = NumberedProducer(cluster.bootstrap, topic, 1)
+    prod.start()
+    try:
+        wait_until(lambda: prod.total_acked() > 1000, 30, what="first acknowledgements")
+
+        # A follower: out of the ISR before it exits, so acks=all does not wait for it.
+        took = stop_gracefully(cluster, 2)
+        (p,) = cluster.partitions(topic)
+        assert p["leader"] == 0 and sorted(p["isr"]) == [0, 1], p
+        acks_resume(prod, 5)
+        assert took < 10, f"the stop took {took:.1f}s"
+        # It stays fenced: the quorum leader, which heard it until the stop, does not take its
+        # last heartbeats as a sign of life (its controller looks every 0.5 s).
+        time.sleep(1.5)
+        assert fenced(cluster, 2), "broker 2 was unfenced after its controlled shutdown"
+        cluster.restart(2)
+        cluster.wait_isr(topic, 0, 3)
+
+        # The leader: leadership is on another in-sync replica when it has exited.
+        stop_gracefully(cluster, 0)
+        (p,) = cluster.partitions(topic)
+        assert p["leader"] in (1, 2) and sorted(p["isr"]) == [1, 2], p
+        acks_resume(prod, 5)
+        assert fenced(cluster, 0)
+        cluster.restart(0)
+        cluster.wait_isr(topic, 0, 3)
+    finally:
+        prod.finish()
+    check_exactly_once_in_order(cluster.bootstrap, prod)
