@@ -89,6 +89,12 @@ pub struct BrokerArgs {
     #[arg(long, env = "WEIR_CONTROLLED_SHUTDOWN_ENABLE", default_value_t = true, action = clap::ArgAction::Set)]
     pub controlled_shutdown_enable: bool,
 
+    /// How long a broker marked draining waits on SIGTERM for the moves off it to finish
+    /// before its controlled shutdown (0: not at all). Keep it and the controlled-shutdown
+    /// timeout under the pod's termination grace period.
+    #[arg(long, env = "WEIR_SHUTDOWN_DRAIN_WAIT_MS", default_value_t = 30_000)]
+    pub shutdown_drain_wait_ms: u64,
+
     /// How long a controlled shutdown waits for the quorum to commit the fence before the
     /// broker stops without it.
     #[arg(long, env = "WEIR_CONTROLLED_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]

@@ -215,6 +215,9 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     });
 
     admin_state.set_ready(false);
+    if args.shutdown_drain_wait_ms > 0 {
+        cluster.wait_for_drain(Duration::from_millis(args.shutdown_drain_wait_ms)).await;
+    }
     if args.controlled_shutdown_enable {
         cluster.controlled_shutdown(Duration::from_millis(args.controlled_shutdown_timeout_ms)).await;
     }

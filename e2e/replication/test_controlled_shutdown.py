@@ -15,6 +15,7 @@ import pytest
 pytest.importorskip("confluent_kafka")
 
 from numbered import NumberedProducer, check_exactly_once_in_order  # noqa: E402
+from test_min_isr import consume_all, produce  # noqa: E402
 from weir_harness import wait_until  # noqa: E402
 
 SLOW = 30_000
@@ -73,3 +74,29 @@ def test_a_stopped_broker_hands_over_at_once(cluster):
     finally:
         prod.finish()
     check_exactly_once_in_order(cluster.bootstrap, prod)
+
+
+def test_a_draining_broker_asked_to_stop_lets_its_moves_finish(cluster):
+    """A scale-down's race: the broker is told to stop right after its drain started. Its only
+    replica of a partition moves to another broker before it exits, so nothing goes offline."""
+    topic = "leaving"
+    cluster.brokers[0].http_json("POST", "/api/v1/topics", {"name": topic, "assignment": [[2]]})
+    cluster.wait_isr(topic, 0, 1)
+    values = [b"v" * 1_000] * 2_000
+    assert [e for e, _ in produce(cluster.bootstrap, topic, values, acks="1")] == [None] * len(values)
+    admin = cluster.brokers[0]
+    # About 2 s for the 2 MB at 1 MB/s: the stop below comes while the move runs.
+    admin.http_json("PUT", "/api/v1/replication/throttle", {"bytes_per_sec": 1_000_000})
+    out = admin.http_json("POST", "/api/v1/brokers/2/drain")
+    assert [s["topic"] for s in out["started"]] == [topic], out
+    # Broker 2 decides from its own metadata image: wait until that holds the drain.
+    leaving = cluster.brokers[2]
+    wait_until(lambda: leaving.http_json("GET", f"/api/v1/partitions?topic={topic}")["partitions"][0]["adding"], 10,
+               what="broker 2 sees the move")  # fmt: skip
+    took = stop_gracefully(cluster, 2)
+    (p,) = cluster.partitions(topic)
+    assert p["replicas"] != [2] and 2 not in p["replicas"] and not p["adding"], p
+    assert p["leader"] == p["replicas"][0], p
+    assert took > 0.5, f"the broker stopped after {took:.1f}s, before the move could have copied its log"
+    got = consume_all(cluster.bootstrap, topic, 0, len(values), timeout=30)
+    assert [o for o, _ in got] == list(range(len(values)))

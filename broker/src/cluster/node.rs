@@ -219,6 +219,40 @@ impl ClusterNode {
         let _ = self.raft.shutdown().await;
     }
 
+    /// A broker marked draining that is asked to stop first lets the moves taking its replicas
+    /// off finish (up to `timeout`): it is the source they copy from, and a partition whose
+    /// only replica it holds would otherwise be offline until it came back. This closes the
+    /// window of a scale-down in which the operator drains a broker whose pod is already
+    /// terminating. Partitions the drain could not move (blocked) are not waited for.
+    pub async fn wait_for_drain(&self, timeout: Duration) {
+        let me = self.cfg.node_id;
+        let moving_off = |image: &MetadataImage| {
+            image.topics.values().flat_map(|t| t.partitions.iter()).filter(|p| p.removing.contains(&me)).count()
+        };
+        let image = self.image();
+        if !image.brokers.get(&me).is_some_and(|b| b.draining) || moving_off(&image) == 0 {
+            return;
+        }
+        tracing::info!(moving = moving_off(&image), "draining: waiting for the moves off this broker before stopping");
+        let mut changes = self.subscribe();
+        let waited = tokio::time::timeout(timeout, async {
+            while moving_off(&self.image()) > 0 {
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        match waited {
+            Ok(()) => tracing::info!("draining: the moves off this broker finished"),
+            Err(_) => tracing::warn!(
+                ?timeout,
+                moving = moving_off(&self.image()),
+                "draining: moves still running; stopping anyway"
+            ),
+        }
+    }
+
     /// Kafka's controlled shutdown: before this broker stops, the quorum fences it, which
     /// moves the leadership of its partitions to other in-sync replicas and takes it out of
     /// every ISR it shares with another broker, so that clients and acks=all move on at once
