@@ -83,6 +83,7 @@ def test_values_validate_against_the_schema():
         (["broker", "storage", "size"], "ten gigs"),
         (["broker", "ports", "kafka"], 70000),
         (["operator", "logFormat"], "xml"),
+        (["broker", "preStopSleepSeconds"], -1),
         (["broker", "replicaz"], 3),
     ],
 )
