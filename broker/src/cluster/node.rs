@@ -230,10 +230,11 @@ impl ClusterNode {
             image.topics.values().flat_map(|t| t.partitions.iter()).filter(|p| p.removing.contains(&me)).count()
         };
         let image = self.image();
-        if !image.brokers.get(&me).is_some_and(|b| b.draining) || moving_off(&image) == 0 {
+        let moving = moving_off(&image);
+        if !image.brokers.get(&me).is_some_and(|b| b.draining) || moving == 0 {
             return;
         }
-        tracing::info!(moving = moving_off(&image), "draining: waiting for the moves off this broker before stopping");
+        tracing::info!(moving, "draining: waiting for the moves off this broker before stopping");
         let mut changes = self.subscribe();
         let waited = tokio::time::timeout(timeout, async {
             while moving_off(&self.image()) > 0 {
