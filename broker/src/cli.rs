@@ -78,6 +78,11 @@ pub struct BrokerArgs {
     #[arg(long, env = "WEIR_REPLICA_SELECTOR", value_enum, default_value_t = crate::kafka::context::ReplicaSelector::Leader)]
     pub replica_selector: crate::kafka::context::ReplicaSelector,
 
+    /// `max.incremental.fetch.session.cache.slots`: how many incremental fetch sessions
+    /// (KIP-227) this broker keeps for consumers and followers. 0: none; every fetch is full.
+    #[arg(long, env = "WEIR_MAX_INCREMENTAL_FETCH_SESSION_CACHE_SLOTS", default_value_t = crate::kafka::fetch_session::DEFAULT_MAX_SESSIONS)]
+    pub max_incremental_fetch_session_cache_slots: usize,
+
     /// `broker.session.timeout.ms`: a broker silent this long is fenced by the quorum leader.
     #[arg(long, env = "WEIR_BROKER_SESSION_TIMEOUT_MS", default_value_t = 9000)]
     pub broker_session_timeout_ms: u64,

@@ -143,6 +143,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     kafka_config.replication.replica_lag_time_max_ms = args.replica_lag_time_max_ms as i64;
     kafka_config.replication.fetch_wait_max_ms = args.replica_fetch_wait_max_ms;
     kafka_config.replica_selector = args.replica_selector;
+    kafka_config.max_fetch_sessions = args.max_incremental_fetch_session_cache_slots;
     kafka_config.replication.fetch_partition_max_bytes = args.replica_fetch_max_bytes;
     kafka_config.replication.fetch_response_max_bytes = args.replica_fetch_response_max_bytes;
     kafka_config.groups.offsets_retention = Duration::from_millis(
@@ -152,6 +153,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         Duration::from_millis(args.offsets_retention_check_interval_ms.max(1));
     let kafka = KafkaContext::new(node_id as NodeId, cluster.clone(), manager.clone(), kafka_config);
     kafka.replication.metrics.register(admin_state.registry()).context("registering replication metrics")?;
+    kafka.fetch_sessions.metrics.register(admin_state.registry()).context("registering fetch session metrics")?;
     tokio::spawn(kafka.replication.clone().run());
     admin_state.set_replication(kafka.replication.clone());
     let replication = kafka.replication.clone();

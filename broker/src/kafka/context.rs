@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use super::fetch_session::{self, FetchSessionCache};
 use super::group::{GroupConfig, GroupCoordinator};
 use super::producer_ids::ProducerIdManager;
 use crate::cluster::{ClusterNode, NodeId};
@@ -47,6 +48,8 @@ pub struct KafkaConfig {
     pub groups: GroupConfig,
     /// `replica.selector.class`: whether consumers may read from followers in their rack.
     pub replica_selector: ReplicaSelector,
+    /// `max.incremental.fetch.session.cache.slots` (KIP-227); 0 turns fetch sessions off.
+    pub max_fetch_sessions: usize,
 }
 
 /// Kafka's `replica.selector.class` (KIP-392): which replica a consumer reads from.
@@ -71,6 +74,7 @@ impl Default for KafkaConfig {
             replication: ReplicationConfig::default(),
             groups: GroupConfig::default(),
             replica_selector: ReplicaSelector::Leader,
+            max_fetch_sessions: crate::kafka::fetch_session::DEFAULT_MAX_SESSIONS,
         }
     }
 }
@@ -84,6 +88,8 @@ pub struct KafkaContext {
     pub producer_ids: ProducerIdManager,
     /// Leader/follower state, high watermarks and acks=all waits of the local replicas.
     pub replication: Arc<Replication>,
+    /// Incremental fetch sessions (KIP-227) of consumers and followers fetching from here.
+    pub fetch_sessions: FetchSessionCache,
     appended: Arc<AppendSignal>,
 }
 
@@ -100,7 +106,8 @@ impl KafkaContext {
             config.groups.clone(),
         );
         let producer_ids = ProducerIdManager::new(node_id, cluster.clone());
-        Arc::new(Self { node_id, cluster, logs, config, groups, producer_ids, replication, appended })
+        let fetch_sessions = FetchSessionCache::new(config.max_fetch_sessions, fetch_session::DEFAULT_EVICTION_AFTER);
+        Arc::new(Self { node_id, cluster, logs, config, groups, producer_ids, replication, fetch_sessions, appended })
     }
 
     pub fn notify_appended(&self) {

@@ -5,6 +5,7 @@
 pub mod codec;
 pub mod context;
 pub mod errors;
+pub mod fetch_session;
 pub mod file_records;
 pub mod group;
 pub mod handlers;

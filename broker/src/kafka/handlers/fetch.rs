@@ -3,8 +3,9 @@
 //! are the segment bytes as stored, never re-encoded; ranges of `SENDFILE_MIN_BYTES` or more
 //! are not read at all here but sent from the page cache by the server (`file_records`). Consumers read up to the high
 //! watermark; followers (replica id >= 0) read up to the log end, and their fetch offset
-//! tells the leader how far they are (partition/replication.rs). No fetch sessions: every
-//! response is full and carries session id 0, which clients accept.
+//! tells the leader how far they are (partition/replication.rs). From v7 a client may keep an
+//! incremental fetch session (KIP-227, `kafka/fetch_session.rs`): it then names only what
+//! changed, and is answered only for partitions with something new.
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,7 @@ use crate::cluster::NodeId;
 use crate::kafka::codec::{FramePart, SharedPart};
 use crate::kafka::context::{KafkaContext, ReplicaSelector};
 use crate::kafka::errors::log_error_code;
+use crate::kafka::fetch_session::SessionContext;
 use crate::kafka::file_records::{Placeholders, SENDFILE_MIN_BYTES};
 use crate::log::TopicPartition;
 
@@ -33,6 +35,32 @@ pub struct FetchOutput {
 }
 
 pub async fn handle(ctx: &KafkaContext, req: FetchRequest, version: i16) -> FetchOutput {
+    let session = match ctx.fetch_sessions.begin(&req, version, Instant::now()) {
+        Ok(session) => session,
+        Err(e) => return session_error(e),
+    };
+    // An incremental fetch covers every partition of its session, not only those it names.
+    let mut output = match &session {
+        SessionContext::Incremental { request, .. } => fetch(ctx, request, version).await,
+        _ => fetch(ctx, &req, version).await,
+    };
+    match ctx.fetch_sessions.finish(session, &req, &mut output.response, Instant::now()) {
+        Ok(()) => output,
+        Err(e) => session_error(e),
+    }
+}
+
+/// A response carrying only a top-level error, as Kafka answers a fetch whose session is
+/// unknown or out of step.
+fn session_error(e: ResponseError) -> FetchOutput {
+    let mut response = FetchResponse::default();
+    response.error_code = e.code();
+    response.session_id = crate::kafka::fetch_session::INVALID_SESSION_ID;
+    FetchOutput { response, shared: Vec::new() }
+}
+
+/// The long poll: collects until `min_bytes` are there, an error shows, or `max_wait_ms` ends.
+async fn fetch(ctx: &KafkaContext, req: &FetchRequest, version: i16) -> FetchOutput {
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let mut appends = ctx.subscribe_appends();
     let mut progress = ctx.replication.subscribe_progress();
@@ -41,7 +69,7 @@ pub async fn handle(ctx: &KafkaContext, req: FetchRequest, version: i16) -> Fetc
         appends.borrow_and_update();
         progress.borrow_and_update();
         let image = ctx.cluster.image();
-        let (output, bytes, any_error) = collect(ctx, &image, &req, version, first);
+        let (output, bytes, any_error) = collect(ctx, &image, req, version, first);
         first = false;
         let now = Instant::now();
         if bytes >= req.min_bytes.max(0) as usize || any_error || now >= deadline {
