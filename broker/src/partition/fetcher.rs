@@ -8,6 +8,10 @@
 //! 3. fetched batches are appended as they are (offsets and epochs kept), and the local high
 //!    watermark follows the leader's.
 //!
+//! The fetches go through an incremental fetch session (KIP-227, `follower_session.rs`) when
+//! the leader keeps one: a round then names only the partitions whose position changed, and
+//! the leader answers only those with something new.
+//!
 //! Fetching at the log end is how the leader learns this follower's progress (its HW and
 //! ISR decisions depend on it).
 //!
@@ -21,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
 use kafka_protocol::messages::{
     ApiKey, BrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
@@ -34,6 +38,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use super::follower_session::FollowerSession;
 use super::replication::Replication;
 use crate::cluster::throttle_configs::{FOLLOWER_THROTTLED_RATE, FOLLOWER_THROTTLED_REPLICAS};
 use crate::cluster::NodeId;
@@ -141,6 +146,7 @@ impl FetcherHandle {
 
 async fn run(rep: Arc<Replication>, handle: Arc<FetcherHandle>) {
     let mut conn: Option<Connection> = None;
+    let mut session = FollowerSession::default();
     let backoff = Duration::from_millis(rep.config.fetch_backoff_ms);
     loop {
         if rep.fetchers_stopped() {
@@ -163,9 +169,10 @@ async fn run(rep: Arc<Replication>, handle: Arc<FetcherHandle>) {
             }
         }
         let c = conn.as_mut().expect("connected above");
-        if let Err(e) = round(&rep, &handle, c, parts).await {
+        if let Err(e) = round(&rep, &handle, c, &mut session, parts).await {
             tracing::info!(leader = handle.leader, error = %e, "replica fetch failed; reconnecting");
             conn = None;
+            session.failed();
             tokio::time::sleep(backoff).await;
         }
     }
@@ -176,6 +183,7 @@ async fn round(
     rep: &Arc<Replication>,
     handle: &FetcherHandle,
     conn: &mut Connection,
+    session: &mut FollowerSession,
     parts: BTreeMap<TopicPartition, Followed>,
 ) -> Result<(), FetcherError> {
     let untruncated: Vec<(TopicPartition, i32)> =
@@ -190,7 +198,7 @@ async fn round(
         tokio::time::sleep(Duration::from_millis(rep.config.fetch_backoff_ms)).await;
         return Ok(());
     }
-    backoff |= fetch(rep, handle, conn, &ready).await?;
+    backoff |= fetch(rep, handle, conn, session, &ready).await?;
     if backoff {
         tokio::time::sleep(Duration::from_millis(rep.config.fetch_backoff_ms)).await;
     }
@@ -238,11 +246,12 @@ async fn truncate(
         .collect();
     let resp: OffsetForLeaderEpochResponse =
         conn.call(ApiKey::OffsetForLeaderEpoch, OFFSET_FOR_LEADER_EPOCH_VERSION, &req).await?;
+    let epochs: BTreeMap<&TopicPartition, i32> = parts.iter().map(|(tp, e)| (tp, *e)).collect();
     let mut errors = false;
     for t in resp.topics {
         for p in t.partitions {
             let tp = TopicPartition::new(t.topic.0.as_str(), p.partition);
-            let Some(epoch) = parts.iter().find(|(x, _)| *x == tp).map(|(_, e)| *e) else { continue };
+            let Some(epoch) = epochs.get(&tp).copied() else { continue };
             if p.error_code != 0 {
                 tracing::debug!(partition = %tp, error = p.error_code, "OffsetForLeaderEpoch refused; retrying");
                 errors = true;
@@ -295,9 +304,11 @@ async fn fetch(
     rep: &Arc<Replication>,
     handle: &FetcherHandle,
     conn: &mut Connection,
+    session: &mut FollowerSession,
     parts: &[(TopicPartition, i32)],
 ) -> Result<bool, FetcherError> {
-    let mut by_topic: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+    // Every partition this fetch covers, as the request would name it.
+    let mut current: BTreeMap<TopicPartition, FetchPartition> = BTreeMap::new();
     // What each partition was asked at: the log and its end offset then. A response is only
     // appended to that same log still ending there (see `asked_still_holds`).
     let mut asked: BTreeMap<TopicPartition, (Arc<Mutex<Log>>, i64)> = BTreeMap::new();
@@ -332,10 +343,10 @@ async fn fetch(
         p.last_fetched_epoch = -1;
         p.log_start_offset = start;
         p.partition_max_bytes = rep.config.fetch_partition_max_bytes;
-        by_topic.entry(tp.topic.as_str()).or_default().push(p);
+        current.insert(tp.clone(), p);
     }
     drop(image);
-    if by_topic.is_empty() {
+    if current.is_empty() {
         // Everything is held back by the throttle: back off, as Kafka's fetcher does.
         return Ok(true);
     }
@@ -345,8 +356,13 @@ async fn fetch(
     req.min_bytes = 1;
     req.max_bytes = rep.config.fetch_response_max_bytes;
     req.isolation_level = 0;
-    req.session_id = 0;
-    req.session_epoch = -1;
+    let next = session.next(&current);
+    req.session_id = next.session_id;
+    req.session_epoch = next.session_epoch;
+    let mut by_topic: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+    for tp in &next.send {
+        by_topic.entry(tp.topic.as_str()).or_default().push(current[tp].clone());
+    }
     req.topics = by_topic
         .into_iter()
         .map(|(topic, partitions)| {
@@ -356,12 +372,35 @@ async fn fetch(
             t
         })
         .collect();
+    let mut forgotten: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for tp in &next.forget {
+        forgotten.entry(tp.topic.as_str()).or_default().push(tp.partition);
+    }
+    req.forgotten_topics_data = forgotten
+        .into_iter()
+        .map(|(topic, partitions)| {
+            let mut t = ForgottenTopic::default();
+            t.topic = TopicName(StrBytes::from_string(topic.to_string()));
+            t.partitions = partitions;
+            t
+        })
+        .collect();
     let resp: FetchResponse = conn.call(ApiKey::Fetch, FETCH_VERSION, &req).await?;
+    session.answered(&next, &current, resp.error_code, resp.session_id);
+    if resp.error_code != 0 {
+        tracing::debug!(leader = handle.leader, error = resp.error_code, "fetch session refused; fetching in full");
+        return Ok(false);
+    }
+    let epochs: BTreeMap<&TopicPartition, i32> = parts.iter().map(|(tp, e)| (tp, *e)).collect();
     let mut errors = false;
+    // Partitions an incremental response leaves out have nothing new: the same leader HW,
+    // and no records, so a caught-up one is still caught up.
+    let mut unanswered: BTreeMap<&TopicPartition, ()> = current.keys().map(|tp| (tp, ())).collect();
     for t in resp.responses {
         for p in t.partitions {
             let tp = TopicPartition::new(t.topic.0.as_str(), p.partition_index);
-            let Some(epoch) = parts.iter().find(|(x, _)| *x == tp).map(|(_, e)| *e) else { continue };
+            unanswered.remove(&tp);
+            let Some(epoch) = epochs.get(&tp).copied() else { continue };
             let Some(replica) = rep.is_following(&tp, handle.leader, epoch) else { continue };
             let Some(log) = rep.logs.get(&tp) else { continue };
             let Some((asked_log, fetch_offset)) = asked.get(&tp) else { continue };
@@ -439,6 +478,16 @@ async fn fetch(
                     errors = true;
                 }
             }
+        }
+    }
+    let now = now_ms();
+    for (tp, _) in unanswered {
+        if let Some(epoch) = epochs.get(tp) {
+            handle.update(tp, *epoch, |f| {
+                if f.lag == 0 {
+                    f.caught_up_ms = now;
+                }
+            });
         }
     }
     rep.update_fetcher_gauges();

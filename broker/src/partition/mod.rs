@@ -3,6 +3,7 @@
 //! replica fetchers that copy leaders' logs to followers.
 
 pub mod fetcher;
+pub mod follower_session;
 pub mod hw_checkpoint;
 pub mod leader;
 pub mod metrics;
