@@ -154,6 +154,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     let kafka = KafkaContext::new(node_id as NodeId, cluster.clone(), manager.clone(), kafka_config);
     kafka.replication.metrics.register(admin_state.registry()).context("registering replication metrics")?;
     kafka.fetch_sessions.metrics.register(admin_state.registry()).context("registering fetch session metrics")?;
+    kafka.metrics.register(admin_state.registry()).context("registering Kafka listener metrics")?;
     tokio::spawn(kafka.replication.clone().run());
     admin_state.set_replication(kafka.replication.clone());
     let replication = kafka.replication.clone();
@@ -177,6 +178,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         },
     );
     admin_state.set_amqp(amqp.clone());
+    crate::amqp::metrics::register(&amqp, admin_state.registry()).context("registering AMQP metrics")?;
     tokio::spawn(crate::amqp::server::serve(amqp_listener, amqp));
     info!(amqp_listen = %args.amqp_listen, "AMQP listener open");
     // Ready once the quorum knows this broker: before that, writes and placement fail.

@@ -82,3 +82,24 @@ def test_replication_metrics_follow_lag_purgatory_and_isr_changes(cluster):
     wait_until(lambda: metric(admin, "weir_under_replicated_partitions") == 0, 10, what="fully replicated again")
     assert metric(admin, "weir_under_min_isr_partitions") == 0
     assert metric(admin, "weir_isr_expands_total") >= expands + 2
+
+
+def test_replication_traffic_is_counted_apart_from_client_traffic(cluster):
+    leader, *followers = cluster.brokers
+    leader.http_json("POST", "/api/v1/topics", {"name": "traffic", "assignment": [[0, 1, 2]]})
+    cluster.wait_isr("traffic", 0, 3)
+    names = ["weir_kafka_bytes_in_total", "weir_kafka_messages_in_total", "weir_replication_bytes_out_total",
+             "weir_replication_bytes_in_total", "weir_kafka_bytes_out_total"]  # fmt: skip
+    before = {b.node_id: {n: metric(b, n) for n in names} for b in cluster.brokers}
+    assert [e for e, _ in produce(cluster.bootstrap, "traffic", [b"x" * 500] * 1000)] == [None] * 1000
+    # acks=all: both followers hold everything once the produce is acknowledged.
+    delta = {b.node_id: {n: metric(b, n) - before[b.node_id][n] for n in names} for b in cluster.brokers}
+    produced = delta[0]["weir_kafka_bytes_in_total"]
+    assert delta[0]["weir_kafka_messages_in_total"] == 1000
+    assert produced > 500_000
+    assert delta[0]["weir_replication_bytes_out_total"] >= 2 * produced
+    for f in followers:
+        assert delta[f.node_id]["weir_replication_bytes_in_total"] >= produced
+        assert delta[f.node_id]["weir_kafka_bytes_in_total"] == 0
+    # Followers' fetches are not consumer traffic.
+    assert delta[0]["weir_kafka_bytes_out_total"] == 0

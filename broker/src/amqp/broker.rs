@@ -186,6 +186,8 @@ struct CoreState {
     commit: GroupCommit,
     /// Wakes the flusher that runs the group commit's rounds.
     flush: Arc<FlushSignal>,
+    /// The published/delivered counters (handles shared with `AmqpCore::metrics`).
+    metrics: super::metrics::AmqpMetrics,
 }
 
 /// Shared by every AMQP connection of the broker.
@@ -200,6 +202,8 @@ pub struct AmqpCore {
     alarm: tokio::sync::watch::Sender<Option<String>>,
     /// Whether the group commit's flusher thread runs (else the tick runs its rounds).
     flusher: std::sync::atomic::AtomicBool,
+    /// Published/delivered counters for `/metrics` (see `amqp::metrics`).
+    pub metrics: super::metrics::AmqpMetrics,
 }
 
 impl std::fmt::Debug for AmqpCore {
@@ -315,6 +319,7 @@ impl AmqpCore {
         let mut state = CoreState { data_dir: config.data_dir.clone(), ..Default::default() };
         state.vhosts.insert("/".to_string(), Vhost::new("/"));
         let flush = state.flush.clone();
+        let metrics = state.metrics.clone();
         let with_stores = config.data_dir.is_some();
         let core = Arc::new(Self {
             state: Mutex::new(state),
@@ -324,6 +329,7 @@ impl AmqpCore {
             cluster: std::sync::OnceLock::new(),
             alarm: tokio::sync::watch::channel(None).0,
             flusher: std::sync::atomic::AtomicBool::new(false),
+            metrics,
         });
         if with_stores {
             let weak = Arc::downgrade(&core);
@@ -921,6 +927,9 @@ impl AmqpCore {
         }
         let got = q.pop();
         let remaining = q.message_count() as u32;
+        if got.is_some() {
+            st.metrics.delivered.inc();
+        }
         match &got {
             Some(_) if !m.no_ack => q.unacked += 1,
             Some(qm) => q.settle(qm),
@@ -1136,6 +1145,25 @@ impl AmqpCore {
     // -----------------------------------------------------------------------------------
     // Views for the admin API and tests
     // -----------------------------------------------------------------------------------
+
+    /// Open connections, and every queue's counts, for a `/metrics` scrape.
+    pub fn metrics_view(&self) -> (usize, Vec<super::metrics::QueueView>) {
+        let st = self.lock();
+        let queues = st
+            .vhosts
+            .iter()
+            .flat_map(|(vhost, v)| {
+                v.queues.values().map(move |q| super::metrics::QueueView {
+                    vhost: vhost.clone(),
+                    name: q.name.clone(),
+                    ready: q.message_count(),
+                    unacked: q.unacked,
+                    consumers: q.consumers.len() as u64,
+                })
+            })
+            .collect();
+        (st.conns.len(), queues)
+    }
 
     /// (ready, unacked, consumers) of a queue.
     pub fn queue_counts(&self, vhost: &str, name: &str) -> Option<(u64, u64, u64)> {
@@ -1367,6 +1395,8 @@ impl CoreState {
     /// Route and enqueue one published message; answer the publisher (basic.return for an
     /// unroutable mandatory message, then the confirm) and dispatch.
     fn publish(&mut self, conn: ConnId, channel: u16, vhost: &str, p: PendingPublish) {
+        // Counted here, where a transaction's publishes land only at its commit.
+        self.metrics.published.inc();
         let now = now();
         let queues = self.route(vhost, &p.exchange, &p.msg);
         let ttl = p.msg.expiration_ms().ok().flatten();
@@ -1517,7 +1547,7 @@ impl CoreState {
     fn dispatch(&mut self, vhost: &str, qname: &str) {
         let now = now();
         self.expire_heads(vhost, qname, now);
-        let CoreState { vhosts, conns, .. } = self;
+        let CoreState { vhosts, conns, metrics, .. } = self;
         let Some(q) = vhosts.get_mut(vhost).and_then(|v| v.queues.get_mut(qname)) else { return };
         while !q.ready.is_empty() && !q.consumers.is_empty() {
             let n = q.consumers.len();
@@ -1557,6 +1587,7 @@ impl CoreState {
             entry.out.with(|out| {
                 frames::content_into(out, key.channel, &deliver, &qm.msg.properties, &qm.msg.body, frame_max)
             });
+            metrics.delivered.inc();
             if !consumer.no_ack {
                 consumer.unacked += 1;
                 q.unacked += 1;

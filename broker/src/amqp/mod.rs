@@ -10,6 +10,7 @@ pub mod connection;
 pub mod errors;
 pub mod frames;
 pub mod json_args;
+pub mod metrics;
 pub mod outbox;
 pub mod server;
 

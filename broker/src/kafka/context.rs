@@ -7,6 +7,7 @@ use tokio::sync::watch;
 
 use super::fetch_session::{self, FetchSessionCache};
 use super::group::{GroupConfig, GroupCoordinator};
+use super::metrics::KafkaMetrics;
 use super::producer_ids::ProducerIdManager;
 use crate::cluster::{ClusterNode, NodeId};
 use crate::log::LogManager;
@@ -90,6 +91,8 @@ pub struct KafkaContext {
     pub replication: Arc<Replication>,
     /// Incremental fetch sessions (KIP-227) of consumers and followers fetching from here.
     pub fetch_sessions: FetchSessionCache,
+    /// Requests, client traffic and connections of the Kafka listener.
+    pub metrics: KafkaMetrics,
     appended: Arc<AppendSignal>,
 }
 
@@ -107,7 +110,19 @@ impl KafkaContext {
         );
         let producer_ids = ProducerIdManager::new(node_id, cluster.clone());
         let fetch_sessions = FetchSessionCache::new(config.max_fetch_sessions, fetch_session::DEFAULT_EVICTION_AFTER);
-        Arc::new(Self { node_id, cluster, logs, config, groups, producer_ids, replication, fetch_sessions, appended })
+        let metrics = KafkaMetrics::unregistered();
+        Arc::new(Self {
+            node_id,
+            cluster,
+            logs,
+            config,
+            groups,
+            producer_ids,
+            replication,
+            fetch_sessions,
+            metrics,
+            appended,
+        })
     }
 
     pub fn notify_appended(&self) {

@@ -7,6 +7,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
+
+use kafka_protocol::messages::ApiKey;
 
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -50,10 +53,13 @@ async fn connection(stream: TcpStream, peer: SocketAddr, ctx: Arc<KafkaContext>)
     let client_host = format!("/{}", peer.ip());
     let (r, w) = stream.into_split();
     let (replies, queued) = mpsc::channel(PIPELINE_DEPTH);
+    ctx.metrics.connections.inc();
     // Both halves run in this task: the reader handles requests in order (appends included),
     // the writer sends their responses in the same order, waiting for a produce's ISR where
     // needed. An error on either side ends both.
-    tokio::try_join!(read_requests(r, &ctx, &client_host, replies), write_responses(w, queued))?;
+    let served = tokio::try_join!(read_requests(r, &ctx, &client_host, replies), write_responses(w, &ctx, queued));
+    ctx.metrics.connections.dec();
+    served?;
     Ok(())
 }
 
@@ -61,13 +67,14 @@ async fn read_requests(
     r: OwnedReadHalf,
     ctx: &Arc<KafkaContext>,
     client_host: &str,
-    replies: mpsc::Sender<Reply>,
+    replies: mpsc::Sender<Queued>,
 ) -> Result<(), CodecError> {
     let mut r = BufReader::with_capacity(64 * 1024, r);
     while let Some(mut frame) = codec::read_frame(&mut r, ctx.config.max_request_bytes).await? {
+        let read_at = Instant::now();
         let (api_key, header) = codec::decode_header(&mut frame)?;
         let reply = handlers::handle(ctx, api_key, &header, client_host, frame).await?;
-        if replies.send(reply).await.is_err() {
+        if replies.send(Queued { reply, api_key, read_at }).await.is_err() {
             // The writer failed; its error is the one reported.
             break;
         }
@@ -75,16 +82,28 @@ async fn read_requests(
     Ok(())
 }
 
-async fn write_responses(w: OwnedWriteHalf, mut queued: mpsc::Receiver<Reply>) -> Result<(), CodecError> {
+/// A handled request on its way to the writer, with what its latency is measured by.
+struct Queued {
+    reply: Reply,
+    api_key: ApiKey,
+    read_at: Instant,
+}
+
+async fn write_responses(
+    w: OwnedWriteHalf,
+    ctx: &KafkaContext,
+    mut queued: mpsc::Receiver<Queued>,
+) -> Result<(), CodecError> {
     let mut w = BufWriter::with_capacity(64 * 1024, w);
-    while let Some(reply) = queued.recv().await {
+    while let Some(Queued { reply, api_key, read_at }) = queued.recv().await {
         let response = match reply {
-            Reply::None => continue,
-            Reply::Now(frame) => frame,
-            Reply::Later(waiting) => match waiting.await? {
-                Some(frame) => frame,
-                None => continue,
-            },
+            Reply::None => None,
+            Reply::Now(frame) => Some(frame),
+            Reply::Later(waiting) => waiting.await?,
+        };
+        let Some(response) = response else {
+            ctx.metrics.observe(api_key, read_at.elapsed().as_secs_f64());
+            continue;
         };
         // Small parts gather in the 64 KiB buffer; a part as large as the buffer (fetched
         // records) goes from its own memory to the socket, and a file range (fetched records
@@ -102,6 +121,7 @@ async fn write_responses(w: OwnedWriteHalf, mut queued: mpsc::Receiver<Reply>) -
         if queued.is_empty() {
             w.flush().await?;
         }
+        ctx.metrics.observe(api_key, read_at.elapsed().as_secs_f64());
     }
     w.flush().await?;
     Ok(())

@@ -432,6 +432,7 @@ async fn fetch(
                             errors = true;
                             continue;
                         }
+                        rep.metrics.bytes_in.inc_by(records.len() as u64);
                     }
                     let leo = log.log_end_offset();
                     drop(log);

@@ -26,6 +26,10 @@ pub struct ReplicationMetrics {
     /// bytes this broker served to consumers as a follower.
     pub preferred_read_replica: IntCounter,
     pub follower_consumer_bytes: IntCounter,
+    /// Record bytes appended here as a follower, and served here to followers (Kafka's
+    /// ReplicationBytesIn/Out).
+    pub bytes_in: IntCounter,
+    pub bytes_out: IntCounter,
 }
 
 impl ReplicationMetrics {
@@ -84,6 +88,8 @@ impl ReplicationMetrics {
                 "weir_follower_consumer_fetch_bytes_total",
                 "Record bytes this broker served to consumers from partitions it follows (KIP-392)",
             ),
+            bytes_in: counter("weir_replication_bytes_in_total", "Record bytes appended here as a follower"),
+            bytes_out: counter("weir_replication_bytes_out_total", "Record bytes served here to followers"),
         }
     }
 
@@ -101,6 +107,8 @@ impl ReplicationMetrics {
         registry.register(Box::new(self.quota_throttled_bytes.clone()))?;
         registry.register(Box::new(self.preferred_read_replica.clone()))?;
         registry.register(Box::new(self.follower_consumer_bytes.clone()))?;
+        registry.register(Box::new(self.bytes_in.clone()))?;
+        registry.register(Box::new(self.bytes_out.clone()))?;
         Ok(())
     }
 }

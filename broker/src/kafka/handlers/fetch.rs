@@ -45,7 +45,19 @@ pub async fn handle(ctx: &KafkaContext, req: FetchRequest, version: i16) -> Fetc
         _ => fetch(ctx, &req, version).await,
     };
     match ctx.fetch_sessions.finish(session, &req, &mut output.response, Instant::now()) {
-        Ok(()) => output,
+        Ok(()) => {
+            let records: usize = output
+                .response
+                .responses
+                .iter()
+                .flat_map(|t| t.partitions.iter())
+                .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+                .sum();
+            let counter =
+                if req.replica_id.0 >= 0 { &ctx.replication.metrics.bytes_out } else { &ctx.metrics.bytes_out };
+            counter.inc_by(records as u64);
+            output
+        }
         Err(e) => session_error(e),
     }
 }

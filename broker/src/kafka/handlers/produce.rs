@@ -116,6 +116,7 @@ pub fn append(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Appended
                     None => ResponseError::CorruptMessage.code(),
                     Some(records) => {
                         let mut buf = writable(records);
+                        let records_len = buf.len() as u64;
                         let epoch = part.leader_epoch;
                         let tp = TopicPartition::new(&name, index);
                         // Written only while this broker still leads at the image's epoch.
@@ -132,6 +133,10 @@ pub fn append(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Appended
                             }
                             Some(Ok((info, start, replica))) => {
                                 appended = true;
+                                ctx.metrics.bytes_in.inc_by(records_len);
+                                ctx.metrics
+                                    .messages_in
+                                    .inc_by((info.last_offset - info.first_offset + 1).max(0) as u64);
                                 if acks == -1 {
                                     waits.push(AcksWait {
                                         topic: responses.len(),
