@@ -3,31 +3,28 @@
 
 use std::sync::Arc;
 
-use tokio::sync::watch;
-
 use super::fetch_session::{self, FetchSessionCache};
 use super::group::{GroupConfig, GroupCoordinator};
 use super::metrics::KafkaMetrics;
 use super::producer_ids::ProducerIdManager;
 use crate::cluster::{ClusterNode, NodeId};
 use crate::log::LogManager;
+use crate::log::TopicPartition;
+use crate::partition::changes::PartitionChanges;
 use crate::partition::{Replication, ReplicationConfig};
 
-/// Bumped after every append, so fetches waiting for `min.bytes` wake up. Shared by the
-/// produce path and the group coordinator, whose appends followers fetch too.
-pub struct AppendSignal(watch::Sender<u64>);
+/// Records every append by partition, so fetches waiting for `min.bytes` on that partition
+/// wake up (`partition/changes.rs`). Shared by the produce path and the group coordinator,
+/// whose appends followers fetch too.
+pub struct AppendSignal(Arc<PartitionChanges>);
 
 impl AppendSignal {
-    fn new() -> Arc<Self> {
-        Arc::new(Self(watch::channel(0).0))
+    fn new(changes: Arc<PartitionChanges>) -> Arc<Self> {
+        Arc::new(Self(changes))
     }
 
-    pub fn notify(&self) {
-        self.0.send_modify(|v| *v = v.wrapping_add(1));
-    }
-
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.0.subscribe()
+    pub fn notify<'a>(&self, appended: impl IntoIterator<Item = &'a TopicPartition>) {
+        self.0.record_all(appended.into_iter().map(Some));
     }
 }
 
@@ -98,8 +95,8 @@ pub struct KafkaContext {
 
 impl KafkaContext {
     pub fn new(node_id: NodeId, cluster: Arc<ClusterNode>, logs: Arc<LogManager>, config: KafkaConfig) -> Arc<Self> {
-        let appended = AppendSignal::new();
         let replication = Replication::new(node_id, cluster.clone(), logs.clone(), config.replication.clone());
+        let appended = AppendSignal::new(replication.changes.clone());
         let groups = GroupCoordinator::new(
             node_id,
             cluster.clone(),
@@ -125,11 +122,7 @@ impl KafkaContext {
         })
     }
 
-    pub fn notify_appended(&self) {
-        self.appended.notify();
-    }
-
-    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
-        self.appended.subscribe()
+    pub fn notify_appended<'a>(&self, appended: impl IntoIterator<Item = &'a TopicPartition>) {
+        self.appended.notify(appended);
     }
 }

@@ -439,7 +439,7 @@ async fn fetch(
                     drop(role);
                     // Consumers reading from this follower (KIP-392) wait on HW moves.
                     if replica.set_follower_hw(p.high_watermark.min(leo).max(0)) {
-                        rep.notify_progress();
+                        rep.notify_progress(&tp);
                     }
                     let lag = (p.high_watermark - leo).max(0);
                     let now = now_ms();

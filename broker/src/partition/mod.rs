@@ -2,6 +2,7 @@
 //! replication — leader state and high watermark, ISR upkeep, acks=all waits, and the
 //! replica fetchers that copy leaders' logs to followers.
 
+pub mod changes;
 pub mod fetcher;
 pub mod follower_session;
 pub mod hw_checkpoint;

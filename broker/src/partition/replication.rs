@@ -18,6 +18,7 @@ use std::time::Duration;
 use kafka_protocol::ResponseError;
 use tokio::sync::watch;
 
+use super::changes::PartitionChanges;
 use super::fetcher::FetcherHandle;
 use super::hw_checkpoint;
 use super::leader::LeaderState;
@@ -142,8 +143,9 @@ pub struct Replication {
     pub metrics: ReplicationMetrics,
     partitions: Mutex<HashMap<TopicPartition, Arc<PartitionReplica>>>,
     fetchers: Mutex<BTreeMap<NodeId, Arc<FetcherHandle>>>,
-    /// Bumped when a high watermark advances, so consumer fetches waiting for data wake.
-    progress: watch::Sender<u64>,
+    /// Appends and high-watermark moves by partition, which waiting fetches wake on
+    /// (`changes.rs`; the produce path and the group coordinator record their appends here).
+    pub changes: Arc<PartitionChanges>,
     /// High watermarks read from the checkpoint at start, each used once when its replica is
     /// first set up (`hw_checkpoint.rs`).
     checkpointed_hw: Mutex<HashMap<TopicPartition, i64>>,
@@ -189,7 +191,7 @@ impl Replication {
             metrics: ReplicationMetrics::unregistered(),
             partitions: Mutex::new(HashMap::new()),
             fetchers: Mutex::new(BTreeMap::new()),
-            progress: watch::channel(0).0,
+            changes: Arc::new(PartitionChanges::default()),
             fetchers_stopped: AtomicBool::new(false),
             reassignment_throttle: ReplicationThrottle::default(),
             leader_quota: ReplicationThrottle::default(),
@@ -211,12 +213,9 @@ impl Replication {
         self.fetchers_stopped.load(Ordering::SeqCst)
     }
 
-    pub fn subscribe_progress(&self) -> watch::Receiver<u64> {
-        self.progress.subscribe()
-    }
-
-    pub(crate) fn notify_progress(&self) {
-        self.progress.send_modify(|v| *v = v.wrapping_add(1));
+    /// `tp`'s high watermark advanced: consumer fetches waiting on it look again.
+    pub(crate) fn notify_progress(&self, tp: &TopicPartition) {
+        self.changes.record(Some(tp));
     }
 
     pub fn replica(&self, tp: &TopicPartition) -> Option<Arc<PartitionReplica>> {
@@ -354,7 +353,7 @@ impl Replication {
         };
         if let Some(hw) = hw {
             if rep.set_hw_at_least(hw.min(leo)) {
-                self.notify_progress();
+                self.notify_progress(&rep.tp);
             }
         }
     }

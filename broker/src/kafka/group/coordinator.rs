@@ -887,7 +887,7 @@ impl GroupCoordinator {
         });
         let (result, replica) = appended.ok_or(WriteError::NotLeader(partition))?;
         let written = Written { replica, leader_epoch: epoch, required: result?.last_offset + 1 };
-        self.appended.notify();
+        self.appended.notify([&tp]);
         Ok(written)
     }
 

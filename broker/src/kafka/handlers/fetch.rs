@@ -7,6 +7,7 @@
 //! incremental fetch session (KIP-227, `kafka/fetch_session.rs`): it then names only what
 //! changed, and is answered only for partitions with something new.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -74,28 +75,34 @@ fn session_error(e: ResponseError) -> FetchOutput {
 /// The long poll: collects until `min_bytes` are there, an error shows, or `max_wait_ms` ends.
 async fn fetch(ctx: &KafkaContext, req: &FetchRequest, version: i16) -> FetchOutput {
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
-    let mut appends = ctx.subscribe_appends();
-    let mut progress = ctx.replication.subscribe_progress();
+    let changes = &ctx.replication.changes;
+    let mut changed = changes.subscribe();
+    let wanted: HashSet<(&str, i32)> =
+        req.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (t.topic.0.as_str(), p.partition))).collect();
     let mut first = true;
     loop {
-        appends.borrow_and_update();
-        progress.borrow_and_update();
+        // Marked before collecting: a change while collecting is looked at next.
+        let mut seen = *changed.borrow_and_update();
         let image = ctx.cluster.image();
         let (output, bytes, any_error) = collect(ctx, &image, req, version, first);
         first = false;
-        let now = Instant::now();
-        if bytes >= req.min_bytes.max(0) as usize || any_error || now >= deadline {
+        if bytes >= req.min_bytes.max(0) as usize || any_error || Instant::now() >= deadline {
             return output;
         }
-        // Woken by any append or high-watermark move on this broker; re-reading is cheap
-        // (index lookups).
-        let _ = tokio::time::timeout(deadline - now, async {
-            tokio::select! {
-                _ = appends.changed() => {}
-                _ = progress.changed() => {}
+        // Sleep until one of this request's partitions gets an append or a high-watermark
+        // move, or the deadline; changes of other partitions do not cost a collect.
+        loop {
+            let now = Instant::now();
+            if now >= deadline || tokio::time::timeout(deadline - now, changed.changed()).await.is_err() {
+                break;
             }
-        })
-        .await;
+            let latest = *changed.borrow_and_update();
+            let concerns = changes.concerns(seen, &wanted);
+            seen = latest;
+            if concerns {
+                break;
+            }
+        }
     }
 }
 

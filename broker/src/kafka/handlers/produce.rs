@@ -87,7 +87,8 @@ pub fn append(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Appended
     let acks = req.acks;
     let topics = detach(req);
     let image = ctx.cluster.image();
-    let mut appended = false;
+    // The partitions written, for the fetches waiting on them.
+    let mut appended: Vec<TopicPartition> = Vec::new();
     let mut waits = Vec::new();
     let mut responses = Vec::with_capacity(topics.len());
     for topic in topics {
@@ -132,7 +133,7 @@ pub fn append(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Appended
                                 ResponseError::NotLeaderOrFollower.code()
                             }
                             Some(Ok((info, start, replica))) => {
-                                appended = true;
+                                appended.push(tp.clone());
                                 ctx.metrics.bytes_in.inc_by(records_len);
                                 ctx.metrics
                                     .messages_in
@@ -174,8 +175,8 @@ pub fn append(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Appended
         t.partition_responses = partitions;
         responses.push(t);
     }
-    if appended {
-        ctx.notify_appended();
+    if !appended.is_empty() {
+        ctx.notify_appended(&appended);
     }
     Appended { version, acks, responses, waits, deadline }
 }
