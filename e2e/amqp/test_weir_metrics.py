@@ -68,12 +68,23 @@ def test_queue_depth_connections_and_counters_follow_pika(target, name):
         delivered = value(scrape(broker), "weir_amqp_delivered_total") - value(before, "weir_amqp_delivered_total")
         assert delivered >= 20
 
+        # Acknowledging the 20 lets 20 more out: 10 stay ready.
         ch.basic_ack(received[-1], multiple=True)
         deadline = time.monotonic() + 10
         while len(received) < 40 and time.monotonic() < deadline:
             conn.process_data_events(time_limit=0.1)
-        ch.basic_ack(received[-1], multiple=True)
+        assert len(received) == 40
         wait_for(lambda: queue_series(broker, "weir_amqp_queue_messages_ready", name), 10)
+        assert queue_series(broker, "weir_amqp_queue_messages_unacked", name) == 20
+        # The last 10 go out and are acknowledged: the queue is empty.
+        ch.basic_ack(received[-1], multiple=True)
+        deadline = time.monotonic() + 10
+        while len(received) < 50 and time.monotonic() < deadline:
+            conn.process_data_events(time_limit=0.1)
+        assert len(received) == 50
+        ch.basic_ack(received[-1], multiple=True)
+        wait_for(lambda: queue_series(broker, "weir_amqp_queue_messages_unacked", name), 0)
+        assert queue_series(broker, "weir_amqp_queue_messages_ready", name) == 0
 
         # A deleted queue leaves no series behind.
         ch.queue_delete(name)
