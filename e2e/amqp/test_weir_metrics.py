@@ -58,10 +58,14 @@ def test_queue_depth_connections_and_counters_follow_pika(target, name):
         ch.basic_qos(prefetch_count=20)
         received = []
         ch.basic_consume(name, lambda c, m, p, b: received.append(m.delivery_tag))
-        deadline = time.monotonic() + 10
-        while len(received) < 20 and time.monotonic() < deadline:
-            conn.process_data_events(time_limit=0.1)
-        assert len(received) == 20
+
+        def receive_until(n):
+            deadline = time.monotonic() + 10
+            while len(received) < n and time.monotonic() < deadline:
+                conn.process_data_events(time_limit=0.1)
+            assert len(received) == n
+
+        receive_until(20)
         wait_for(lambda: queue_series(broker, "weir_amqp_queue_messages_unacked", name), 20)
         assert queue_series(broker, "weir_amqp_queue_messages_ready", name) == 30
         assert queue_series(broker, "weir_amqp_queue_consumers", name) == 1
@@ -70,18 +74,12 @@ def test_queue_depth_connections_and_counters_follow_pika(target, name):
 
         # Acknowledging the 20 lets 20 more out: 10 stay ready.
         ch.basic_ack(received[-1], multiple=True)
-        deadline = time.monotonic() + 10
-        while len(received) < 40 and time.monotonic() < deadline:
-            conn.process_data_events(time_limit=0.1)
-        assert len(received) == 40
+        receive_until(40)
         wait_for(lambda: queue_series(broker, "weir_amqp_queue_messages_ready", name), 10)
         assert queue_series(broker, "weir_amqp_queue_messages_unacked", name) == 20
         # The last 10 go out and are acknowledged: the queue is empty.
         ch.basic_ack(received[-1], multiple=True)
-        deadline = time.monotonic() + 10
-        while len(received) < 50 and time.monotonic() < deadline:
-            conn.process_data_events(time_limit=0.1)
-        assert len(received) == 50
+        receive_until(50)
         ch.basic_ack(received[-1], multiple=True)
         wait_for(lambda: queue_series(broker, "weir_amqp_queue_messages_unacked", name), 0)
         assert queue_series(broker, "weir_amqp_queue_messages_ready", name) == 0
