@@ -1,5 +1,6 @@
 //! What the Kafka handlers share: the broker's identity, the cluster metadata, the logs,
-//! and a signal that wakes long-polling fetches when data is appended.
+//! replication (whose change ring wakes long-polling fetches when data is appended), fetch
+//! sessions and the listener's metrics.
 
 use std::sync::Arc;
 
@@ -8,25 +9,8 @@ use super::group::{GroupConfig, GroupCoordinator};
 use super::metrics::KafkaMetrics;
 use super::producer_ids::ProducerIdManager;
 use crate::cluster::{ClusterNode, NodeId};
-use crate::log::LogManager;
-use crate::log::TopicPartition;
-use crate::partition::changes::PartitionChanges;
+use crate::log::{LogManager, TopicPartition};
 use crate::partition::{Replication, ReplicationConfig};
-
-/// Records every append by partition, so fetches waiting for `min.bytes` on that partition
-/// wake up (`partition/changes.rs`). Shared by the produce path and the group coordinator,
-/// whose appends followers fetch too.
-pub struct AppendSignal(Arc<PartitionChanges>);
-
-impl AppendSignal {
-    fn new(changes: Arc<PartitionChanges>) -> Arc<Self> {
-        Arc::new(Self(changes))
-    }
-
-    pub fn notify<'a>(&self, appended: impl IntoIterator<Item = &'a TopicPartition>) {
-        self.0.record_all(appended.into_iter().map(Some));
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
@@ -90,39 +74,21 @@ pub struct KafkaContext {
     pub fetch_sessions: FetchSessionCache,
     /// Requests, client traffic and connections of the Kafka listener.
     pub metrics: KafkaMetrics,
-    appended: Arc<AppendSignal>,
 }
 
 impl KafkaContext {
     pub fn new(node_id: NodeId, cluster: Arc<ClusterNode>, logs: Arc<LogManager>, config: KafkaConfig) -> Arc<Self> {
         let replication = Replication::new(node_id, cluster.clone(), logs.clone(), config.replication.clone());
-        let appended = AppendSignal::new(replication.changes.clone());
-        let groups = GroupCoordinator::new(
-            node_id,
-            cluster.clone(),
-            logs.clone(),
-            replication.clone(),
-            appended.clone(),
-            config.groups.clone(),
-        );
+        let groups =
+            GroupCoordinator::new(node_id, cluster.clone(), logs.clone(), replication.clone(), config.groups.clone());
         let producer_ids = ProducerIdManager::new(node_id, cluster.clone());
         let fetch_sessions = FetchSessionCache::new(config.max_fetch_sessions, fetch_session::DEFAULT_EVICTION_AFTER);
         let metrics = KafkaMetrics::unregistered();
-        Arc::new(Self {
-            node_id,
-            cluster,
-            logs,
-            config,
-            groups,
-            producer_ids,
-            replication,
-            fetch_sessions,
-            metrics,
-            appended,
-        })
+        Arc::new(Self { node_id, cluster, logs, config, groups, producer_ids, replication, fetch_sessions, metrics })
     }
 
+    /// Wakes the fetches waiting on the partitions just appended to (`partition/changes.rs`).
     pub fn notify_appended<'a>(&self, appended: impl IntoIterator<Item = &'a TopicPartition>) {
-        self.appended.notify(appended);
+        self.replication.changes.record_all(appended);
     }
 }

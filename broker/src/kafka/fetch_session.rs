@@ -17,6 +17,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -118,7 +119,10 @@ pub struct FetchSessionCache {
     sessions: Mutex<HashMap<i32, Session>>,
     max_sessions: usize,
     eviction_after: Duration,
+    /// Session ids: a counter hashed with a per-process random key, so ids neither repeat
+    /// nor can be guessed from one another.
     ids: RandomState,
+    next_id: AtomicU64,
     pub metrics: FetchSessionMetrics,
 }
 
@@ -129,6 +133,7 @@ impl FetchSessionCache {
             max_sessions,
             eviction_after,
             ids: RandomState::new(),
+            next_id: AtomicU64::new(0),
             metrics: FetchSessionMetrics::unregistered(),
         }
     }
@@ -157,6 +162,7 @@ impl FetchSessionCache {
                 if epoch != session.epoch {
                     return Err(ResponseError::InvalidFetchSessionEpoch);
                 }
+                let before = session.partitions.len() as i64;
                 for forgotten in &req.forgotten_topics_data {
                     for p in &forgotten.partitions {
                         session.partitions.shift_remove(&(forgotten.topic.clone(), *p));
@@ -181,7 +187,8 @@ impl FetchSessionCache {
                 request.topics = as_topics(&session.partitions);
                 request.forgotten_topics_data.clear();
                 let id = req.session_id;
-                self.update_gauges(&sessions);
+                // By the difference: this runs for every fetch, summing every session would not.
+                self.metrics.partitions.add(session.partitions.len() as i64 - before);
                 Ok(SessionContext::Incremental { id, request })
             }
         }
@@ -292,9 +299,8 @@ impl FetchSessionCache {
                 None => return INVALID_SESSION_ID,
             }
         }
-        let mut counter = now.elapsed().as_nanos() as u64 ^ sessions.len() as u64;
         let id = loop {
-            counter = counter.wrapping_add(1);
+            let counter = self.next_id.fetch_add(1, Ordering::Relaxed);
             let id = (self.ids.hash_one(counter) as i32) & i32::MAX;
             if id != INVALID_SESSION_ID && !sessions.contains_key(&id) {
                 break id;
@@ -509,6 +515,7 @@ mod tests {
         let mut resp = response(eff, |_, _| (0, 0, 0));
         cache.finish(ctx, &inc, &mut resp, now).unwrap();
         assert_eq!(answered(&resp), vec![("c".into(), 0)], "only the new partition, whose HW the client lacks");
+        assert_eq!(cache.metrics.partitions.get(), 2, "a-1 and c-0; a-0 forgotten");
     }
 
     #[test]

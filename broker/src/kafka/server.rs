@@ -101,25 +101,23 @@ async fn write_responses(
             Reply::Now(frame) => Some(frame),
             Reply::Later(waiting) => waiting.await?,
         };
-        let Some(response) = response else {
-            ctx.metrics.observe(api_key, read_at.elapsed().as_secs_f64());
-            continue;
-        };
-        // Small parts gather in the 64 KiB buffer; a part as large as the buffer (fetched
-        // records) goes from its own memory to the socket, and a file range (fetched records
-        // too) from the page cache with sendfile, after what precedes it.
-        for part in response.parts() {
-            match part {
-                FramePart::Bytes(b) => w.write_all(b).await?,
-                FramePart::File(slice) => {
-                    w.flush().await?;
-                    file_records::send_file(w.get_ref().as_ref(), slice).await?;
+        if let Some(response) = response {
+            // Small parts gather in the 64 KiB buffer; a part as large as the buffer (fetched
+            // records) goes from its own memory to the socket, and a file range (fetched
+            // records too) from the page cache with sendfile, after what precedes it.
+            for part in response.parts() {
+                match part {
+                    FramePart::Bytes(b) => w.write_all(b).await?,
+                    FramePart::File(slice) => {
+                        w.flush().await?;
+                        file_records::send_file(w.get_ref().as_ref(), slice).await?;
+                    }
                 }
             }
-        }
-        // Responses already queued behind this one share its flush.
-        if queued.is_empty() {
-            w.flush().await?;
+            // Responses already queued behind this one share its flush.
+            if queued.is_empty() {
+                w.flush().await?;
+            }
         }
         ctx.metrics.observe(api_key, read_at.elapsed().as_secs_f64());
     }

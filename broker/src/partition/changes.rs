@@ -6,8 +6,8 @@
 //! thousand partitions per follower a light load kept a CPU busy (docs/benchmarks.md,
 //! "many partitions"). Kafka's delayed-fetch purgatory is keyed by partition for the same reason.
 //!
-//! The ring keeps the last `CAPACITY` changes; a fetch that slept through more than that (or a
-//! change of no partition in particular) simply collects again.
+//! The ring keeps the last `CAPACITY` changes; a fetch that slept through more than that simply
+//! collects again.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
@@ -19,7 +19,7 @@ use crate::log::TopicPartition;
 const CAPACITY: usize = 4096;
 
 pub struct PartitionChanges {
-    ring: Mutex<VecDeque<(u64, Option<TopicPartition>)>>,
+    ring: Mutex<VecDeque<(u64, TopicPartition)>>,
     seq: watch::Sender<u64>,
 }
 
@@ -30,12 +30,12 @@ impl Default for PartitionChanges {
 }
 
 impl PartitionChanges {
-    /// `tp` changed; `None`: something changed that any waiting fetch should look at.
-    pub fn record(&self, tp: Option<&TopicPartition>) {
+    /// `tp` got an append or its high watermark moved.
+    pub fn record(&self, tp: &TopicPartition) {
         self.record_all(std::iter::once(tp));
     }
 
-    pub fn record_all<'a>(&self, tps: impl IntoIterator<Item = Option<&'a TopicPartition>>) {
+    pub fn record_all<'a>(&self, tps: impl IntoIterator<Item = &'a TopicPartition>) {
         let mut ring = self.ring.lock().expect("changes lock");
         let mut seq = *self.seq.borrow();
         for tp in tps {
@@ -43,7 +43,7 @@ impl PartitionChanges {
             if ring.len() == CAPACITY {
                 ring.pop_front();
             }
-            ring.push_back((seq, tp.cloned()));
+            ring.push_back((seq, tp.clone()));
         }
         // Sent under the ring's lock, so a reader that sees the new number finds its entries.
         self.seq.send_replace(seq);
@@ -54,7 +54,7 @@ impl PartitionChanges {
     }
 
     /// Whether a change after sequence `since` touches one of `wanted` (or cannot be told
-    /// apart: a change of no partition, or entries already dropped from the ring).
+    /// apart: entries already dropped from the ring).
     pub fn concerns(&self, since: u64, wanted: &HashSet<(&str, i32)>) -> bool {
         let ring = self.ring.lock().expect("changes lock");
         match ring.front() {
@@ -62,10 +62,10 @@ impl PartitionChanges {
             None => return *self.seq.borrow() > since,
             _ => {}
         }
-        ring.iter().rev().take_while(|(seq, _)| *seq > since).any(|(_, tp)| match tp {
-            None => true,
-            Some(tp) => wanted.contains(&(tp.topic.as_str(), tp.partition)),
-        })
+        ring.iter()
+            .rev()
+            .take_while(|(seq, _)| *seq > since)
+            .any(|(_, tp)| wanted.contains(&(tp.topic.as_str(), tp.partition)))
     }
 }
 
@@ -80,13 +80,13 @@ mod tests {
         let b0 = TopicPartition::new("b", 0);
         let wanted: HashSet<(&str, i32)> = [("a", 0)].into_iter().collect();
         assert!(!changes.concerns(0, &wanted));
-        changes.record(Some(&b0));
+        changes.record(&b0);
         assert!(!changes.concerns(0, &wanted), "another partition");
-        changes.record(Some(&a0));
+        changes.record(&a0);
         assert!(changes.concerns(1, &wanted));
         assert!(!changes.concerns(2, &wanted), "already seen");
-        changes.record_all([Some(&b0), None]);
-        assert!(changes.concerns(2, &wanted), "a change of no partition in particular");
+        changes.record_all([&b0, &a0]);
+        assert!(changes.concerns(2, &wanted), "among several changes");
         assert!(!changes.concerns(4, &wanted));
         assert_eq!(*changes.subscribe().borrow(), 4);
     }
@@ -96,7 +96,7 @@ mod tests {
         let changes = PartitionChanges::default();
         let b0 = TopicPartition::new("b", 0);
         let wanted: HashSet<(&str, i32)> = [("a", 0)].into_iter().collect();
-        changes.record_all((0..CAPACITY + 10).map(|_| Some(&b0)));
+        changes.record_all((0..CAPACITY + 10).map(|_| &b0));
         assert!(changes.concerns(0, &wanted), "entries 1..=10 are gone");
         assert!(!changes.concerns(20, &wanted));
     }

@@ -20,7 +20,7 @@
 //! on the shared runtime every append had to hand a worker's core to another thread
 //! (`block_in_place`) first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -213,7 +213,7 @@ async fn truncate(
     conn: &mut Connection,
     parts: &[(TopicPartition, i32)],
 ) -> Result<bool, FetcherError> {
-    let mut by_topic: BTreeMap<&str, Vec<OffsetForLeaderPartition>> = BTreeMap::new();
+    let mut asking: Vec<(&str, OffsetForLeaderPartition)> = Vec::new();
     let mut asked = BTreeMap::new();
     for (tp, epoch) in parts {
         let Some(log) = rep.logs.get(tp) else { continue };
@@ -228,21 +228,16 @@ async fn truncate(
         p.partition = tp.partition;
         p.current_leader_epoch = *epoch;
         p.leader_epoch = latest;
-        by_topic.entry(tp.topic.as_str()).or_default().push(p);
+        asking.push((tp.topic.as_str(), p));
     }
-    if by_topic.is_empty() {
+    if asking.is_empty() {
         return Ok(false);
     }
     let mut req = OffsetForLeaderEpochRequest::default();
     req.replica_id = BrokerId(rep.node_id as i32);
-    req.topics = by_topic
+    req.topics = by_topic(asking)
         .into_iter()
-        .map(|(topic, partitions)| {
-            let mut t = OffsetForLeaderTopic::default();
-            t.topic = TopicName(StrBytes::from_string(topic.to_string()));
-            t.partitions = partitions;
-            t
-        })
+        .map(|(topic, partitions)| OffsetForLeaderTopic::default().with_topic(topic).with_partitions(partitions))
         .collect();
     let resp: OffsetForLeaderEpochResponse =
         conn.call(ApiKey::OffsetForLeaderEpoch, OFFSET_FOR_LEADER_EPOCH_VERSION, &req).await?;
@@ -359,31 +354,13 @@ async fn fetch(
     let next = session.next(&current);
     req.session_id = next.session_id;
     req.session_epoch = next.session_epoch;
-    let mut by_topic: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
-    for tp in &next.send {
-        by_topic.entry(tp.topic.as_str()).or_default().push(current[tp].clone());
-    }
-    req.topics = by_topic
+    req.topics = by_topic(next.send.iter().map(|tp| (tp.topic.as_str(), current[tp].clone())))
         .into_iter()
-        .map(|(topic, partitions)| {
-            let mut t = FetchTopic::default();
-            t.topic = TopicName(StrBytes::from_string(topic.to_string()));
-            t.partitions = partitions;
-            t
-        })
+        .map(|(topic, partitions)| FetchTopic::default().with_topic(topic).with_partitions(partitions))
         .collect();
-    let mut forgotten: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-    for tp in &next.forget {
-        forgotten.entry(tp.topic.as_str()).or_default().push(tp.partition);
-    }
-    req.forgotten_topics_data = forgotten
+    req.forgotten_topics_data = by_topic(next.forget.iter().map(|tp| (tp.topic.as_str(), tp.partition)))
         .into_iter()
-        .map(|(topic, partitions)| {
-            let mut t = ForgottenTopic::default();
-            t.topic = TopicName(StrBytes::from_string(topic.to_string()));
-            t.partitions = partitions;
-            t
-        })
+        .map(|(topic, partitions)| ForgottenTopic::default().with_topic(topic).with_partitions(partitions))
         .collect();
     let resp: FetchResponse = conn.call(ApiKey::Fetch, FETCH_VERSION, &req).await?;
     session.answered(&next, &current, resp.error_code, resp.session_id);
@@ -395,7 +372,7 @@ async fn fetch(
     let mut errors = false;
     // Partitions an incremental response leaves out have nothing new: the same leader HW,
     // and no records, so a caught-up one is still caught up.
-    let mut unanswered: BTreeMap<&TopicPartition, ()> = current.keys().map(|tp| (tp, ())).collect();
+    let mut unanswered: BTreeSet<&TopicPartition> = current.keys().collect();
     for t in resp.responses {
         for p in t.partitions {
             let tp = TopicPartition::new(t.topic.0.as_str(), p.partition_index);
@@ -482,7 +459,7 @@ async fn fetch(
         }
     }
     let now = now_ms();
-    for (tp, _) in unanswered {
+    for tp in unanswered {
         if let Some(epoch) = epochs.get(tp) {
             handle.update(tp, *epoch, |f| {
                 if f.lag == 0 {
@@ -493,6 +470,15 @@ async fn fetch(
     }
     rep.update_fetcher_gauges();
     Ok(errors)
+}
+
+/// `items` grouped by topic, topics in name order, as a request lists them.
+fn by_topic<'a, T>(items: impl IntoIterator<Item = (&'a str, T)>) -> Vec<(TopicName, Vec<T>)> {
+    let mut grouped: BTreeMap<&str, Vec<T>> = BTreeMap::new();
+    for (topic, item) in items {
+        grouped.entry(topic).or_default().push(item);
+    }
+    grouped.into_iter().map(|(topic, items)| (TopicName(StrBytes::from_string(topic.to_string())), items)).collect()
 }
 
 /// Whether a fetch response still fits the log it was asked for: the same log (not one the

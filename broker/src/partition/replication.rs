@@ -215,7 +215,7 @@ impl Replication {
 
     /// `tp`'s high watermark advanced: consumer fetches waiting on it look again.
     pub(crate) fn notify_progress(&self, tp: &TopicPartition) {
-        self.changes.record(Some(tp));
+        self.changes.record(tp);
     }
 
     pub fn replica(&self, tp: &TopicPartition) -> Option<Arc<PartitionReplica>> {

@@ -22,7 +22,6 @@ use super::offsets::{self, CommittedOffset, PartitionOffsets};
 use super::{partition_for, OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS};
 use crate::cluster::assignment::random_usize;
 use crate::cluster::{ClusterNode, MetadataError, NodeId, ProposeError};
-use crate::kafka::context::AppendSignal;
 use crate::log::{batch, now_ms, LogError, LogManager, TopicPartition};
 use crate::partition::replication::{AcksError, PartitionReplica, Replication};
 
@@ -546,10 +545,9 @@ pub struct GroupCoordinator {
     node_id: NodeId,
     cluster: Arc<ClusterNode>,
     logs: Arc<LogManager>,
-    /// Leader state of the `__consumer_offsets` partitions, for appending as their leader.
+    /// Leader state of the `__consumer_offsets` partitions, for appending as their leader;
+    /// its change ring wakes the followers long-polling them.
     replication: Arc<Replication>,
-    /// Followers long-polling these partitions wake up on it.
-    appended: Arc<AppendSignal>,
     groups: Mutex<HashMap<String, Group>>,
     /// `__consumer_offsets` partitions replayed since start, with their offsets.
     offsets: Mutex<HashMap<i32, PartitionOffsets>>,
@@ -565,7 +563,6 @@ impl GroupCoordinator {
         cluster: Arc<ClusterNode>,
         logs: Arc<LogManager>,
         replication: Arc<Replication>,
-        appended: Arc<AppendSignal>,
         config: GroupConfig,
     ) -> Arc<Self> {
         let c = Arc::new(Self {
@@ -573,7 +570,6 @@ impl GroupCoordinator {
             cluster,
             logs,
             replication,
-            appended,
             groups: Mutex::new(HashMap::new()),
             offsets: Mutex::new(HashMap::new()),
             loaded_epochs: Mutex::new(HashMap::new()),
@@ -887,7 +883,7 @@ impl GroupCoordinator {
         });
         let (result, replica) = appended.ok_or(WriteError::NotLeader(partition))?;
         let written = Written { replica, leader_epoch: epoch, required: result?.last_offset + 1 };
-        self.appended.notify([&tp]);
+        self.replication.changes.record(&tp);
         Ok(written)
     }
 

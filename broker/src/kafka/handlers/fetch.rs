@@ -77,8 +77,8 @@ async fn fetch(ctx: &KafkaContext, req: &FetchRequest, version: i16) -> FetchOut
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let changes = &ctx.replication.changes;
     let mut changed = changes.subscribe();
-    let wanted: HashSet<(&str, i32)> =
-        req.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (t.topic.0.as_str(), p.partition))).collect();
+    // Made at the first wait: most follower fetches of a busy leader return at once.
+    let mut wanted: Option<HashSet<(&str, i32)>> = None;
     let mut first = true;
     loop {
         // Marked before collecting: a change while collecting is looked at next.
@@ -91,13 +91,16 @@ async fn fetch(ctx: &KafkaContext, req: &FetchRequest, version: i16) -> FetchOut
         }
         // Sleep until one of this request's partitions gets an append or a high-watermark
         // move, or the deadline; changes of other partitions do not cost a collect.
+        let wanted = wanted.get_or_insert_with(|| {
+            req.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (t.topic.0.as_str(), p.partition))).collect()
+        });
         loop {
             let now = Instant::now();
             if now >= deadline || tokio::time::timeout(deadline - now, changed.changed()).await.is_err() {
                 break;
             }
             let latest = *changed.borrow_and_update();
-            let concerns = changes.concerns(seen, &wanted);
+            let concerns = changes.concerns(seen, wanted);
             seen = latest;
             if concerns {
                 break;
