@@ -14,10 +14,11 @@ import urllib.request
 import pytest
 
 kafka = pytest.importorskip("kafka")
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
+from kafka import TopicPartition  # noqa: E402
 from kafka.consumer import fetcher as kp_fetcher  # noqa: E402
 from kafka.protocol.consumer import FetchRequest, FetchResponse  # noqa: E402
 
+from test_kafka_python import make_consumer, make_producer  # noqa: E402
 from weir_harness import create_topic_ready, recv_exact, wait_until  # noqa: E402
 
 PARTITIONS = 24
@@ -54,17 +55,12 @@ def metric(broker, name: str) -> float:
 
 
 def producer(broker):
-    return KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", enable_idempotence=False, linger_ms=5)
+    # kafka-python's own request timeout (30 s), rather than the 15 s of the shared helper.
+    return make_producer(broker, request_timeout_ms=30_000)
 
 
 def consumer(broker):
-    return KafkaConsumer(
-        bootstrap_servers=broker.bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        request_timeout_ms=15_000,
-        fetch_max_wait_ms=100,
-    )
+    return make_consumer(broker, fetch_max_wait_ms=100)
 
 
 def drain(c, want: dict[int, int], got: dict[int, list[bytes]], timeout: float = 60.0) -> None:

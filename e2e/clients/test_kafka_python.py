@@ -33,14 +33,16 @@ def make_producer(broker, **extra):
     return KafkaProducer(**conf)
 
 
-def make_consumer(broker):
-    return KafkaConsumer(
+def make_consumer(broker, **extra):
+    conf = dict(
         bootstrap_servers=broker.bootstrap,
         group_id=None,
         enable_auto_commit=False,
         request_timeout_ms=15_000,
         fetch_max_wait_ms=200,
     )
+    conf.update(extra)
+    return KafkaConsumer(**conf)
 
 
 def poll_n(c, n, timeout=60.0):
