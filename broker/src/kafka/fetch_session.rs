@@ -52,13 +52,17 @@ struct CachedPartition {
     log_start_offset: i64,
 }
 
+type SessionPartitions = IndexMap<PartitionKey, CachedPartition, foldhash::fast::RandomState>;
+
 #[derive(Debug)]
 struct Session {
     /// The epoch the next request must carry.
     epoch: i32,
     /// In fetch order: partitions that returned records move to the end, so that under
     /// `max_bytes` every partition gets its turn.
-    partitions: IndexMap<PartitionKey, CachedPartition>,
+    /// Hashed with foldhash: a follower's session is looked up for each of its partitions
+    /// at every fetch.
+    partitions: SessionPartitions,
     last_used: Instant,
     /// Sessions of followers (replica id >= 0) may take a consumer's slot.
     follower: bool,
@@ -211,7 +215,7 @@ impl FetchSessionCache {
                 Ok(())
             }
             SessionContext::Full => {
-                let mut partitions = IndexMap::new();
+                let mut partitions = SessionPartitions::default();
                 let mut answered = HashMap::new();
                 for topic in &response.responses {
                     for p in &topic.partitions {
@@ -351,7 +355,7 @@ fn next_epoch(epoch: i32) -> i32 {
 
 /// The session's partitions as request topics, in fetch order; a topic whose partitions are
 /// not next to each other appears more than once, as in Kafka's responses.
-fn as_topics(partitions: &IndexMap<PartitionKey, CachedPartition>) -> Vec<FetchTopic> {
+fn as_topics(partitions: &SessionPartitions) -> Vec<FetchTopic> {
     let mut topics: Vec<FetchTopic> = Vec::new();
     for ((topic, _), cached) in partitions {
         match topics.last_mut() {

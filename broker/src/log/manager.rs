@@ -2,6 +2,8 @@
 //! flush, retention and cleaning, checkpoints, and the clean-shutdown marker.
 
 use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -57,7 +59,9 @@ pub struct LogManager {
     data_dir: PathBuf,
     default_config: LogConfig,
     metrics: LogMetrics,
-    logs: RwLock<BTreeMap<TopicPartition, Arc<Mutex<Log>>>>,
+    /// Hashed, not ordered: every fetch looks partitions up here, and an ordered map compares
+    /// the (often long, shared-prefix) topic names at each of its ~log2(n) steps.
+    logs: RwLock<HashMap<TopicPartition, Arc<Mutex<Log>>>>,
     /// The topic id in each log's `partition.metadata` (absent for logs made before it).
     topic_ids: Mutex<BTreeMap<TopicPartition, String>>,
     last_checkpoint_ms: AtomicI64,
@@ -78,7 +82,7 @@ impl LogManager {
         let recovery_points = checkpoint::read(&data_dir.join(checkpoint::RECOVERY_POINT_FILE))?;
         let start_offsets = checkpoint::read(&data_dir.join(checkpoint::LOG_START_OFFSET_FILE))?;
         let now = now_ms();
-        let mut logs = BTreeMap::new();
+        let mut logs = HashMap::new();
         let mut topic_ids = BTreeMap::new();
         let mut report = LoadReport { clean_shutdown: clean, ..Default::default() };
         for entry in std::fs::read_dir(data_dir).at(data_dir)? {
@@ -137,8 +141,11 @@ impl LogManager {
         self.logs.read().expect("log map lock").get(tp).cloned()
     }
 
+    /// Every partition with a log here, in order.
     pub fn partitions(&self) -> Vec<TopicPartition> {
-        self.logs.read().expect("log map lock").keys().cloned().collect()
+        let mut all: Vec<TopicPartition> = self.logs.read().expect("log map lock").keys().cloned().collect();
+        all.sort_unstable();
+        all
     }
 
     /// The log of `tp`, created empty with `config` if it does not exist yet.
@@ -207,8 +214,9 @@ impl LogManager {
         // One failing log must not stop maintenance of the others: the first error is
         // returned after every log had its turn.
         let mut first_error = None;
-        for tp in self.partitions() {
-            let Some(log) = self.get(&tp) else { continue };
+        let all: Vec<(TopicPartition, Arc<Mutex<Log>>)> =
+            self.logs.read().expect("log map lock").iter().map(|(tp, log)| (tp.clone(), log.clone())).collect();
+        for (tp, log) in all {
             let mut log = log.lock().expect("log lock");
             if let Err(e) = self.maintain(&tp, &mut log, now_ms) {
                 tracing::error!(partition = %tp, error = %e, "log maintenance failed");

@@ -59,9 +59,11 @@ impl LeaderState {
     }
 
     /// A fetch from `follower` at `fetch_offset` while the leader's log ends at `leader_leo`.
-    /// Returns false for a broker that is not a replica.
+    /// Returns whether the follower's log end offset changed (only then can the HW move);
+    /// false also for a broker that is not a replica.
     pub fn record_fetch(&mut self, follower: NodeId, fetch_offset: i64, leader_leo: i64, now_ms: i64) -> bool {
         let Some(p) = self.followers.get_mut(&follower) else { return false };
+        let moved = p.log_end_offset != fetch_offset;
         p.log_end_offset = fetch_offset;
         if fetch_offset >= leader_leo {
             p.last_caught_up_ms = now_ms;
@@ -70,7 +72,7 @@ impl LeaderState {
         }
         p.last_fetch_leader_leo = leader_leo;
         p.last_fetch_ms = now_ms;
-        true
+        moved
     }
 
     /// The high watermark the ISR allows: the smallest log end offset among the ISR (the
@@ -141,8 +143,9 @@ mod tests {
         let mut s = LeaderState::new(3, 10, [1, 2], 0);
         assert_eq!(s.isr_high_watermark(0, 20, &[0]), Some(20));
         assert_eq!(s.isr_high_watermark(0, 20, &[0, 1]), None, "follower 1 never fetched");
-        s.record_fetch(1, 15, 20, 5);
+        assert!(s.record_fetch(1, 15, 20, 5), "first fetch moves the follower's log end");
         s.record_fetch(2, 12, 20, 5);
+        assert!(!s.record_fetch(1, 15, 25, 6), "the same fetch offset again moves nothing");
         assert_eq!(s.isr_high_watermark(0, 20, &[0, 1]), Some(15));
         assert_eq!(s.isr_high_watermark(0, 20, &[0, 1, 2]), Some(12));
         assert!(!s.record_fetch(7, 20, 20, 5), "not a replica");

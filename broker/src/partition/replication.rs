@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use foldhash::HashMapExt;
 use kafka_protocol::ResponseError;
 use tokio::sync::watch;
 
@@ -141,7 +142,8 @@ pub struct Replication {
     pub logs: Arc<LogManager>,
     pub config: ReplicationConfig,
     pub metrics: ReplicationMetrics,
-    partitions: Mutex<HashMap<TopicPartition, Arc<PartitionReplica>>>,
+    /// Looked up for every partition of every fetch: hashed with foldhash, not SipHash.
+    partitions: Mutex<foldhash::HashMap<TopicPartition, Arc<PartitionReplica>>>,
     fetchers: Mutex<BTreeMap<NodeId, Arc<FetcherHandle>>>,
     /// Appends and high-watermark moves by partition, which waiting fetches wake on
     /// (`changes.rs`; the produce path and the group coordinator record their appends here).
@@ -154,7 +156,7 @@ pub struct Replication {
     /// The leader epoch of every partition in the newest image the reconcile applied (local
     /// replica or not): a request handler holding an older image must not make this broker
     /// leader again (it may have just lost leadership or the replica).
-    leader_epochs: Mutex<HashMap<TopicPartition, i32>>,
+    leader_epochs: Mutex<foldhash::HashMap<TopicPartition, i32>>,
     /// Set by `stop_fetchers` at shutdown: the fetchers write nothing more.
     fetchers_stopped: AtomicBool,
     /// The byte budget of fetches by replicas a reassignment is adding.
@@ -183,13 +185,13 @@ impl Replication {
         Arc::new(Self {
             checkpointed_hw: Mutex::new(checkpointed),
             written_hw: Mutex::new(None),
-            leader_epochs: Mutex::new(HashMap::new()),
+            leader_epochs: Mutex::new(foldhash::HashMap::new()),
             node_id,
             cluster,
             logs,
             config,
             metrics: ReplicationMetrics::unregistered(),
-            partitions: Mutex::new(HashMap::new()),
+            partitions: Mutex::new(foldhash::HashMap::new()),
             fetchers: Mutex::new(BTreeMap::new()),
             changes: Arc::new(PartitionChanges::default()),
             fetchers_stopped: AtomicBool::new(false),
@@ -224,6 +226,9 @@ impl Replication {
 
     fn replica_or_create(&self, tp: &TopicPartition, log: &Mutex<Log>) -> Arc<PartitionReplica> {
         let mut map = self.partitions.lock().expect("partitions lock");
+        if let Some(rep) = map.get(tp) {
+            return rep.clone();
+        }
         map.entry(tp.clone())
             .or_insert_with(|| {
                 // Committed as far as the checkpoint says (capped by what the log holds after
@@ -267,6 +272,19 @@ impl Replication {
         log: &Mutex<Log>,
         current: bool,
     ) -> Arc<PartitionReplica> {
+        if !current {
+            // The common case for a request handler: already leader at this leader epoch, and
+            // `part` brings no newer partition epoch. Nothing to change, and the HW is already
+            // recomputed by whatever moved it (appends, follower fetches, ISR changes).
+            if let Some(rep) = self.replica(tp) {
+                let unchanged = matches!(&*rep.role.lock().expect("role lock"),
+                    Role::Leader { state, partition_epoch, .. }
+                        if state.leader_epoch == part.leader_epoch && part.partition_epoch <= *partition_epoch);
+                if unchanged {
+                    return rep;
+                }
+            }
+        }
         if !current && self.leader_epochs.lock().expect("epochs lock").get(tp).is_some_and(|e| *e > part.leader_epoch) {
             // A stale image: leave the role alone (appends check it, `append_as_leader`).
             return self.replica_or_create(tp, log);
@@ -364,7 +382,10 @@ impl Replication {
         {
             let mut role = rep.role.lock().expect("role lock");
             let Role::Leader { state, .. } = &mut *role else { return };
-            state.record_fetch(follower, fetch_offset, leo, now_ms());
+            // The HW depends on the follower's log end only: unchanged, it cannot move.
+            if !state.record_fetch(follower, fetch_offset, leo, now_ms()) {
+                return;
+            }
         }
         self.update_leader_hw(rep, log);
     }
@@ -414,7 +435,7 @@ impl Replication {
         // First the epochs, so a handler with an older image is refused from now on.
         {
             let mut epochs = self.leader_epochs.lock().expect("epochs lock");
-            let mut next = HashMap::with_capacity(epochs.len());
+            let mut next = foldhash::HashMap::with_capacity(epochs.len());
             for t in image.topics.values() {
                 for (i, p) in t.partitions.iter().enumerate() {
                     let tp = TopicPartition::new(&t.name, i as i32);
@@ -579,6 +600,11 @@ impl Replication {
                                 if *e == partition_epoch {
                                     *isr = committed;
                                 }
+                            }
+                            drop(role);
+                            // Without the joining followers the HW may move on at once.
+                            if let Some(log) = me.logs.get(&rep2.tp) {
+                                me.update_leader_hw(&rep2, &log);
                             }
                         }
                     }

@@ -15,7 +15,7 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 
-use super::led_partition;
+use super::led_partition_of;
 use super::offset_for_leader_epoch::check_current_leader_epoch;
 use crate::cluster::image::{MetadataImage, PartitionRecord};
 use crate::cluster::throttle_configs::{LEADER_THROTTLED_RATE, LEADER_THROTTLED_REPLICAS};
@@ -135,6 +135,7 @@ fn collect(
     let mut responses = Vec::with_capacity(req.topics.len());
     for topic in &req.topics {
         let name = topic.topic.0.as_str();
+        let record = image.topics.get(name);
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for p in &topic.partitions {
             let mut out = PartitionData::default();
@@ -145,7 +146,8 @@ fn collect(
             out.preferred_read_replica = BrokerId(-1);
             out.aborted_transactions = if req.isolation_level == 1 { Some(Vec::new()) } else { None };
             out.records = Some(Bytes::new());
-            let leader_here = led_partition(ctx, image, name, p.partition);
+            let tp = TopicPartition::new(name, p.partition);
+            let leader_here = led_partition_of(ctx, record, &tp);
             out.error_code = match leader_here {
                 // KIP-392: a consumer sent here by a leader's preferred read replica.
                 Err(code) if code == ResponseError::NotLeaderOrFollower.code() && follower_reads => {
@@ -179,7 +181,6 @@ fn collect(
                 Ok((part, _)) if p.current_leader_epoch > part.leader_epoch => ResponseError::UnknownLeaderEpoch.code(),
                 Ok((part, log)) => {
                     let room = max_total.saturating_sub(total);
-                    let tp = TopicPartition::new(name, p.partition);
                     // A replica that a reassignment is adding fetches within the cluster's
                     // reassignment throttle (partition/throttle.rs); over budget, it gets no
                     // records this time.

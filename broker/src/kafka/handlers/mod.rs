@@ -32,7 +32,7 @@ use kafka_protocol::ResponseError;
 
 use super::codec::{self, CodecError, ResponseFrame};
 use super::context::KafkaContext;
-use crate::cluster::image::{BrokerRecord, MetadataImage, PartitionRecord};
+use crate::cluster::image::{BrokerRecord, MetadataImage, PartitionRecord, TopicRecord};
 use crate::log::{Log, TopicPartition};
 
 /// (API, lowest version, highest version) served by this broker.
@@ -298,15 +298,22 @@ pub(crate) fn led_partition<'a>(
     topic: &str,
     partition: i32,
 ) -> Result<(&'a PartitionRecord, Arc<Mutex<Log>>), i16> {
-    let part = image
-        .topics
-        .get(topic)
-        .and_then(|t| t.partitions.get(partition as usize))
+    led_partition_of(ctx, image.topics.get(topic), &TopicPartition::new(topic, partition))
+}
+
+/// `led_partition` for a caller that looked the topic up once for many of its partitions.
+pub(crate) fn led_partition_of<'a>(
+    ctx: &KafkaContext,
+    topic: Option<&'a TopicRecord>,
+    tp: &TopicPartition,
+) -> Result<(&'a PartitionRecord, Arc<Mutex<Log>>), i16> {
+    let part = topic
+        .and_then(|t| t.partitions.get(tp.partition as usize))
         .ok_or(ResponseError::UnknownTopicOrPartition.code())?;
     if part.leader != ctx.node_id as i64 {
         return Err(ResponseError::NotLeaderOrFollower.code());
     }
-    let log = ctx.logs.get(&TopicPartition::new(topic, partition)).ok_or(ResponseError::NotLeaderOrFollower.code())?;
+    let log = ctx.logs.get(tp).ok_or(ResponseError::NotLeaderOrFollower.code())?;
     Ok((part, log))
 }
 
