@@ -20,7 +20,7 @@
 //! on the shared runtime every append had to hand a worker's core to another thread
 //! (`block_in_place`) first.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -189,11 +189,16 @@ async fn round(
     let untruncated: Vec<(TopicPartition, i32)> =
         parts.iter().filter(|(_, f)| !f.truncated).map(|(tp, f)| (tp.clone(), f.leader_epoch)).collect();
     let mut backoff = false;
-    if !untruncated.is_empty() {
+    // Truncation changes the partitions' state: look again after it (not otherwise: the
+    // snapshot is a copy of every followed partition).
+    let parts = if untruncated.is_empty() {
+        parts
+    } else {
         backoff |= truncate(rep, handle, conn, &untruncated).await?;
-    }
+        handle.snapshot()
+    };
     let ready: Vec<(TopicPartition, i32)> =
-        handle.snapshot().into_iter().filter(|(_, f)| f.truncated).map(|(tp, f)| (tp, f.leader_epoch)).collect();
+        parts.into_iter().filter(|(_, f)| f.truncated).map(|(tp, f)| (tp, f.leader_epoch)).collect();
     if ready.is_empty() {
         tokio::time::sleep(Duration::from_millis(rep.config.fetch_backoff_ms)).await;
         return Ok(());
@@ -304,9 +309,9 @@ async fn fetch(
 ) -> Result<bool, FetcherError> {
     // Every partition this fetch covers, as the request would name it.
     let mut current: BTreeMap<TopicPartition, FetchPartition> = BTreeMap::new();
-    // What each partition was asked at: the log and its end offset then. A response is only
-    // appended to that same log still ending there (see `asked_still_holds`).
-    let mut asked: BTreeMap<TopicPartition, (Arc<Mutex<Log>>, i64)> = BTreeMap::new();
+    // What each partition was asked at: its leader epoch, the log and its end offset then. A
+    // response is only appended to that same log still ending there (see `asked_still_holds`).
+    let mut asked: foldhash::HashMap<&TopicPartition, (i32, Arc<Mutex<Log>>, i64)> = foldhash::HashMap::default();
     // Kafka's follower-side throttle: partitions whose follower list names this broker, while
     // it is out of their ISR, are fetched within follower.replication.throttled.rate; with the
     // budget spent they are left out of this fetch.
@@ -330,7 +335,7 @@ async fn fetch(
             let log = log.lock().expect("log lock");
             (log.log_end_offset(), log.log_start_offset())
         };
-        asked.insert(tp.clone(), (log.clone(), leo));
+        asked.insert(tp, (*epoch, log.clone(), leo));
         let mut p = FetchPartition::default();
         p.partition = tp.partition;
         p.current_leader_epoch = *epoch;
@@ -368,19 +373,16 @@ async fn fetch(
         tracing::debug!(leader = handle.leader, error = resp.error_code, "fetch session refused; fetching in full");
         return Ok(false);
     }
-    let epochs: BTreeMap<&TopicPartition, i32> = parts.iter().map(|(tp, e)| (tp, *e)).collect();
     let mut errors = false;
-    // Partitions an incremental response leaves out have nothing new: the same leader HW,
-    // and no records, so a caught-up one is still caught up.
-    let mut unanswered: BTreeSet<&TopicPartition> = current.keys().collect();
+    let mut answered: foldhash::HashSet<TopicPartition> = foldhash::HashSet::default();
     for t in resp.responses {
         for p in t.partitions {
             let tp = TopicPartition::new(t.topic.0.as_str(), p.partition_index);
-            unanswered.remove(&tp);
-            let Some(epoch) = epochs.get(&tp).copied() else { continue };
+            let Some((epoch, asked_log, fetch_offset)) = asked.get(&tp) else { continue };
+            let epoch = *epoch;
+            answered.insert(tp.clone());
             let Some(replica) = rep.is_following(&tp, handle.leader, epoch) else { continue };
             let Some(log) = rep.logs.get(&tp) else { continue };
-            let Some((asked_log, fetch_offset)) = asked.get(&tp) else { continue };
             match ResponseError::try_from_code(p.error_code) {
                 None => {
                     let records = p.records.unwrap_or_default();
@@ -458,14 +460,13 @@ async fn fetch(
             }
         }
     }
+    // Partitions an incremental response leaves out have nothing new: the same leader HW,
+    // and no records, so a caught-up one is still caught up.
     let now = now_ms();
-    for tp in unanswered {
-        if let Some(epoch) = epochs.get(tp) {
-            handle.update(tp, *epoch, |f| {
-                if f.lag == 0 {
-                    f.caught_up_ms = now;
-                }
-            });
+    for (tp, f) in handle.partitions.lock().expect("fetcher lock").iter_mut() {
+        let asked_now = asked.get(tp).is_some_and(|(epoch, ..)| *epoch == f.leader_epoch);
+        if asked_now && f.lag == 0 && !answered.contains(tp) {
+            f.caught_up_ms = now;
         }
     }
     rep.update_fetcher_gauges();

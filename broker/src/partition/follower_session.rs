@@ -57,8 +57,9 @@ pub struct FollowerSession {
     id: i32,
     /// The epoch of the next request; 0 asks for a new session.
     epoch: i32,
-    /// The leader's view of the session's partitions, once a response confirmed it.
-    sent: BTreeMap<TopicPartition, Sent>,
+    /// The leader's view of the session's partitions, once a response confirmed it. Every
+    /// round looks up each followed partition here: hashed, not ordered.
+    sent: foldhash::HashMap<TopicPartition, Sent>,
 }
 
 impl FollowerSession {
@@ -72,12 +73,24 @@ impl FollowerSession {
                 forget: Vec::new(),
             };
         }
+        let mut known = 0;
         let send = current
             .iter()
-            .filter(|(tp, p)| self.sent.get(*tp) != Some(&Sent::from(*p)))
+            .filter(|(tp, p)| match self.sent.get(*tp) {
+                Some(sent) => {
+                    known += 1;
+                    *sent != Sent::from(*p)
+                }
+                None => true,
+            })
             .map(|(tp, _)| tp.clone())
             .collect();
-        let forget = self.sent.keys().filter(|tp| !current.contains_key(*tp)).cloned().collect();
+        // Only when some partition of the session is no longer fetched.
+        let mut forget: Vec<TopicPartition> = Vec::new();
+        if known < self.sent.len() {
+            forget = self.sent.keys().filter(|tp| !current.contains_key(*tp)).cloned().collect();
+            forget.sort_unstable();
+        }
         NextFetch { session_id: self.id, session_epoch: self.epoch, send, forget }
     }
 
@@ -105,9 +118,19 @@ impl FollowerSession {
         }
         if next.is_full() || session_id != self.id {
             self.id = session_id;
+            self.sent = current.iter().map(|(tp, p)| (tp.clone(), Sent::from(p))).collect();
+        } else {
+            // The leader applied exactly what the request named.
+            for tp in &next.forget {
+                self.sent.remove(tp);
+            }
+            for tp in &next.send {
+                if let Some(p) = current.get(tp) {
+                    self.sent.insert(tp.clone(), Sent::from(p));
+                }
+            }
         }
         self.epoch = if self.epoch == i32::MAX { 1 } else { self.epoch + 1 };
-        self.sent = current.iter().map(|(tp, p)| (tp.clone(), Sent::from(p))).collect();
     }
 
     /// The request or its response was lost: the next fetch is full and closes this session.
