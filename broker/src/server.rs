@@ -182,33 +182,53 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     tokio::spawn(crate::amqp::server::serve(amqp_listener, amqp));
     info!(amqp_listen = %args.amqp_listen, "AMQP listener open");
     // Ready once the quorum knows this broker: before that, writes and placement fail.
-    tokio::select! {
-        _ = cluster.wait_registered() => {}
+    let early_stop = tokio::select! {
+        _ = cluster.wait_registered() => None,
         sig = wait_for_signal(&mut sigterm, &mut sigint) => {
             warn!(signal = sig, "shutdown requested before registration completed");
-            stop_http(&stop_tx, http_task).await;
-            cluster.shutdown().await;
-            let m = manager.clone();
-            tokio::task::spawn_blocking(move || m.shutdown()).await.context("log shutdown task failed")??;
-            return Ok(());
+            Some(Ok(()))
         }
+        reason = cluster.quorum_failed() => {
+            error!(%reason, "the metadata store failed before registration completed; shutting down");
+            Some(Err(anyhow::anyhow!("the metadata store failed: {reason}")))
+        }
+    };
+    if let Some(outcome) = early_stop {
+        stop_http(&stop_tx, http_task).await;
+        cluster.shutdown().await;
+        let m = manager.clone();
+        tokio::task::spawn_blocking(move || m.shutdown()).await.context("log shutdown task failed")??;
+        return outcome;
     }
     admin_state.set_ready(true);
     info!("broker ready");
 
     let maintenance_task = tokio::spawn(maintenance_loop(manager.clone(), stop_rx.clone()));
 
-    // Run until a signal, or until the admin server fails.
-    let http_failure = tokio::select! {
+    // Run until a signal, until the admin server fails, or until the metadata store fails.
+    let mut quorum_failed = false;
+    let mut http_failed = false;
+    let failure = tokio::select! {
         sig = wait_for_signal(&mut sigterm, &mut sigint) => {
             info!(signal = sig, "shutting down");
             None
         }
-        res = &mut http_task => Some(match res {
-            Ok(Ok(())) => anyhow::anyhow!("admin HTTP server stopped unexpectedly"),
-            Ok(Err(e)) => anyhow::Error::new(e).context("admin HTTP server failed"),
-            Err(e) => anyhow::Error::new(e).context("admin HTTP server task failed"),
-        }),
+        res = &mut http_task => {
+            http_failed = true;
+            Some(match res {
+                Ok(Ok(())) => anyhow::anyhow!("admin HTTP server stopped unexpectedly"),
+                Ok(Err(e)) => anyhow::Error::new(e).context("admin HTTP server failed"),
+                Err(e) => anyhow::Error::new(e).context("admin HTTP server task failed"),
+            })
+        }
+        // As Kafka shuts a broker down when its metadata log directory fails: a broker whose
+        // quorum member is gone would keep serving a frozen image (no leader changes, no ISR
+        // changes, no new topics) while its health checks said nothing was wrong.
+        reason = cluster.quorum_failed() => {
+            error!(%reason, "the metadata store failed; shutting down");
+            quorum_failed = true;
+            Some(anyhow::anyhow!("the metadata store failed: {reason}"))
+        }
     };
 
     // A second signal during shutdown gives up on the clean shutdown.
@@ -219,13 +239,14 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     });
 
     admin_state.set_ready(false);
-    if args.shutdown_drain_wait_ms > 0 {
+    // Both need the quorum.
+    if args.shutdown_drain_wait_ms > 0 && !quorum_failed {
         cluster.wait_for_drain(Duration::from_millis(args.shutdown_drain_wait_ms)).await;
     }
-    if args.controlled_shutdown_enable {
+    if args.controlled_shutdown_enable && !quorum_failed {
         cluster.controlled_shutdown(Duration::from_millis(args.controlled_shutdown_timeout_ms)).await;
     }
-    if http_failure.is_none() {
+    if !http_failed {
         stop_http(&stop_tx, http_task).await;
     } else {
         let _ = stop_tx.send(true);
@@ -251,7 +272,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         .context("shutting down logs")?;
     info!("logs flushed and checkpointed; clean shutdown complete");
 
-    match http_failure {
+    match failure {
         Some(e) => Err(e),
         None => Ok(()),
     }

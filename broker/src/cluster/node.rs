@@ -219,6 +219,23 @@ impl ClusterNode {
         let _ = self.raft.shutdown().await;
     }
 
+    /// Resolves, with the reason, once the metadata quorum's raft core has stopped by itself:
+    /// a storage failure such as a full disk under its RocksDB. openraft does not restart it,
+    /// so this broker can no longer take part in the metadata quorum. Awaited only while the
+    /// broker runs, so a requested shutdown never resolves it.
+    pub async fn quorum_failed(&self) -> String {
+        let mut rx = self.raft.metrics();
+        loop {
+            let failed = rx.borrow_and_update().running_state.clone().err();
+            if let Some(fatal) = failed {
+                return fatal.to_string();
+            }
+            if rx.changed().await.is_err() {
+                return "the raft core ended".to_string();
+            }
+        }
+    }
+
     /// A broker marked draining that is asked to stop first lets the moves taking its replicas
     /// off finish (up to `timeout`): it is the source they copy from, and a partition whose
     /// only replica it holds would otherwise be offline until it came back. This closes the

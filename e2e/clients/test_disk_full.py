@@ -1,0 +1,125 @@
+"""A full disk under the data directory (a tmpfs of a few MiB, mounted for the test).
+
+- Producers lose nothing they were told was written: what fails gets Kafka's storage error,
+  which librdkafka retries until the message times out.
+- Once the metadata store (RocksDB under the data directory) cannot write, the broker shuts
+  down with a non-zero exit, as Kafka does when its metadata log directory fails, instead of
+  running on with a dead quorum member and healthy-looking probes.
+- With room again it starts, and serves every acknowledged message exactly once, in order.
+
+Mounting needs root and mount(8); elsewhere the test is skipped and says so.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from weir_harness import Broker, kcat, remove_test_dir, stop_and_remove, wait_until
+
+TOPIC = "filled"
+PAYLOAD = b"x" * 1000
+
+
+def mount_tmpfs(path: Path, size_mib: int) -> str | None:
+    """Mount a tmpfs of `size_mib` at `path`; the error text if that is not possible here."""
+    try:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(path)],
+                           capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return str(e)
+    return None if r.returncode == 0 else (r.stderr.strip() or f"mount exited {r.returncode}")
+
+
+def fill(bootstrap: str) -> tuple[list[int], dict[str, int]]:
+    """Produce numbered messages (the number is the key) until deliveries fail; the numbers
+    acknowledged, and the failures by error name."""
+    acked: list[int] = []
+    failed: dict[str, int] = {}
+
+    def delivered(err, msg):
+        if err is None:
+            acked.append(int(msg.key()))
+        else:
+            failed[err.name()] = failed.get(err.name(), 0) + 1
+
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
+                  "message.timeout.ms": 8000})
+    n = 0
+    # 120 MB at most: far more than the file system holds.
+    while not failed and n < 120_000:
+        for _ in range(2000):
+            p.produce(TOPIC, PAYLOAD, key=str(n).encode(), on_delivery=delivered)
+            n += 1
+            p.poll(0)
+        assert p.flush(60) == 0, "deliveries still pending after 60 s"
+    return acked, failed
+
+
+def test_a_full_disk_loses_nothing_acknowledged_and_a_failed_metadata_store_stops_the_broker():
+    root = Path(tempfile.mkdtemp(prefix="weir-e2e-diskfull-"))
+    fs = root / "fs"
+    fs.mkdir()
+    # Smaller than RocksDB's WAL preallocation (1.1 times its 64 MiB write buffer), which then
+    # does not happen: the metadata store needs new space for its writes, as the logs do.
+    err = mount_tmpfs(fs, 48)
+    if err is not None:
+        remove_test_dir(root)
+        pytest.skip(f"cannot mount a tmpfs for the data directory (needs root and mount(8)): {err}")
+    b = Broker(root / "broker-0")
+    b.data_dir = fs / "data"  # the broker's own log stays outside, on the real disk
+    try:
+        b.start()
+        # Not through a consumer group (create_topic_ready uses one): that would create
+        # __consumer_offsets, a metadata write that could then race with the filling.
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        admin.create_topics([NewTopic(TOPIC, 1, 1)], operation_timeout=10)[TOPIC].result(20)
+
+        acked, failed = fill(b.bootstrap)
+        print(f"acknowledged {len(acked)}, failed {failed}")
+        assert len(acked) > 20_000, "the file system filled with something else than the produced messages"
+        assert set(failed) <= {"_MSG_TIMED_OUT", "KAFKA_STORAGE_ERROR"}, failed
+        assert b.running(), f"the broker died while its disk filled\n{b.tail()}"
+
+        # Metadata changes now fail in the metadata store; the broker must not run on without it.
+        for i in range(5):
+            if not b.running():
+                break
+            futures = admin.create_topics([NewTopic(f"after-full-{i}", 1, 1)], operation_timeout=5, request_timeout=8)
+            try:
+                futures[f"after-full-{i}"].result(10)
+            except (KafkaException, concurrent.futures.TimeoutError):
+                pass
+            try:
+                wait_until(lambda: not b.running(), 5, what="the broker's exit")
+            except TimeoutError:
+                pass
+        wait_until(lambda: not b.running(), 20, what="the broker's exit after its metadata store failed")
+        assert b.proc.returncode not in (0, None), f"exit {b.proc.returncode}\n{b.tail()}"
+        assert "the metadata store failed" in b.log_text(), b.tail()
+
+        # Room again: everything acknowledged is there, once, in order.
+        r = subprocess.run(["mount", "-o", "remount,size=256m", str(fs)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        b.start()
+        out = kcat("-C", "-t", TOPIC, "-o", "beginning", "-e", "-q", "-f", "%o %k\\n", bootstrap=b.bootstrap).stdout
+        rows = [line.split() for line in out.decode().splitlines() if line.strip()]
+        offsets = [int(o) for o, _ in rows]
+        keys = [int(k) for _, k in rows]
+        assert offsets == list(range(len(rows))), "offsets are not contiguous from 0"
+        assert keys == sorted(set(keys)), "a message is duplicated or out of order"
+        missing = set(acked) - set(keys)
+        assert not missing, f"{len(missing)} acknowledged messages are gone, e.g. {sorted(missing)[:5]}"
+    finally:
+        try:
+            if b.running():
+                b.stop()
+        finally:
+            subprocess.run(["umount", str(fs)], capture_output=True)
+            stop_and_remove(b, root)
