@@ -10,9 +10,11 @@
 //! The broker binary is `$WEIR_BROKER_BIN`, else `weir-broker` next to this test's target
 //! directory (built by `cargo build --workspace`, which scripts/test runs first).
 
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use weir_operator::admin::HttpAdmin;
@@ -32,8 +34,17 @@ fn broker_bin() -> PathBuf {
     path
 }
 
+/// A port that was free a moment ago, and not handed out before by this process: the kernel
+/// may give the same port to two binds in a row once the first listener is dropped, and a
+/// broker given it for two listeners (its raft and AMQP ones, as once seen) fails to start.
 pub fn free_addr(host: &str) -> SocketAddr {
-    TcpListener::bind((host, 0)).unwrap().local_addr().unwrap()
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let addr = TcpListener::bind((host, 0)).unwrap().local_addr().unwrap();
+        if HANDED_OUT.lock().unwrap().insert(addr.port()) {
+            return addr;
+        }
+    }
 }
 
 pub struct Broker {
