@@ -2,13 +2,13 @@
 //! flush, retention and cleaning, checkpoints, and the clean-shutdown marker.
 
 use std::collections::BTreeMap;
-
-use foldhash::{HashMap, HashMapExt};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+
+use foldhash::{HashMap, HashMapExt};
 
 use super::config::LogConfig;
 use super::error::{IoContext, Result};

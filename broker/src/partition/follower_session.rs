@@ -185,6 +185,17 @@ mod tests {
         let mut changed = current.clone();
         changed.get_mut(&TopicPartition::new("t", 0)).unwrap().current_leader_epoch = 4;
         assert_eq!(s.next(&changed).send, tps(&[0]));
+
+        // A partition forgotten and then followed again is named again, once.
+        let current = set(&[(0, 10), (1, 25)]);
+        let next = s.next(&current);
+        assert_eq!((next.send.clone(), next.forget.clone()), (vec![], tps(&[3])));
+        s.answered(&next, &current, 0, 77);
+        let current = set(&[(0, 10), (1, 25), (3, 5)]);
+        let next = s.next(&current);
+        assert_eq!((next.send.clone(), next.forget.clone()), (tps(&[3]), vec![]));
+        s.answered(&next, &current, 0, 77);
+        assert_eq!(s.next(&current), NextFetch { session_id: 77, session_epoch: 4, send: vec![], forget: vec![] });
     }
 
     #[test]
