@@ -17,7 +17,7 @@ use kafka_protocol::ResponseError;
 
 use super::led_partition_of;
 use super::offset_for_leader_epoch::check_current_leader_epoch;
-use crate::cluster::image::{MetadataImage, PartitionRecord};
+use crate::cluster::image::{MetadataImage, PartitionRecord, TopicRecord};
 use crate::cluster::throttle_configs::{LEADER_THROTTLED_RATE, LEADER_THROTTLED_REPLICAS};
 use crate::cluster::NodeId;
 use crate::kafka::codec::{FramePart, SharedPart};
@@ -152,7 +152,7 @@ fn collect(
                 // KIP-392: a consumer sent here by a leader's preferred read replica.
                 Err(code) if code == ResponseError::NotLeaderOrFollower.code() && follower_reads => {
                     let room = max_total.saturating_sub(total);
-                    let read = read_as_follower(ctx, image, name, p, room, total == 0, &mut placeholders, &mut shared);
+                    let read = read_as_follower(ctx, record, &tp, p, room, total == 0, &mut placeholders, &mut shared);
                     match read {
                         Ok((hw, start, bytes)) => {
                             ctx.replication.metrics.follower_consumer_bytes.inc_by(bytes.len() as u64);
@@ -306,8 +306,8 @@ fn read_replicas_in_rack(image: &MetadataImage, part: &PartitionRecord, leader: 
 #[allow(clippy::too_many_arguments)]
 fn read_as_follower(
     ctx: &KafkaContext,
-    image: &MetadataImage,
-    topic: &str,
+    topic: Option<&TopicRecord>,
+    tp: &TopicPartition,
     p: &kafka_protocol::messages::fetch_request::FetchPartition,
     room: usize,
     first: bool,
@@ -315,15 +315,14 @@ fn read_as_follower(
     shared: &mut Vec<SharedPart>,
 ) -> Result<(i64, i64, Bytes), (i16, i64)> {
     let not_here = (ResponseError::NotLeaderOrFollower.code(), -1);
-    let part = image.partition(topic, p.partition as u32).ok_or(not_here)?;
+    let part = topic.and_then(|t| t.partitions.get(tp.partition as usize)).ok_or(not_here)?;
     // Out of the ISR, this replica's HW may stall: the client goes back to the leader.
     if !part.isr.contains(&ctx.node_id) {
         return Err(not_here);
     }
     check_current_leader_epoch(p.current_leader_epoch, part.leader_epoch).map_err(|code| (code, -1))?;
-    let tp = TopicPartition::new(topic, p.partition);
-    let log = ctx.logs.get(&tp).ok_or(not_here)?;
-    let replica = ctx.replication.replica(&tp).ok_or(not_here)?;
+    let log = ctx.logs.get(tp).ok_or(not_here)?;
+    let replica = ctx.replication.replica(tp).ok_or(not_here)?;
     let hw = replica.high_watermark();
     let log = log.lock().expect("log lock");
     let start = log.log_start_offset();
