@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use foldhash::{HashMap, HashMapExt};
 
 use super::config::LogConfig;
-use super::error::{IoContext, Result};
+use super::dir_failure::LogDirFailure;
+use super::error::{IoContext, LogError, Result};
 use super::metrics::LogMetrics;
 use super::segmented_log::Log;
 use super::{checkpoint, cleaner, now_ms, partition_metadata};
@@ -65,6 +66,8 @@ pub struct LogManager {
     /// The topic id in each log's `partition.metadata` (absent for logs made before it).
     topic_ids: Mutex<BTreeMap<TopicPartition, String>>,
     last_checkpoint_ms: AtomicI64,
+    /// Marked by the first failed write under `data_dir`; every log here refuses writes then.
+    dir_failure: LogDirFailure,
 }
 
 /// How often maintenance rewrites the recovery-point and log-start checkpoints.
@@ -85,6 +88,7 @@ impl LogManager {
         let mut logs = HashMap::new();
         let mut topic_ids = BTreeMap::new();
         let mut report = LoadReport { clean_shutdown: clean, ..Default::default() };
+        let dir_failure = LogDirFailure::default();
         for entry in std::fs::read_dir(data_dir).at(data_dir)? {
             let entry = entry.at(data_dir)?;
             if !entry.file_type().at(&entry.path())?.is_dir() {
@@ -95,7 +99,9 @@ impl LogManager {
             };
             let rp = recovery_points.get(&tp).copied().unwrap_or(0);
             let lso = start_offsets.get(&tp).copied().unwrap_or(0);
-            let (log, rec) = Log::open(&entry.path(), default_config.clone(), rp, lso, clean, metrics.clone(), now)?;
+            let (mut log, rec) =
+                Log::open(&entry.path(), default_config.clone(), rp, lso, clean, metrics.clone(), now)?;
+            log.attach_dir_failure(dir_failure.clone());
             for line in &rec.repairs {
                 tracing::warn!(partition = %tp, "recovery: {line}");
             }
@@ -123,6 +129,7 @@ impl LogManager {
             logs: RwLock::new(logs),
             topic_ids: Mutex::new(topic_ids),
             last_checkpoint_ms: AtomicI64::new(now),
+            dir_failure,
         };
         Ok((manager, report))
     }
@@ -135,6 +142,25 @@ impl LogManager {
     }
     pub fn metrics(&self) -> &LogMetrics {
         &self.metrics
+    }
+    /// Marked once a write under the data directory has failed (the broker then halts).
+    pub fn dir_failure(&self) -> &LogDirFailure {
+        &self.dir_failure
+    }
+
+    /// Mark the directory failed if `error`, from a write under it, is an I/O error.
+    pub fn record_write_error(&self, error: &LogError) {
+        if let LogError::Io { path, source } = error {
+            self.dir_failure.record(path, source);
+        }
+    }
+
+    /// Pass `result` on, marking the directory failed if it is an I/O error.
+    fn note_io_failure<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(e) = &result {
+            self.record_write_error(e);
+        }
+        result
     }
 
     pub fn get(&self, tp: &TopicPartition) -> Option<Arc<Mutex<Log>>> {
@@ -155,8 +181,9 @@ impl LogManager {
             return Ok(log.clone());
         }
         let dir = self.data_dir.join(tp.dir_name());
-        let (log, _) = Log::open(&dir, config, 0, 0, true, self.metrics.clone(), now_ms())?;
-        checkpoint::sync_dir(&self.data_dir)?;
+        let (mut log, _) = self.note_io_failure(Log::open(&dir, config, 0, 0, true, self.metrics.clone(), now_ms()))?;
+        log.attach_dir_failure(self.dir_failure.clone());
+        self.note_io_failure(checkpoint::sync_dir(&self.data_dir))?;
         let log = Arc::new(Mutex::new(log));
         logs.insert(tp.clone(), log.clone());
         self.metrics.partitions.set(logs.len() as i64);
@@ -190,7 +217,7 @@ impl LogManager {
         let log = self.get_or_create(tp, config)?;
         if !topic_id.is_empty() {
             let dir = log.lock().expect("log lock").dir().to_path_buf();
-            partition_metadata::write(&dir, topic_id)?;
+            self.note_io_failure(partition_metadata::write(&dir, topic_id))?;
             self.topic_ids.lock().expect("topic ids lock").insert(tp.clone(), topic_id.to_string());
         }
         Ok((log, replaced))
@@ -224,7 +251,7 @@ impl LogManager {
             }
         }
         if now_ms - self.last_checkpoint_ms.load(Ordering::Relaxed) >= CHECKPOINT_INTERVAL_MS {
-            self.write_checkpoints()?;
+            self.note_io_failure(self.write_checkpoints())?;
             self.last_checkpoint_ms.store(now_ms, Ordering::Relaxed);
         }
         first_error.map_or(Ok(()), Err)

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod cleaner;
 pub mod config;
+pub mod dir_failure;
 pub mod error;
 mod index_file;
 pub mod leader_epoch;
@@ -19,6 +20,7 @@ pub mod segmented_log;
 pub mod time_index;
 
 pub use config::{LogConfig, TimestampType};
+pub use dir_failure::LogDirFailure;
 pub use error::LogError;
 pub use manager::{LogManager, TopicPartition};
 pub use metrics::LogMetrics;

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use super::batch::{BatchMut, BatchView};
 use super::config::{LogConfig, TimestampType};
+use super::dir_failure::LogDirFailure;
 use super::error::{IoContext, LogError, Result};
 use super::leader_epoch::{EpochEntry, LeaderEpochCache};
 use super::metrics::LogMetrics;
@@ -117,6 +118,9 @@ pub struct Log {
     producers: ProducerState,
     /// First offset of every leader epoch (`leader-epoch-checkpoint`).
     epochs: LeaderEpochCache,
+    /// The data directory this log reports write failures to, if its owner watches one
+    /// (the `LogManager`'s logs do; AMQP queue stores handle their errors themselves).
+    dir_failure: Option<LogDirFailure>,
 }
 
 /// Parse `<20 digits>.<ext>` names.
@@ -225,6 +229,7 @@ impl Log {
             cleaner_state: Default::default(),
             producers: ProducerState::default(),
             epochs: LeaderEpochCache::empty(dir),
+            dir_failure: None,
         };
         let scanned_epochs = log.rebuild_producer_state()?;
         log.recovery_point = log.log_end_offset();
@@ -293,6 +298,25 @@ impl Log {
         Ok(())
     }
 
+    /// Report this log's write failures to `failure`, and refuse writes once it has failed.
+    pub(crate) fn attach_dir_failure(&mut self, failure: LogDirFailure) {
+        self.dir_failure = Some(failure);
+    }
+
+    /// Run a write: refused once the data directory has failed, and an I/O error from it
+    /// marks the directory failed.
+    fn guarded<T>(&mut self, write: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        if let Some(reason) = self.dir_failure.as_ref().and_then(LogDirFailure::reason) {
+            let refused = std::io::Error::other(format!("the data directory failed earlier ({reason})"));
+            return Err(LogError::io(&self.dir, refused));
+        }
+        let result = write(self);
+        if let (Err(LogError::Io { path, source }), Some(failure)) = (&result, &self.dir_failure) {
+            failure.record(path, source);
+        }
+        result
+    }
+
     /// The active segment's file, for owners that fsync appends outside their own lock
     /// (the group commit of AMQP queue stores).
     pub fn active_file(&self) -> &Arc<File> {
@@ -359,6 +383,10 @@ impl Log {
     /// from the log end and the leader epoch, stamp LogAppendTime if configured, and write
     /// them with one write. Nothing is written unless every batch is valid.
     pub fn append(&mut self, batches: &mut [u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
+        self.guarded(|log| log.append_unguarded(batches, leader_epoch, now_ms))
+    }
+
+    fn append_unguarded(&mut self, batches: &mut [u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
         let mut offsets = 0i64;
         let mut records = 0u64;
         let mut count = 0usize;
@@ -458,6 +486,10 @@ impl Log {
     /// batches wholly below the log end are skipped. Offsets may jump forward (the leader's
     /// log may be compacted), never back. Returns the bytes and last offset appended.
     pub fn append_as_follower(&mut self, data: &[u8], now_ms: i64) -> Result<Option<(usize, i64)>> {
+        self.guarded(|log| log.append_as_follower_unguarded(data, now_ms))
+    }
+
+    fn append_as_follower_unguarded(&mut self, data: &[u8], now_ms: i64) -> Result<Option<(usize, i64)>> {
         let mut next = self.log_end_offset();
         let mut start = None;
         let mut at = 0usize;
@@ -510,6 +542,10 @@ impl Log {
     /// A leader starts epoch `epoch` at the current log end (Kafka records it when it
     /// becomes leader, before any append, so OffsetForLeaderEpoch answers right away).
     pub fn assign_leader_epoch(&mut self, epoch: i32) -> Result<()> {
+        self.guarded(|log| log.assign_leader_epoch_unguarded(epoch))
+    }
+
+    fn assign_leader_epoch_unguarded(&mut self, epoch: i32) -> Result<()> {
         let leo = self.log_end_offset();
         if self.epochs.latest_epoch().is_some_and(|latest| latest >= epoch) {
             return Ok(());
@@ -520,6 +556,10 @@ impl Log {
     /// Drop everything and restart empty at `offset` (a follower whose log end is below the
     /// leader's log start: what it is missing no longer exists).
     pub fn truncate_fully_and_start_at(&mut self, offset: i64, now_ms: i64) -> Result<()> {
+        self.guarded(|log| log.truncate_fully_and_start_at_unguarded(offset, now_ms))
+    }
+
+    fn truncate_fully_and_start_at_unguarded(&mut self, offset: i64, now_ms: i64) -> Result<()> {
         let bases: Vec<i64> = self.segments.keys().copied().collect();
         for base in bases {
             self.segments.remove(&base).expect("listed").delete()?;
@@ -564,6 +604,10 @@ impl Log {
 
     /// Seal the active segment and start a new one at the log end offset.
     pub fn roll(&mut self, now_ms: i64) -> Result<()> {
+        self.guarded(|log| log.roll_unguarded(now_ms))
+    }
+
+    fn roll_unguarded(&mut self, now_ms: i64) -> Result<()> {
         let next = self.log_end_offset();
         if self.active().is_empty() {
             return Ok(());
@@ -654,6 +698,10 @@ impl Log {
 
     /// fsync every segment holding offsets at or after the recovery point, then advance it.
     pub fn flush(&mut self, now_ms: i64) -> Result<()> {
+        self.guarded(|log| log.flush_unguarded(now_ms))
+    }
+
+    fn flush_unguarded(&mut self, now_ms: i64) -> Result<()> {
         let started = Instant::now();
         let rp = self.recovery_point;
         let from = self.segments.range(..=rp).next_back().map(|(b, _)| *b).unwrap_or(i64::MIN);
@@ -671,6 +719,10 @@ impl Log {
     /// active segment's base, as Kafka does after a roll, so that crash recovery only has to
     /// scan the active segment even when flushing is left to the OS.
     pub fn flush_sealed_segments(&mut self) -> Result<()> {
+        self.guarded(|log| log.flush_sealed_segments_unguarded())
+    }
+
+    fn flush_sealed_segments_unguarded(&mut self) -> Result<()> {
         let active_base = self.active().base_offset();
         if self.recovery_point >= active_base {
             return Ok(());
@@ -688,6 +740,10 @@ impl Log {
 
     /// Flush if `flush.ms` has passed since the last flush and something is unflushed.
     pub fn flush_if_due(&mut self, now_ms: i64) -> Result<bool> {
+        self.guarded(|log| log.flush_if_due_unguarded(now_ms))
+    }
+
+    fn flush_if_due_unguarded(&mut self, now_ms: i64) -> Result<bool> {
         match self.config.flush_ms {
             Some(ms) if self.unflushed_records > 0 && now_ms - self.last_flush_ms >= ms => {
                 self.flush(now_ms)?;
@@ -759,6 +815,10 @@ impl Log {
     /// Remove every record at or after `offset` (replication: a follower dropping a divergent
     /// suffix). The batch holding `offset` goes whole.
     pub fn truncate_to(&mut self, offset: i64, now_ms: i64) -> Result<()> {
+        self.guarded(|log| log.truncate_to_unguarded(offset, now_ms))
+    }
+
+    fn truncate_to_unguarded(&mut self, offset: i64, now_ms: i64) -> Result<()> {
         if offset >= self.log_end_offset() {
             return Ok(());
         }
@@ -791,6 +851,10 @@ impl Log {
     /// Clean close: flush and trim the active segment's indexes so their length is their
     /// content when reopened.
     pub fn close(&mut self, now_ms: i64) -> Result<()> {
+        self.guarded(|log| log.close_unguarded(now_ms))
+    }
+
+    fn close_unguarded(&mut self, now_ms: i64) -> Result<()> {
         self.flush(now_ms)?;
         self.active_mut().seal()?;
         self.active().flush()?;

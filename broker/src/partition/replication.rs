@@ -636,7 +636,10 @@ impl Replication {
         }
         match hw_checkpoint::write(self.logs.data_dir(), &hws) {
             Ok(()) => *written = Some(hws),
-            Err(e) => tracing::warn!(error = %e, "writing the high-watermark checkpoint failed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "writing the high-watermark checkpoint failed");
+                self.logs.record_write_error(&e);
+            }
         }
     }
 
