@@ -192,12 +192,19 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
             error!(%reason, "the metadata store failed before registration completed; shutting down");
             Some(Err(anyhow::anyhow!("the metadata store failed: {reason}")))
         }
+        reason = manager.dir_failure().failed() => {
+            error!(%reason, "the data directory failed before registration completed; stopping without a clean shutdown");
+            Some(Err(anyhow::anyhow!("the data directory failed: {reason}")))
+        }
     };
     if let Some(outcome) = early_stop {
         stop_http(&stop_tx, http_task).await;
         cluster.shutdown().await;
-        let m = manager.clone();
-        tokio::task::spawn_blocking(move || m.shutdown()).await.context("log shutdown task failed")??;
+        // Closing the logs writes to them; a failed directory is left for recovery instead.
+        if !manager.dir_failure().has_failed() {
+            let m = manager.clone();
+            tokio::task::spawn_blocking(move || m.shutdown()).await.context("log shutdown task failed")??;
+        }
         return outcome;
     }
     admin_state.set_ready(true);
@@ -205,8 +212,10 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
 
     let maintenance_task = tokio::spawn(maintenance_loop(manager.clone(), stop_rx.clone()));
 
-    // Run until a signal, until the admin server fails, or until the metadata store fails.
+    // Run until a signal, until the admin server fails, or until the metadata store or the
+    // data directory fails.
     let mut quorum_failed = false;
+    let mut dir_failed = false;
     let mut http_failed = false;
     let failure = tokio::select! {
         sig = wait_for_signal(&mut sigterm, &mut sigint) => {
@@ -229,6 +238,14 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
             quorum_failed = true;
             Some(anyhow::anyhow!("the metadata store failed: {reason}"))
         }
+        // As Kafka halts when its last log directory fails: the logs refuse writes from now
+        // on, so the partitions led here must move to their ISR, which happens once this
+        // broker stops heartbeating; and the next start recovers the logs from their files.
+        reason = manager.dir_failure().failed() => {
+            error!(%reason, "the data directory failed; stopping without a clean shutdown");
+            dir_failed = true;
+            Some(anyhow::anyhow!("the data directory failed: {reason}"))
+        }
     };
 
     // A second signal during shutdown gives up on the clean shutdown.
@@ -240,10 +257,10 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
 
     admin_state.set_ready(false);
     // Both need the quorum.
-    if args.shutdown_drain_wait_ms > 0 && !quorum_failed {
+    if args.shutdown_drain_wait_ms > 0 && !quorum_failed && !dir_failed {
         cluster.wait_for_drain(Duration::from_millis(args.shutdown_drain_wait_ms)).await;
     }
-    if args.controlled_shutdown_enable && !quorum_failed {
+    if args.controlled_shutdown_enable && !quorum_failed && !dir_failed {
         cluster.controlled_shutdown(Duration::from_millis(args.controlled_shutdown_timeout_ms)).await;
     }
     if !http_failed {
@@ -257,6 +274,10 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     }
 
     cluster.shutdown().await;
+    if dir_failed {
+        replication.stop_fetchers();
+        return Err(failure.expect("set with dir_failed"));
+    }
     // The high watermarks as of now, so the restarted broker starts from them, once the
     // replica fetchers have stopped writing (as Kafka stops them before closing its logs).
     tokio::task::spawn_blocking(move || {

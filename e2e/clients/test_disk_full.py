@@ -1,11 +1,14 @@
 """A full disk under the data directory (a tmpfs of a few MiB, mounted for the test).
 
-- Producers lose nothing they were told was written: what fails gets Kafka's storage error,
-  which librdkafka retries until the message times out.
-- Once the metadata store (RocksDB under the data directory) cannot write, the broker shuts
-  down with a non-zero exit, as Kafka does when its metadata log directory fails, instead of
-  running on with a dead quorum member and healthy-looking probes.
-- With room again it starts, and serves every acknowledged message exactly once, in order.
+- Producers lose nothing they were told was written.
+- Once a write to the logs fails, the broker stops without a clean shutdown (non-zero exit),
+  as Kafka halts when its last log directory fails, instead of running on with logs whose
+  files no longer match what it holds in memory.
+- With room again it starts, recovers, and serves every acknowledged message exactly once,
+  in order.
+- Once the metadata store (RocksDB under the data directory) cannot write, the broker also
+  shuts down with a non-zero exit, as Kafka does when its metadata log directory fails,
+  instead of running on with a dead quorum member and healthy-looking probes.
 
 Mounting needs root and mount(8); elsewhere the test is skipped and says so.
 """
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
 
 from weir_harness import Broker, kcat, remove_test_dir, stop_and_remove, wait_until
 
@@ -62,7 +65,27 @@ def fill(bootstrap: str) -> tuple[list[int], dict[str, int]]:
     return acked, failed
 
 
-def test_a_full_disk_loses_nothing_acknowledged_and_a_failed_metadata_store_stops_the_broker():
+def fill_file_system(path: Path) -> None:
+    """Write `path` until the file system has no byte left."""
+    # Unbuffered: a buffered file would try its unwritten bytes again at close, and fail.
+    with open(path, "wb", buffering=0) as f:
+        for chunk in (1 << 20, 64 << 10, 4 << 10, 512):
+            try:
+                while True:
+                    f.write(b"\0" * chunk)
+            except OSError:
+                pass
+
+
+def read_back(b: Broker) -> list[int]:
+    """The keys of the topic from its start; checks the offsets are contiguous from 0."""
+    out = kcat("-C", "-t", TOPIC, "-o", "beginning", "-e", "-q", "-f", "%o %k\\n", bootstrap=b.bootstrap).stdout
+    rows = [line.split() for line in out.decode().splitlines() if line.strip()]
+    assert [int(o) for o, _ in rows] == list(range(len(rows))), "offsets are not contiguous from 0"
+    return [int(k) for _, k in rows]
+
+
+def test_a_full_disk_stops_the_broker_and_loses_nothing_acknowledged():
     root = Path(tempfile.mkdtemp(prefix="weir-e2e-diskfull-"))
     fs = root / "fs"
     fs.mkdir()
@@ -85,37 +108,50 @@ def test_a_full_disk_loses_nothing_acknowledged_and_a_failed_metadata_store_stop
         print(f"acknowledged {len(acked)}, failed {failed}")
         assert len(acked) > 20_000, "the file system filled with something else than the produced messages"
         assert set(failed) <= {"_MSG_TIMED_OUT", "KAFKA_STORAGE_ERROR"}, failed
-        assert b.running(), f"the broker died while its disk filled\n{b.tail()}"
-
-        # Metadata changes now fail in the metadata store; the broker must not run on without it.
-        for i in range(5):
-            if not b.running():
-                break
-            futures = admin.create_topics([NewTopic(f"after-full-{i}", 1, 1)], operation_timeout=5, request_timeout=8)
-            try:
-                futures[f"after-full-{i}"].result(10)
-            except (KafkaException, concurrent.futures.TimeoutError):
-                pass
-            try:
-                wait_until(lambda: not b.running(), 5, what="the broker's exit")
-            except TimeoutError:
-                pass
-        wait_until(lambda: not b.running(), 20, what="the broker's exit after its metadata store failed")
+        wait_until(lambda: not b.running(), 20, what="the broker's exit after a log write failed")
         assert b.proc.returncode not in (0, None), f"exit {b.proc.returncode}\n{b.tail()}"
-        assert "the metadata store failed" in b.log_text(), b.tail()
+        log = b.log_text()
+        assert "the data directory failed" in log, b.tail()
+        assert "clean shutdown complete" not in log, b.tail()
+        assert "the metadata store failed" not in log, b.tail()
 
-        # Room again: everything acknowledged is there, once, in order.
-        r = subprocess.run(["mount", "-o", "remount,size=256m", str(fs)], capture_output=True, text=True)
+        # Some room again (still less than RocksDB would preallocate): it recovers the log, and
+        # everything acknowledged is there, once, in order.
+        r = subprocess.run(["mount", "-o", "remount,size=64m", str(fs)], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         b.start()
-        out = kcat("-C", "-t", TOPIC, "-o", "beginning", "-e", "-q", "-f", "%o %k\\n", bootstrap=b.bootstrap).stdout
-        rows = [line.split() for line in out.decode().splitlines() if line.strip()]
-        offsets = [int(o) for o, _ in rows]
-        keys = [int(k) for _, k in rows]
-        assert offsets == list(range(len(rows))), "offsets are not contiguous from 0"
+        this_start = b.log_text().split("===== start #")[-1]
+        assert "clean_shutdown=false" in this_start, "the restart did not recover the logs"
+        keys = read_back(b)
         assert keys == sorted(set(keys)), "a message is duplicated or out of order"
         missing = set(acked) - set(keys)
         assert not missing, f"{len(missing)} acknowledged messages are gone, e.g. {sorted(missing)[:5]}"
+
+        # Full again, by another file: metadata changes now fail in the metadata store, and the
+        # broker must not run on without it. Config changes write nothing under the logs (a new
+        # topic would: its directory, which fails first and is the case above).
+        fill_file_system(fs / "filler")
+        for i in range(200):
+            if not b.running():
+                break
+            entry = ConfigEntry("retention.ms", str(86_400_000 + i), incremental_operation=AlterConfigOpType.SET)
+            futures = admin.incremental_alter_configs([ConfigResource(ResourceType.TOPIC, TOPIC,
+                                                                      incremental_configs=[entry])])  # fmt: skip
+            try:
+                for f in futures.values():
+                    f.result(10)
+            except (KafkaException, concurrent.futures.TimeoutError):
+                pass
+        wait_until(lambda: not b.running(), 20, what="the broker's exit after its metadata store failed")
+        assert b.proc.returncode not in (0, None), f"exit {b.proc.returncode}\n{b.tail()}"
+        this_start = b.log_text().split("===== start #")[-1]
+        assert "the metadata store failed" in this_start, b.tail()
+        assert "the data directory failed" not in this_start, b.tail()
+
+        # And once more with room: nothing acknowledged is lost.
+        (fs / "filler").unlink()
+        b.start()
+        assert read_back(b) == keys
     finally:
         try:
             if b.running():

@@ -1,0 +1,105 @@
+"""A partition leader whose disk fills up: its append fails, it stops without a clean
+shutdown (as Kafka halts when its last log directory fails), leadership moves to an in-sync
+follower, and the producer goes on there. Nothing acknowledged is lost, and with room again
+the broker recovers, catches up and rejoins the ISR with the same bytes as the others.
+
+Broker 0's data directory is on a tmpfs mounted for the test (root and mount(8) needed;
+skipped otherwise); the disk is filled by a file beside the data, as anything else on the
+volume would fill it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("confluent_kafka")
+from cluster import Cluster  # noqa: E402
+from numbered import NumberedProducer, check_exactly_once_in_order  # noqa: E402
+from test_min_isr import segment_bytes  # noqa: E402
+from weir_harness import remove_test_dir, wait_until  # noqa: E402
+
+TOPIC = "full-leader"
+
+
+def mount_tmpfs(path: Path, size_mib: int) -> str | None:
+    try:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(path)],
+                           capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return str(e)
+    return None if r.returncode == 0 else (r.stderr.strip() or f"mount exited {r.returncode}")
+
+
+def fill_file_system(path: Path) -> None:
+    """Write `path` until the file system has no byte left."""
+    # Unbuffered: a buffered file would try its unwritten bytes again at close, and fail.
+    with open(path, "wb", buffering=0) as f:
+        for chunk in (1 << 20, 64 << 10, 4 << 10, 512):
+            try:
+                while True:
+                    f.write(b"\0" * chunk)
+            except OSError:
+                pass
+
+
+def test_a_leader_with_a_full_disk_stops_and_leadership_moves():
+    root = Path(tempfile.mkdtemp(prefix="weir-e2e-repl-full-"))
+    fs = root / "fs"
+    fs.mkdir()
+    # Smaller than RocksDB's WAL preallocation, which then does not happen (see
+    # e2e/clients/test_disk_full.py).
+    err = mount_tmpfs(fs, 48)
+    if err is not None:
+        remove_test_dir(root)
+        pytest.skip(f"cannot mount a tmpfs for broker 0's data directory (needs root and mount(8)): {err}")
+    cluster = Cluster(root)
+    leader = cluster.brokers[0]
+    leader.data_dir = fs / "data"
+    prod = None
+    try:
+        cluster.start()
+        leader.http_json("POST", "/api/v1/topics", {"name": TOPIC, "assignment": [[0, 1, 2]],
+                                                    "configs": {"min.insync.replicas": "2"}})  # fmt: skip
+        cluster.wait_isr(TOPIC, 0, 3)
+        prod = NumberedProducer(cluster.bootstrap, TOPIC, 1)
+        prod.start()
+        wait_until(lambda: prod.total_acked() > 1000, 30, what="first acknowledgements")
+
+        fill_file_system(fs / "filler")
+        wait_until(lambda: not leader.running(), 30, what="broker 0's exit after its disk filled")
+        assert leader.proc.returncode not in (0, None), f"exit {leader.proc.returncode}"
+        log = leader.log_text()
+        assert "the data directory failed" in log, leader.tail()
+        assert "clean shutdown complete" not in log, leader.tail()
+
+        # Leadership is on an in-sync follower, and the producer goes on there.
+        def moved():
+            (p,) = cluster.partitions(TOPIC)
+            return p["leader"] in (1, 2) and sorted(p["isr"]) == [1, 2]
+
+        wait_until(moved, 30, what="leadership on broker 1 or 2, with broker 0 out of the ISR")
+        before = prod.total_acked()
+        wait_until(lambda: prod.total_acked() > before + 1000, 60, what="acknowledgements from the new leader")
+
+        # Room again: broker 0 recovers its log, truncates what the others never got, catches
+        # up and rejoins the ISR.
+        (fs / "filler").unlink()
+        cluster.restart(0)
+        this_start = leader.log_text().split("===== start #")[-1]
+        assert "clean_shutdown=false" in this_start, "the restart did not recover the logs"
+        cluster.wait_isr(TOPIC, 0, 3)
+        prod.finish()
+        check_exactly_once_in_order(cluster.bootstrap, prod)
+        wait_until(lambda: len({segment_bytes(b, TOPIC, 0) for b in cluster.brokers}) == 1, 30,
+                   what="identical replicas")
+    finally:
+        if prod is not None and prod.is_alive():
+            prod.stop.set()
+        cluster.stop_all()
+        subprocess.run(["umount", str(fs)], capture_output=True)
+        remove_test_dir(root)
+
