@@ -657,6 +657,12 @@ impl Replication {
 
     /// Follow the image: reconcile at every change until the cluster node stops.
     pub async fn run(self: Arc<Self>) {
+        // Not before this broker's registration is in its own image: until then the image is
+        // the one from before the restart, which can name this broker leader of partitions
+        // that elected another leader meanwhile; acting on it would take acks=1 writes that
+        // the real leader never sees. Kafka's brokers likewise wait to catch up with the
+        // metadata log before they take a role.
+        self.cluster.wait_registered().await;
         tokio::spawn(self.clone().run_isr_maintenance());
         tokio::spawn(self.clone().run_hw_checkpoints());
         let mut rx = self.cluster.subscribe();
