@@ -17,27 +17,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import subprocess
-import tempfile
-from pathlib import Path
 
-import pytest
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
 
-from weir_harness import Broker, kcat, remove_test_dir, stop_and_remove, wait_until
+from weir_harness import Broker, fill_file_system, kcat, small_file_system, stop_and_remove, wait_until
 
 TOPIC = "filled"
 PAYLOAD = b"x" * 1000
-
-
-def mount_tmpfs(path: Path, size_mib: int) -> str | None:
-    """Mount a tmpfs of `size_mib` at `path`; the error text if that is not possible here."""
-    try:
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(path)],
-                           capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return str(e)
-    return None if r.returncode == 0 else (r.stderr.strip() or f"mount exited {r.returncode}")
 
 
 def fill(bootstrap: str) -> tuple[list[int], dict[str, int]]:
@@ -65,18 +52,6 @@ def fill(bootstrap: str) -> tuple[list[int], dict[str, int]]:
     return acked, failed
 
 
-def fill_file_system(path: Path) -> None:
-    """Write `path` until the file system has no byte left."""
-    # Unbuffered: a buffered file would try its unwritten bytes again at close, and fail.
-    with open(path, "wb", buffering=0) as f:
-        for chunk in (1 << 20, 64 << 10, 4 << 10, 512):
-            try:
-                while True:
-                    f.write(b"\0" * chunk)
-            except OSError:
-                pass
-
-
 def read_back(b: Broker) -> list[int]:
     """The keys of the topic from its start; checks the offsets are contiguous from 0."""
     out = kcat("-C", "-t", TOPIC, "-o", "beginning", "-e", "-q", "-f", "%o %k\\n", bootstrap=b.bootstrap).stdout
@@ -86,15 +61,9 @@ def read_back(b: Broker) -> list[int]:
 
 
 def test_a_full_disk_stops_the_broker_and_loses_nothing_acknowledged():
-    root = Path(tempfile.mkdtemp(prefix="weir-e2e-diskfull-"))
-    fs = root / "fs"
-    fs.mkdir()
     # Smaller than RocksDB's WAL preallocation (1.1 times its 64 MiB write buffer), which then
     # does not happen: the metadata store needs new space for its writes, as the logs do.
-    err = mount_tmpfs(fs, 48)
-    if err is not None:
-        remove_test_dir(root)
-        pytest.skip(f"cannot mount a tmpfs for the data directory (needs root and mount(8)): {err}")
+    root, fs = small_file_system("weir-e2e-diskfull-", 48)
     b = Broker(root / "broker-0")
     b.data_dir = fs / "data"  # the broker's own log stays outside, on the real disk
     try:

@@ -360,3 +360,36 @@ def running_broker(prefix: str, broker_class: type[Broker] = Broker):
         yield b
     finally:
         stop_and_remove(b, root)
+
+
+def small_file_system(prefix: str, size_mib: int) -> tuple[Path, Path]:
+    """A new temp dir (`root`, returned first) holding `root/fs`, a tmpfs of `size_mib` MiB
+    for a full-disk test. Where it cannot be mounted (needs root and mount(8)) the dir is
+    removed and the test skipped, saying why. The caller unmounts it."""
+    import pytest
+
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    fs = root / "fs"
+    fs.mkdir()
+    try:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(fs)],
+                           capture_output=True, text=True, timeout=30)  # fmt: skip
+        err = None if r.returncode == 0 else (r.stderr.strip() or f"mount exited {r.returncode}")
+    except (OSError, subprocess.TimeoutExpired) as e:
+        err = str(e)
+    if err is not None:
+        remove_test_dir(root)
+        pytest.skip(f"cannot mount a tmpfs for a full-disk test (needs root and mount(8)): {err}")
+    return root, fs
+
+
+def fill_file_system(path: Path) -> None:
+    """Write the file `path` until its file system has no byte left."""
+    # Unbuffered: a buffered file would try its unwritten bytes again at close, and fail.
+    with open(path, "wb", buffering=0) as f:
+        for chunk in (1 << 20, 64 << 10, 4 << 10, 512):
+            try:
+                while True:
+                    f.write(b"\0" * chunk)
+            except OSError:
+                pass

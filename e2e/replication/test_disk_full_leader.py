@@ -11,8 +11,6 @@ volume would fill it.
 from __future__ import annotations
 
 import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -20,42 +18,15 @@ pytest.importorskip("confluent_kafka")
 from cluster import Cluster  # noqa: E402
 from numbered import NumberedProducer, check_exactly_once_in_order  # noqa: E402
 from test_min_isr import segment_bytes  # noqa: E402
-from weir_harness import remove_test_dir, wait_until  # noqa: E402
+from weir_harness import fill_file_system, remove_test_dir, small_file_system, wait_until  # noqa: E402
 
 TOPIC = "full-leader"
 
 
-def mount_tmpfs(path: Path, size_mib: int) -> str | None:
-    try:
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(path)],
-                           capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return str(e)
-    return None if r.returncode == 0 else (r.stderr.strip() or f"mount exited {r.returncode}")
-
-
-def fill_file_system(path: Path) -> None:
-    """Write `path` until the file system has no byte left."""
-    # Unbuffered: a buffered file would try its unwritten bytes again at close, and fail.
-    with open(path, "wb", buffering=0) as f:
-        for chunk in (1 << 20, 64 << 10, 4 << 10, 512):
-            try:
-                while True:
-                    f.write(b"\0" * chunk)
-            except OSError:
-                pass
-
-
 def test_a_leader_with_a_full_disk_stops_and_leadership_moves():
-    root = Path(tempfile.mkdtemp(prefix="weir-e2e-repl-full-"))
-    fs = root / "fs"
-    fs.mkdir()
     # Smaller than RocksDB's WAL preallocation, which then does not happen (see
     # e2e/clients/test_disk_full.py).
-    err = mount_tmpfs(fs, 48)
-    if err is not None:
-        remove_test_dir(root)
-        pytest.skip(f"cannot mount a tmpfs for broker 0's data directory (needs root and mount(8)): {err}")
+    root, fs = small_file_system("weir-e2e-repl-full-", 48)
     cluster = Cluster(root)
     leader = cluster.brokers[0]
     leader.data_dir = fs / "data"
