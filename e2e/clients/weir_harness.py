@@ -104,6 +104,10 @@ def _die_with_parent() -> None:
         pass
 
 
+# The broker's own default filter: openraft's INFO lines (every vote, every election timeout)
+# would fill the log tails that a failed test reports. WEIR_TEST_RUST_LOG overrides it.
+TEST_RUST_LOG = "info,openraft=warn"
+
 class Broker:
     """One weir-broker process on 127.0.0.1 with its own data dir, ports and log file.
 
@@ -149,7 +153,7 @@ class Broker:
         assert self.proc is None or self.proc.poll() is not None, "broker already running"
         self.starts += 1
         env = dict(os.environ)
-        env["RUST_LOG"] = os.environ.get("WEIR_TEST_RUST_LOG", "info")
+        env["RUST_LOG"] = os.environ.get("WEIR_TEST_RUST_LOG", TEST_RUST_LOG)
         with open(self.log_path, "ab") as log:
             log.write(f"===== start #{self.starts} =====\n".encode())
             log.flush()
@@ -321,8 +325,10 @@ def attach_broker_logs(report) -> None:
     if not report.failed:
         return
     for b in ALL_BROKERS:
+        if not b.log_path.exists():
+            continue  # an earlier test's broker, whose temp dir is gone
         state = "running" if b.running() else f"exited {b.proc.returncode if b.proc else '-'}"
-        report.sections.append((f"weir-broker {b.node_id} {b.bootstrap} ({state}) log", b.tail(60)))
+        report.sections.append((f"weir-broker {b.node_id} {b.bootstrap} ({state}) log", b.tail(150)))
 
 
 def remove_test_dir(root: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "clients"))
 
-from weir_harness import Broker, all_threads_stopped, free_ports, wait_until  # noqa: E402
+from weir_harness import TEST_RUST_LOG, Broker, all_threads_stopped, free_ports, wait_until  # noqa: E402
 
 IPS = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"]
 
@@ -82,7 +82,7 @@ class Cluster:
 
         b.starts += 1
         env = dict(os.environ)
-        env["RUST_LOG"] = os.environ.get("WEIR_TEST_RUST_LOG", "info")
+        env["RUST_LOG"] = os.environ.get("WEIR_TEST_RUST_LOG", TEST_RUST_LOG)
         with open(b.log_path, "ab") as log:
             log.write(f"===== start #{b.starts} =====\n".encode())
             log.flush()
