@@ -8,10 +8,11 @@
 //! directory fails, so that the partitions it leads elect new leaders from their ISR and the
 //! next start recovers the logs from their files.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use tokio::sync::watch;
+
+use super::error::LogError;
 
 #[derive(Clone)]
 pub struct LogDirFailure {
@@ -31,8 +32,11 @@ impl std::fmt::Debug for LogDirFailure {
 }
 
 impl LogDirFailure {
-    /// Mark the directory failed by `error` on `path`. The first failure is the one kept.
-    pub fn record(&self, path: &Path, error: &std::io::Error) {
+    /// Mark the directory failed if `error`, from a write under it, is an I/O error (a batch
+    /// refused by validation is the producer's fault, not the disk's). The first failure is
+    /// the one kept.
+    pub fn record(&self, error: &LogError) {
+        let LogError::Io { path, source: error } = error else { return };
         self.reason.send_if_modified(|reason| {
             if reason.is_some() {
                 return false;
@@ -75,8 +79,10 @@ mod tests {
         });
         tokio::task::yield_now().await;
         assert!(!watcher.is_finished());
-        failure.record(Path::new("/data/t-0/00000000000000000000.log"), &std::io::Error::from_raw_os_error(28));
-        failure.record(Path::new("/data/other"), &std::io::Error::from_raw_os_error(5));
+        failure.record(&LogError::CorruptRecord("a bad batch".into()));
+        assert!(!failure.has_failed(), "only I/O errors fail the directory");
+        failure.record(&LogError::io("/data/t-0/00000000000000000000.log", std::io::Error::from_raw_os_error(28)));
+        failure.record(&LogError::io("/data/other", std::io::Error::from_raw_os_error(5)));
         let reason = tokio::time::timeout(std::time::Duration::from_secs(5), watcher).await.unwrap().unwrap();
         assert!(reason.starts_with("/data/t-0/00000000000000000000.log: "), "{reason}");
         assert!(reason.contains("No space left on device"), "{reason}");

@@ -12,7 +12,7 @@ use foldhash::{HashMap, HashMapExt};
 
 use super::config::LogConfig;
 use super::dir_failure::LogDirFailure;
-use super::error::{IoContext, LogError, Result};
+use super::error::{IoContext, Result};
 use super::metrics::LogMetrics;
 use super::segmented_log::Log;
 use super::{checkpoint, cleaner, now_ms, partition_metadata};
@@ -148,17 +148,10 @@ impl LogManager {
         &self.dir_failure
     }
 
-    /// Mark the directory failed if `error`, from a write under it, is an I/O error.
-    pub fn record_write_error(&self, error: &LogError) {
-        if let LogError::Io { path, source } = error {
-            self.dir_failure.record(path, source);
-        }
-    }
-
     /// Pass `result` on, marking the directory failed if it is an I/O error.
     fn note_io_failure<T>(&self, result: Result<T>) -> Result<T> {
         if let Err(e) = &result {
-            self.record_write_error(e);
+            self.dir_failure.record(e);
         }
         result
     }

@@ -311,8 +311,8 @@ impl Log {
             return Err(LogError::io(&self.dir, refused));
         }
         let result = write(self);
-        if let (Err(LogError::Io { path, source }), Some(failure)) = (&result, &self.dir_failure) {
-            failure.record(path, source);
+        if let (Err(e), Some(failure)) = (&result, &self.dir_failure) {
+            failure.record(e);
         }
         result
     }

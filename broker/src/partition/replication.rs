@@ -638,7 +638,7 @@ impl Replication {
             Ok(()) => *written = Some(hws),
             Err(e) => {
                 tracing::warn!(error = %e, "writing the high-watermark checkpoint failed");
-                self.logs.record_write_error(&e);
+                self.logs.dir_failure().record(&e);
             }
         }
     }
