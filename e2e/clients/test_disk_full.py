@@ -89,7 +89,7 @@ def test_a_full_disk_stops_the_broker_and_loses_nothing_acknowledged():
         r = subprocess.run(["mount", "-o", "remount,size=64m", str(fs)], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         b.start()
-        this_start = b.log_text().split("===== start #")[-1]
+        this_start = b.log_since_last_start()
         assert "clean_shutdown=false" in this_start, "the restart did not recover the logs"
         keys = read_back(b)
         assert keys == sorted(set(keys)), "a message is duplicated or out of order"
@@ -113,7 +113,7 @@ def test_a_full_disk_stops_the_broker_and_loses_nothing_acknowledged():
                 pass
         wait_until(lambda: not b.running(), 20, what="the broker's exit after its metadata store failed")
         assert b.proc.returncode not in (0, None), f"exit {b.proc.returncode}\n{b.tail()}"
-        this_start = b.log_text().split("===== start #")[-1]
+        this_start = b.log_since_last_start()
         assert "the metadata store failed" in this_start, b.tail()
         assert "the data directory failed" not in this_start, b.tail()
 

@@ -227,6 +227,10 @@ class Broker:
         except OSError:
             return ""
 
+    def log_since_last_start(self) -> str:
+        """The log written by the latest start (after its `===== start #k =====` line)."""
+        return self.log_text().rsplit("===== start #", 1)[-1]
+
 
 def kcat(*args: str, bootstrap: str, timeout: float = 60.0, input: bytes | None = None, check: bool = True):
     """Run kcat against the broker; returns the CompletedProcess (stdout/stderr as bytes)."""

@@ -20,10 +20,6 @@ CLEAN_SHUTDOWN_MARKER = ".weir-clean-shutdown"
 STOPS = 6
 
 
-def log_since_last_start(broker) -> str:
-    return broker.log_text().rsplit("===== start #", 1)[-1]
-
-
 def bulk_load(bootstrap: str, topic: str, stop: threading.Event) -> None:
     p = ck.Producer({"bootstrap.servers": bootstrap, "acks": 1, "linger.ms": 2})
     value = b"b" * 4096
@@ -70,7 +66,7 @@ def test_follower_stopped_under_load_shuts_down_cleanly(cluster):
                 f"the stopped follower's log is not a prefix of the leader's (stop {stop + 1})"
             )
             cluster.restart(follower.node_id)
-            since = log_since_last_start(follower)
+            since = follower.log_since_last_start()
             assert "recovered log" not in since and "recovery:" not in since, since[-2000:]
             cluster.wait_isr(topic, 0, 3)
     finally:

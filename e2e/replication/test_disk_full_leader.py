@@ -60,7 +60,7 @@ def test_a_leader_with_a_full_disk_stops_and_leadership_moves():
         # up and rejoins the ISR.
         (fs / "filler").unlink()
         cluster.restart(0)
-        this_start = leader.log_text().split("===== start #")[-1]
+        this_start = leader.log_since_last_start()
         assert "clean_shutdown=false" in this_start, "the restart did not recover the logs"
         # Its image from before the exit named it leader at epoch 0; it must not act on that.
         assert f"became leader partition={TOPIC}-0 leader_epoch=0" not in this_start, leader.tail()
