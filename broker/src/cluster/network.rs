@@ -139,32 +139,40 @@ impl Transport {
         Arc::new(Self::default())
     }
 
-    /// Send one request and wait for its response. A failed connection is dropped and
-    /// reopened by the next call.
+    /// Send one request and wait for its response, within `timeout` including the wait for
+    /// the connection's turn.
+    ///
+    /// Cancellation-safe: openraft wraps each RPC in its own timeout of the same length and
+    /// drops this future when it fires first. The connection is therefore taken out of its
+    /// slot for the exchange and put back only after a whole response was read; a call dropped
+    /// halfway closes it, where leaving it in place would hand the next caller a stream with a
+    /// half-written request or an unread response (every later call reading the answer to an
+    /// earlier one, or the peer waiting forever for the rest of a frame).
     pub async fn call(&self, addr: &str, env: &Envelope, timeout: Duration) -> std::io::Result<Response> {
         let slot = self.conns.lock().expect("conn map lock").entry(addr.to_string()).or_default().clone();
-        let mut guard = slot.lock().await;
         let attempt = async {
-            if guard.is_none() {
-                let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-                    .await
-                    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-                stream.set_nodelay(true)?;
-                let (r, w) = stream.into_split();
-                *guard = Some((BufReader::new(r), BufWriter::new(w)));
-            }
-            let (r, w) = guard.as_mut().expect("connected above");
+            let mut guard = slot.lock().await;
+            let mut conn = match guard.take() {
+                Some(conn) => conn,
+                None => {
+                    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+                        .await
+                        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+                    stream.set_nodelay(true)?;
+                    let (r, w) = stream.into_split();
+                    (BufReader::new(r), BufWriter::new(w))
+                }
+            };
+            let (r, w) = &mut conn;
             write_frame(w, env).await?;
-            read_frame::<_, Response>(r).await
+            let resp = read_frame::<_, Response>(r).await?;
+            *guard = Some(conn);
+            Ok(resp)
         };
-        let result = match tokio::time::timeout(timeout, attempt).await {
+        match tokio::time::timeout(timeout, attempt).await {
             Ok(r) => r,
             Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "raft request timed out")),
-        };
-        if result.is_err() {
-            *guard = None; // a half-read response would desynchronise the stream
         }
-        result
     }
 }
 
@@ -242,6 +250,51 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         match self.send(Request::Vote(rpc), &option).await? {
             Response::Vote(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
             other => Err(self.unexpected(other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::types::METADATA_GROUP;
+
+    /// Answers a Heartbeat with its broker id; broker 1's answer comes late, as from a peer
+    /// that was stopped (SIGSTOP) while the request was in flight.
+    struct SlowForBrokerOne;
+
+    impl RequestHandler for SlowForBrokerOne {
+        async fn handle(self: Arc<Self>, env: Envelope) -> Response {
+            let Request::Heartbeat { broker_id } = env.request else { return Response::Refused("?".into()) };
+            if broker_id == 1 {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
+            Response::Refused(broker_id.to_string())
+        }
+    }
+
+    fn heartbeat(broker_id: NodeId) -> Envelope {
+        Envelope { group: METADATA_GROUP, request: Request::Heartbeat { broker_id } }
+    }
+
+    #[tokio::test]
+    async fn a_call_dropped_halfway_does_not_leave_its_answer_to_the_next_call() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(serve(listener, Arc::new(SlowForBrokerOne)));
+        let transport = Transport::new();
+
+        // Dropped by a caller's own, shorter timeout, as openraft drops an RPC it timed out.
+        let dropped = tokio::time::timeout(
+            Duration::from_millis(100),
+            transport.call(&addr, &heartbeat(1), Duration::from_secs(5)),
+        )
+        .await;
+        assert!(dropped.is_err(), "the first call should still have been waiting: {dropped:?}");
+
+        for id in [2, 3] {
+            let resp = transport.call(&addr, &heartbeat(id), Duration::from_secs(5)).await.unwrap();
+            assert!(matches!(&resp, Response::Refused(s) if *s == id.to_string()), "call {id} got {resp:?}");
         }
     }
 }
