@@ -134,6 +134,13 @@ pub struct BrokerArgs {
     #[arg(long, env = "WEIR_REPLICA_FETCH_RESPONSE_MAX_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub replica_fetch_response_max_bytes: i32,
 
+    /// Largest single write into a segment file; longer appends are written in pieces of
+    /// this size (0: one write per append). Small writes keep the kernel's page-cache folios
+    /// small, which costs far less CPU where large page allocations are expensive (see
+    /// docs/benchmarks.md). Not a Kafka setting.
+    #[arg(long, env = "WEIR_LOG_WRITE_PIECE_BYTES", default_value_t = crate::log::segment::DEFAULT_WRITE_PIECE_BYTES)]
+    pub log_write_piece_bytes: usize,
+
     /// `offsets.retention.minutes`: a consumer group's committed offsets are deleted once the
     /// group has been empty this long; offsets committed outside any group membership, this
     /// long after their commit.

@@ -27,6 +27,7 @@ const HTTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     let node_id = args.resolved_node_id();
     let voters = args.resolved_voters(node_id);
+    crate::log::segment::set_write_piece_bytes(args.log_write_piece_bytes);
     info!(
         node_id,
         data_dir = %args.data_dir.display(),
