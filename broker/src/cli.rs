@@ -135,9 +135,9 @@ pub struct BrokerArgs {
     pub replica_fetch_response_max_bytes: i32,
 
     /// Largest single write into a segment file; longer appends are written in pieces of
-    /// this size (0: one write per append). Small writes keep the kernel's page-cache folios
-    /// small, which costs far less CPU where large page allocations are expensive (see
-    /// docs/benchmarks.md). Not a Kafka setting.
+    /// this size (0: one write per append). Smaller writes keep the kernel's page-cache folios
+    /// smaller, which costs less CPU where large page allocations are expensive, as on VMs
+    /// that return free memory to their host (docs/benchmarks.md). Not a Kafka setting.
     #[arg(long, env = "WEIR_LOG_WRITE_PIECE_BYTES", default_value_t = crate::log::segment::DEFAULT_WRITE_PIECE_BYTES)]
     pub log_write_piece_bytes: usize,
 

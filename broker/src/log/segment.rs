@@ -16,15 +16,16 @@ use super::time_index::TimeIndex;
 
 /// Appends reach the page cache in writes of at most this many bytes (0: one write per
 /// append). Linux 6.x gives a file's page cache folios as large as the write that fills them
-/// (ext4 since 6.11): a 1 MiB write asks the page allocator for 1 MiB folios, larger than
-/// the 32 KiB it keeps ready per CPU, so each comes from the buddy allocator, and on a VM
-/// that returns free memory to its host (free page reporting) from memory the host must map
-/// in again. Measured on this project's 2-core VM: 1.4–2.9 CPU s per GB written in 1 MiB
-/// writes, 0.25–0.4 in 16 KiB ones (docs/benchmarks.md, 2026-12-04). Set by
-/// `--log-write-piece-bytes`.
+/// (ext4 since 6.11), so a 1 MiB write asks the page allocator for 1 MiB folios. On this
+/// project's 2-core VM, which returns free memory to its host (free page reporting), writing
+/// 2 GiB into a new file mostly cost 1.4–2.9 CPU s per GB in 1 MiB writes against about 0.2
+/// in 256 KiB ones, and the replication benchmark's RF 3 phase moved 376–413 MB/s against
+/// 314–359 with one write per batch (alternated runs; docs/benchmarks.md, 2026-12-04). Four
+/// writes per MiB cost nothing measurable; 16 KiB pieces cost the RF 1 leader 0.2 CPU s per
+/// GB in system calls. Set by `--log-write-piece-bytes`.
 static WRITE_PIECE_BYTES: AtomicUsize = AtomicUsize::new(DEFAULT_WRITE_PIECE_BYTES);
 
-pub const DEFAULT_WRITE_PIECE_BYTES: usize = 16 * 1024;
+pub const DEFAULT_WRITE_PIECE_BYTES: usize = 256 * 1024;
 
 /// Sets the largest single write of an append, for every segment of this process.
 pub fn set_write_piece_bytes(bytes: usize) {
