@@ -15,8 +15,9 @@ use super::segment_file_stem;
 use super::time_index::TimeIndex;
 
 /// Appends reach the page cache in writes of at most this many bytes (0: one write per
-/// append). Linux 6.x gives a file's page cache folios as large as the write that fills them
-/// (ext4 since 6.11), so a 1 MiB write asks the page allocator for 1 MiB folios. On this
+/// append). Recent kernels (6.18 here) give an ext4 file page-cache folios as large as the
+/// write that fills them, so a 1 MiB write asks the page allocator for 1 MiB folios (our
+/// reading of the cause; the cost is what was measured). On this
 /// project's 2-core VM, which returns free memory to its host (free page reporting), writing
 /// 2 GiB into a new file mostly cost 1.4–2.9 CPU s per GB in 1 MiB writes against about 0.2
 /// in 256 KiB ones, and the replication benchmark's RF 3 phase moved 376–413 MB/s against
