@@ -463,11 +463,20 @@ impl Replication {
                 }
             }
         }
-        let gone: Vec<TopicPartition> =
+        let unseen: Vec<TopicPartition> =
             self.partitions.lock().expect("partitions lock").keys().filter(|tp| !seen.contains(*tp)).cloned().collect();
-        for tp in gone {
-            self.become_none(&tp);
-            self.partitions.lock().expect("partitions lock").remove(&tp);
+        if !unseen.is_empty() {
+            // Unseen is not gone: a Produce may have set up a partition that this pass found
+            // without a log (the replica manager made it meanwhile) or that `image` predates.
+            // Sweeping it would fail that Produce's acks=all wait after its append, and the
+            // client's retry would write the batch twice. Only what the newest image (read
+            // after the keys, so it is at least as new as any handler's) no longer places on
+            // this broker goes.
+            let newest = self.cluster.image();
+            for tp in unseen.into_iter().filter(|tp| !placed_here(&newest, tp, self.node_id)) {
+                self.become_none(&tp);
+                self.partitions.lock().expect("partitions lock").remove(&tp);
+            }
         }
         self.update_gauges(image);
     }
@@ -716,9 +725,88 @@ impl Replication {
     }
 }
 
+/// Whether `image` lists `node` among the replicas of `tp`.
+fn placed_here(image: &MetadataImage, tp: &TopicPartition, node: NodeId) -> bool {
+    u32::try_from(tp.partition)
+        .ok()
+        .and_then(|p| image.partition(&tp.topic, p))
+        .is_some_and(|p| p.replicas.contains(&node))
+}
+
 struct GaugeGuard<'a>(&'a prometheus::IntGauge);
 impl Drop for GaugeGuard<'_> {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::cluster::node::ClusterConfig;
+    use crate::log::{LogConfig, LogMetrics};
+
+    /// One in-process broker: a single-voter metadata quorum, a log manager and replication,
+    /// with no replica manager or reconcile loop running, so a test orders their steps.
+    async fn single_broker(dir: &std::path::Path) -> (Arc<ClusterNode>, Arc<LogManager>, Arc<Replication>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let raft_addr = listener.local_addr().unwrap().to_string();
+        let cfg = ClusterConfig {
+            node_id: 0,
+            data_dir: dir.join("meta"),
+            raft_addr: raft_addr.clone(),
+            kafka_addr: "127.0.0.1:1".into(),
+            http_addr: "127.0.0.1:2".into(),
+            rack: None,
+            voters: vec![(0, raft_addr)],
+            session_timeout: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_millis(200),
+            metadata_version: crate::cluster::types::METADATA_VERSION,
+        };
+        let cluster = ClusterNode::start(cfg, listener, &prometheus::Registry::new()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), cluster.wait_registered()).await.expect("registered");
+        let (logs, _) = LogManager::open(&dir.join("logs"), LogConfig::default(), LogMetrics::unregistered()).unwrap();
+        let logs = Arc::new(logs);
+        let replication = Replication::new(0, cluster.clone(), logs.clone(), ReplicationConfig::default());
+        (cluster, logs, replication)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reconcile_pass_from_an_older_image_keeps_the_leader_a_produce_just_set_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cluster, logs, replication) = single_broker(dir.path()).await;
+        let before = cluster.image();
+        cluster.create_topic("fresh", 1, 1, BTreeMap::new(), None).await.unwrap();
+        let image = cluster.image();
+        let part = image.partition("fresh", 0).expect("created").clone();
+        assert_eq!(part.leader, 0);
+
+        // What the replica manager and then a Produce do for the new partition...
+        let tp = TopicPartition::new("fresh", 0);
+        let log = logs.get_or_create(&tp, LogConfig::default()).unwrap();
+        let (appended, rep) = replication
+            .append_as_leader(&tp, &part, &log, |log| log.log_end_offset())
+            .expect("leader at the image's epoch");
+        assert_eq!(appended, 0);
+
+        // ...while a reconcile pass that started before the topic reached it finishes.
+        let me = replication.clone();
+        tokio::task::spawn_blocking(move || me.reconcile(&before)).await.unwrap();
+
+        let kept = replication.replica(&tp).expect("the partition was swept away");
+        assert!(Arc::ptr_eq(&kept, &rep), "the replica was replaced");
+        assert!(
+            matches!(&*kept.role.lock().unwrap(), Role::Leader { state, .. } if state.leader_epoch == part.leader_epoch),
+            "the leader role was dropped"
+        );
+
+        // A partition the newest image does not place here still goes.
+        cluster.propose(MetadataCommand::DeleteTopic { name: "fresh".into() }).await.unwrap();
+        let me = replication.clone();
+        let newest = cluster.image();
+        tokio::task::spawn_blocking(move || me.reconcile(&newest)).await.unwrap();
+        assert!(replication.replica(&tp).is_none(), "a deleted topic's replica was kept");
     }
 }
