@@ -121,7 +121,13 @@ pub struct Log {
     /// The data directory this log reports write failures to, if its owner watches one
     /// (the `LogManager`'s logs do; AMQP queue stores handle their errors themselves).
     dir_failure: Option<LogDirFailure>,
+    /// Unique among the logs this process opened. A partition's log deleted and made again
+    /// (a topic deleted and created under the same name) is another instance, so state kept
+    /// beside a log (the replication's high watermark) can tell it belongs to an older one.
+    instance: u64,
 }
+
+static NEXT_LOG_INSTANCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Parse `<20 digits>.<ext>` names.
 fn parse_segment_name(name: &str) -> Option<(i64, &str)> {
@@ -133,6 +139,11 @@ fn parse_segment_name(name: &str) -> Option<(i64, &str)> {
 }
 
 impl Log {
+    /// This log's instance number (see the field).
+    pub fn instance(&self) -> u64 {
+        self.instance
+    }
+
     /// Open (or create) the log in `dir`. Without `clean_shutdown`, every segment holding
     /// offsets at or after `recovery_point` is scanned and cut at its first invalid byte, and
     /// the segments after a cut are deleted (they would leave a hole).
@@ -230,6 +241,7 @@ impl Log {
             producers: ProducerState::default(),
             epochs: LeaderEpochCache::empty(dir),
             dir_failure: None,
+            instance: NEXT_LOG_INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         let scanned_epochs = log.rebuild_producer_state()?;
         log.recovery_point = log.log_end_offset();

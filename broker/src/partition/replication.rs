@@ -65,6 +65,8 @@ pub enum Role {
 
 pub struct PartitionReplica {
     pub tp: TopicPartition,
+    /// `Log::instance` of the log this replica's state describes.
+    log_instance: u64,
     role: Mutex<Role>,
     /// The high watermark; waiters (acks=all) watch it. Also bumped without a change when
     /// the role changes, so waiters re-check whether they still lead.
@@ -225,28 +227,39 @@ impl Replication {
     }
 
     fn replica_or_create(&self, tp: &TopicPartition, log: &Mutex<Log>) -> Arc<PartitionReplica> {
+        let (instance, start, end) = {
+            let log = log.lock().expect("log lock");
+            (log.instance(), log.log_start_offset(), log.log_end_offset())
+        };
         let mut map = self.partitions.lock().expect("partitions lock");
-        if let Some(rep) = map.get(tp) {
-            return rep.clone();
-        }
-        map.entry(tp.clone())
-            .or_insert_with(|| {
-                // Committed as far as the checkpoint says (capped by what the log holds after
-                // recovery), else only up to the log start.
-                let (start, end) = {
-                    let log = log.lock().expect("log lock");
-                    (log.log_start_offset(), log.log_end_offset())
-                };
-                let checkpointed = self.checkpointed_hw.lock().expect("checkpoint lock").remove(tp);
-                let hw = checkpointed.map_or(start, |hw| hw.clamp(start, end.max(start)));
-                Arc::new(PartitionReplica {
-                    tp: tp.clone(),
-                    role: Mutex::new(Role::None),
-                    hw: watch::channel(hw).0,
-                    isr_change_in_flight: AtomicBool::new(false),
-                })
-            })
-            .clone()
+        let fresh_log = match map.get(tp) {
+            Some(rep) if rep.log_instance == instance => return rep.clone(),
+            Some(old) => {
+                // The log was deleted and made again (a topic recreated under its name): the
+                // old replica's HW, ISR and followers belong to the old log. Its waiters give up.
+                tracing::info!(partition = %tp, "the partition's log was replaced; starting its replica afresh");
+                let mut role = old.role.lock().expect("role lock");
+                *role = Role::None;
+                drop(role);
+                old.hw.send_modify(|_| {});
+                true
+            }
+            None => false,
+        };
+        // Committed as far as the checkpoint says (capped by what the log holds after
+        // recovery), else only up to the log start. A checkpoint is of the log this process
+        // opened at start, never of a replacement.
+        let checkpointed = self.checkpointed_hw.lock().expect("checkpoint lock").remove(tp).filter(|_| !fresh_log);
+        let hw = checkpointed.map_or(start, |hw| hw.clamp(start, end.max(start)));
+        let rep = Arc::new(PartitionReplica {
+            tp: tp.clone(),
+            log_instance: instance,
+            role: Mutex::new(Role::None),
+            hw: watch::channel(hw).0,
+            isr_change_in_flight: AtomicBool::new(false),
+        });
+        map.insert(tp.clone(), rep.clone());
+        rep
     }
 
     /// The replica of a partition the image says this broker leads, made leader first if it
@@ -276,7 +289,7 @@ impl Replication {
             // The common case for a request handler: already leader at this leader epoch, and
             // `part` brings no newer partition epoch. Nothing to change, and the HW is already
             // recomputed by whatever moved it (appends, follower fetches, ISR changes).
-            if let Some(rep) = self.replica(tp) {
+            if let Some(rep) = self.replica(tp).filter(|r| r.log_instance == log.lock().expect("log lock").instance()) {
                 let unchanged = matches!(&*rep.role.lock().expect("role lock"),
                     Role::Leader { state, partition_epoch, .. }
                         if state.leader_epoch == part.leader_epoch && part.partition_epoch <= *partition_epoch);
@@ -746,6 +759,7 @@ mod tests {
 
     use super::*;
     use crate::cluster::node::ClusterConfig;
+    use crate::log::batch::build_batch;
     use crate::log::{LogConfig, LogMetrics};
 
     /// One in-process broker: a single-voter metadata quorum, a log manager and replication,
@@ -808,5 +822,45 @@ mod tests {
         let newest = cluster.image();
         tokio::task::spawn_blocking(move || me.reconcile(&newest)).await.unwrap();
         assert!(replication.replica(&tp).is_none(), "a deleted topic's replica was kept");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_topic_recreated_under_its_name_starts_from_a_fresh_high_watermark() {
+        // Deleted and created again between two reconcile passes (the watch coalesces the
+        // two changes), so no pass ever sees the topic gone.
+        let dir = tempfile::tempdir().unwrap();
+        let (cluster, logs, replication) = single_broker(dir.path()).await;
+        cluster.create_topic("t", 1, 1, BTreeMap::new(), None).await.unwrap();
+        let image = cluster.image();
+        let tid = image.topics["t"].topic_id.clone();
+        let part = image.partition("t", 0).unwrap().clone();
+        let tp = TopicPartition::new("t", 0);
+        let (log, _) = logs.get_or_create_for_topic(&tp, &tid, LogConfig::default()).unwrap();
+        for _ in 0..5 {
+            let mut b = build_batch(&[(None, Some(&b"x"[..]))], now_ms());
+            replication.append_as_leader(&tp, &part, &log, |l| l.append(&mut b, 0, now_ms()).unwrap()).unwrap();
+        }
+        assert_eq!(replication.replica(&tp).unwrap().high_watermark(), 5);
+        cluster.propose(MetadataCommand::DeleteTopic { name: "t".into() }).await.unwrap();
+        cluster.create_topic("t", 1, 1, BTreeMap::new(), None).await.unwrap();
+        let newest = cluster.image();
+        let tid2 = newest.topics["t"].topic_id.clone();
+        assert_ne!(tid, tid2);
+        // What the replica manager does for the new topic id...
+        let (log2, replaced) = logs.get_or_create_for_topic(&tp, &tid2, LogConfig::default()).unwrap();
+        assert!(replaced);
+        // ...then a Produce, before any reconcile pass: one record, so the HW must be 1.
+        let part2 = newest.partition("t", 0).unwrap().clone();
+        let mut b = build_batch(&[(None, Some(&b"y"[..]))], now_ms());
+        replication.append_as_leader(&tp, &part2, &log2, |l| l.append(&mut b, 0, now_ms()).unwrap()).unwrap();
+        assert_eq!(
+            replication.replica(&tp).unwrap().high_watermark(),
+            1,
+            "the re-created topic's partition kept the old topic's high watermark"
+        );
+        let me = replication.clone();
+        let n = newest.clone();
+        tokio::task::spawn_blocking(move || me.reconcile(&n)).await.unwrap();
+        assert_eq!(replication.replica(&tp).unwrap().high_watermark(), 1);
     }
 }
