@@ -95,6 +95,15 @@ impl PartitionReplica {
             _ => None,
         }
     }
+    /// Drop whatever role this replica had; acks=all waiters wake and give up.
+    fn stand_down(&self) {
+        let mut role = self.role.lock().expect("role lock");
+        if !matches!(*role, Role::None) {
+            *role = Role::None;
+            drop(role);
+            self.hw.send_modify(|_| {});
+        }
+    }
     fn set_hw_at_least(&self, hw: i64) -> bool {
         self.hw.send_if_modified(|cur| {
             if hw > *cur {
@@ -238,10 +247,7 @@ impl Replication {
                 // The log was deleted and made again (a topic recreated under its name): the
                 // old replica's HW, ISR and followers belong to the old log. Its waiters give up.
                 tracing::info!(partition = %tp, "the partition's log was replaced; starting its replica afresh");
-                let mut role = old.role.lock().expect("role lock");
-                *role = Role::None;
-                drop(role);
-                old.hw.send_modify(|_| {});
+                old.stand_down();
                 true
             }
             None => false,
@@ -517,12 +523,7 @@ impl Replication {
 
     fn become_none(&self, tp: &TopicPartition) {
         if let Some(rep) = self.replica(tp) {
-            let mut role = rep.role.lock().expect("role lock");
-            if !matches!(*role, Role::None) {
-                *role = Role::None;
-                drop(role);
-                rep.hw.send_modify(|_| {});
-            }
+            rep.stand_down();
         }
         self.unregister_follower(tp);
     }
