@@ -151,6 +151,13 @@ class Broker:
 
     def start(self, ready_timeout: float = 60.0) -> "Broker":
         assert self.proc is None or self.proc.poll() is not None, "broker already running"
+        self.spawn()
+        self.wait_ready(ready_timeout)
+        return self
+
+    def spawn(self) -> None:
+        """Start the process, its output appended to the log after a start marker, without
+        waiting for it to be ready (a metadata voter alone cannot be)."""
         self.starts += 1
         env = dict(os.environ)
         env["RUST_LOG"] = os.environ.get("WEIR_TEST_RUST_LOG", TEST_RUST_LOG)
@@ -161,8 +168,6 @@ class Broker:
                 self.args(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 preexec_fn=_die_with_parent,
             )
-        self.wait_ready(ready_timeout)
-        return self
 
     def wait_ready(self, timeout: float) -> None:
         """Until GET /readyz is 200 and a Metadata request lists this broker."""

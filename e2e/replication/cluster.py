@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "clients"))
 
-from weir_harness import TEST_RUST_LOG, Broker, all_threads_stopped, free_ports, wait_until  # noqa: E402
+from weir_harness import Broker, all_threads_stopped, free_ports, wait_until  # noqa: E402
 
 IPS = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"]
 
@@ -75,21 +75,7 @@ class Cluster:
     def _spawn(self, b: ClusterBroker) -> None:
         # Broker.start waits for readiness; a voter alone cannot be ready, so start all of them
         # without waiting, then wait for each.
-        import os
-        import subprocess
-
-        from weir_harness import _die_with_parent
-
-        b.starts += 1
-        env = dict(os.environ)
-        env["RUST_LOG"] = os.environ.get("WEIR_TEST_RUST_LOG", TEST_RUST_LOG)
-        with open(b.log_path, "ab") as log:
-            log.write(f"===== start #{b.starts} =====\n".encode())
-            log.flush()
-            b.proc = subprocess.Popen(
-                b.args(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                preexec_fn=_die_with_parent,
-            )
+        b.spawn()
 
     def restart(self, i: int) -> None:
         b = self.brokers[i]
