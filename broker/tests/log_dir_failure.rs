@@ -8,16 +8,13 @@
 
 use std::path::Path;
 
-use weir_broker::log::batch::{build_batch, BatchView};
+use weir_broker::log::batch::{build_batch, BatchView, KeyValue};
 use weir_broker::log::checkpoint::CLEAN_SHUTDOWN_FILE;
 use weir_broker::log::{now_ms, LogConfig, LogError, LogManager, LogMetrics, TopicPartition};
 
-/// A record as `build_batch` takes it: (key, value).
-type Rec<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
-
 fn batch(records: usize, value_len: usize) -> Vec<u8> {
     let value = vec![b'v'; value_len];
-    let recs: Vec<Rec> = (0..records).map(|_| (Some(&b"key"[..]), Some(&value[..]))).collect();
+    let recs: Vec<KeyValue> = (0..records).map(|_| (Some(&b"key"[..]), Some(&value[..]))).collect();
     build_batch(&recs, now_ms())
 }
 
