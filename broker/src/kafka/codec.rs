@@ -5,7 +5,10 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::buf::ByteBufMut;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
+use tokio::net::tcp::OwnedReadHalf;
+
+use super::low_water::RecvLowWater;
 
 use crate::log::LogSlice;
 
@@ -25,6 +28,35 @@ pub enum CodecError {
 
 /// Read one frame. `Ok(None)` on a clean end of stream between frames.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<Option<Bytes>, CodecError> {
+    read_frame_then(r, max, |_, _| Ok(())).await
+}
+
+/// `read_frame` from a socket, woken once the body has arrived rather than at every segment of
+/// it (see `low_water`). `mark` is the socket's; it is back at 1 when this returns.
+pub async fn read_socket_frame(
+    r: &mut BufReader<OwnedReadHalf>,
+    max: usize,
+    mark: &mut RecvLowWater,
+) -> Result<Option<Bytes>, CodecError> {
+    let read = read_frame_then(r, max, |r, rest| {
+        // What is already read ahead in the buffer is not in the socket any more.
+        let in_socket = rest.saturating_sub(r.buffer().len());
+        mark.set(r.get_ref(), in_socket)
+    })
+    .await;
+    let reset = mark.set(r.get_ref(), 1);
+    let frame = read?;
+    reset?;
+    Ok(frame)
+}
+
+/// `read_frame`, calling `before_read(r, bytes of the body still to read)` before each read of
+/// the body.
+async fn read_frame_then<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+    mut before_read: impl FnMut(&R, usize) -> std::io::Result<()>,
+) -> Result<Option<Bytes>, CodecError> {
     let size = match r.read_i32().await {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
@@ -42,6 +74,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<O
     let mut buf = BytesMut::with_capacity(size);
     let mut frame = r.take(size as u64);
     while buf.len() < size {
+        before_read(frame.get_ref(), size - buf.len())?;
         if frame.read_buf(&mut buf).await? == 0 {
             return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
         }
@@ -286,6 +319,7 @@ mod tests {
     use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
     use kafka_protocol::messages::{FetchResponse, TopicName};
     use kafka_protocol::protocol::StrBytes;
+    use std::time::Duration;
 
     fn fetch_response(records: &[Bytes]) -> FetchResponse {
         let mut topic = FetchableTopicResponse::default();
@@ -381,6 +415,81 @@ mod tests {
         let frame = encode_response(ApiKey::Fetch, 12, 1, &resp).unwrap();
         assert_eq!(frame.parts().len(), 1);
         assert_eq!(frame.to_bytes().unwrap().as_ref(), plain(12, 1, &resp).as_slice());
+    }
+
+    /// A connected pair on loopback: the reading half as the server and fetcher hold it, and
+    /// the peer's stream.
+    async fn socket_pair() -> (BufReader<OwnedReadHalf>, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (ours, _) = listener.accept().await.unwrap();
+        let (r, w) = ours.into_split();
+        std::mem::forget(w); // keep our side open for writing: the peer must not see an end
+        (BufReader::with_capacity(64 * 1024, r), peer)
+    }
+
+    fn framed(payload: &[u8]) -> Vec<u8> {
+        let mut wire = (payload.len() as i32).to_be_bytes().to_vec();
+        wire.extend_from_slice(payload);
+        wire
+    }
+
+    /// The low-water mark must never ask for more than the peer still has to send of the frame:
+    /// here part of the body is already in the reader's buffer when the rest is awaited, and a
+    /// small frame follows a large one with nothing after it, which a mark left high after the
+    /// large frame would wait for forever.
+    #[tokio::test]
+    async fn a_socket_frame_never_waits_for_bytes_the_peer_will_not_send() {
+        use tokio::io::AsyncWriteExt;
+        let (mut r, mut peer) = socket_pair().await;
+        let large: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
+        let wire = framed(&large);
+        let writer = tokio::spawn(async move {
+            // The size and the first 10 KiB, which the reader's buffer takes in one read.
+            peer.write_all(&wire[..4 + 10_240]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            peer.write_all(&wire[4 + 10_240..]).await.unwrap();
+            peer.write_all(&framed(b"small")).await.unwrap();
+            peer // not closed: a read waiting for more would hang
+        });
+        let mut mark = RecvLowWater::default();
+        let limit = Duration::from_secs(5);
+        let first = tokio::time::timeout(limit, read_socket_frame(&mut r, 1 << 20, &mut mark)).await;
+        assert_eq!(first.expect("the large frame within 5 s").unwrap().unwrap().as_ref(), &large[..]);
+        assert_eq!(mark.current(), 1, "the mark is back at 1 after a frame");
+        let second = tokio::time::timeout(limit, read_socket_frame(&mut r, 1 << 20, &mut mark)).await;
+        assert_eq!(second.expect("the small frame within 5 s").unwrap().unwrap().as_ref(), b"small");
+        drop(writer.await.unwrap());
+        assert_eq!(read_socket_frame(&mut r, 1 << 20, &mut mark).await.unwrap(), None, "a clean end between frames");
+    }
+
+    /// While a large body is awaited the mark is what the socket still has to deliver, so the
+    /// reader is woken once for it rather than at every segment.
+    #[tokio::test]
+    async fn a_socket_frame_sets_the_mark_to_the_rest_of_its_body() {
+        use std::os::fd::AsRawFd;
+        use tokio::io::AsyncWriteExt;
+        let (mut r, mut peer) = socket_pair().await;
+        let fd = r.get_ref().as_ref().as_raw_fd();
+        let body = vec![7u8; 200_000];
+        let wire = framed(&body);
+        peer.write_all(&wire[..4 + 1_000]).await.unwrap();
+        let mut mark = RecvLowWater::default();
+        let reading = read_socket_frame(&mut r, 1 << 20, &mut mark);
+        tokio::pin!(reading);
+        // Let the read take the size and the first bytes and then wait for the rest.
+        assert!(tokio::time::timeout(Duration::from_millis(100), &mut reading).await.is_err());
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `value`.
+        let rc = unsafe {
+            libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT, (&mut value as *mut libc::c_int).cast(), &mut len)
+        };
+        assert_eq!(rc, 0);
+        assert_eq!(value as usize, 200_000 - 1_000, "the mark is the rest of the body");
+        peer.write_all(&wire[4 + 1_000..]).await.unwrap();
+        let frame = tokio::time::timeout(Duration::from_secs(5), reading).await.expect("the frame within 5 s");
+        assert_eq!(frame.unwrap().unwrap().len(), 200_000);
     }
 
     #[tokio::test]

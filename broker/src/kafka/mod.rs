@@ -9,6 +9,7 @@ pub mod fetch_session;
 pub mod file_records;
 pub mod group;
 pub mod handlers;
+pub mod low_water;
 pub mod metrics;
 pub mod producer_ids;
 pub mod server;

@@ -20,6 +20,7 @@ use super::codec::{self, CodecError, FramePart};
 use super::context::KafkaContext;
 use super::file_records;
 use super::handlers::{self, Reply};
+use super::low_water::RecvLowWater;
 
 pub async fn serve(listener: TcpListener, ctx: Arc<KafkaContext>) {
     loop {
@@ -70,7 +71,8 @@ async fn read_requests(
     replies: mpsc::Sender<Queued>,
 ) -> Result<(), CodecError> {
     let mut r = BufReader::with_capacity(64 * 1024, r);
-    while let Some(mut frame) = codec::read_frame(&mut r, ctx.config.max_request_bytes).await? {
+    let mut mark = RecvLowWater::default();
+    while let Some(mut frame) = codec::read_socket_frame(&mut r, ctx.config.max_request_bytes, &mut mark).await? {
         let read_at = Instant::now();
         let (api_key, header) = codec::decode_header(&mut frame)?;
         let reply = handlers::handle(ctx, api_key, &header, client_host, frame).await?;

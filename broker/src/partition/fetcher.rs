@@ -42,6 +42,7 @@ use super::follower_session::FollowerSession;
 use super::replication::Replication;
 use crate::cluster::throttle_configs::{FOLLOWER_THROTTLED_RATE, FOLLOWER_THROTTLED_REPLICAS};
 use crate::cluster::NodeId;
+use crate::kafka::low_water::RecvLowWater;
 use crate::log::leader_epoch::UNDEFINED_EPOCH;
 use crate::log::{now_ms, Log, LogError, TopicPartition};
 
@@ -506,6 +507,9 @@ fn asked_still_holds(
 /// A Kafka client connection to one leader: request/response in order on one socket.
 struct Connection {
     r: BufReader<OwnedReadHalf>,
+    /// The socket's receive low-water mark: a fetch response wakes the fetcher once it is all
+    /// there, not at every loopback segment of it.
+    low_water: RecvLowWater,
     w: OwnedWriteHalf,
     correlation_id: i32,
     client_id: StrBytes,
@@ -527,6 +531,7 @@ impl Connection {
             // Small: a fetched range larger than the buffer is read straight into its frame,
             // so only the first few KiB of each response are copied twice.
             r: BufReader::with_capacity(16 * 1024, r),
+            low_water: RecvLowWater::default(),
             w,
             correlation_id: 0,
             client_id: StrBytes::from_string(format!("weir-replica-fetcher-{}", rep.node_id)),
@@ -554,7 +559,7 @@ impl Connection {
         buf[0..4].copy_from_slice(&size.to_be_bytes());
         let exchange = async {
             self.w.write_all(&buf).await?;
-            let frame = crate::kafka::codec::read_frame(&mut self.r, MAX_RESPONSE_BYTES)
+            let frame = crate::kafka::codec::read_socket_frame(&mut self.r, MAX_RESPONSE_BYTES, &mut self.low_water)
                 .await
                 .map_err(|e| FetcherError::Protocol(e.to_string()))?;
             frame.ok_or_else(|| FetcherError::Protocol("the leader closed the connection".into()))
