@@ -65,21 +65,17 @@ class Cluster:
         return ",".join(b.bootstrap for b in self.brokers)
 
     def start(self) -> "Cluster":
-        # Start all processes first: the quorum forms only once a majority is up.
+        # Start all processes first, without Broker.start's readiness wait: the quorum forms only
+        # once a majority is up, so a voter alone cannot be ready.
         for b in self.brokers:
-            self._spawn(b)
+            b.spawn()
         for b in self.brokers:
             b.wait_ready(90)
         return self
 
-    def _spawn(self, b: ClusterBroker) -> None:
-        # Broker.start waits for readiness; a voter alone cannot be ready, so start all of them
-        # without waiting, then wait for each.
-        b.spawn()
-
     def restart(self, i: int) -> None:
         b = self.brokers[i]
-        self._spawn(b)
+        b.spawn()
         b.wait_ready(90)
 
     def any_running(self) -> ClusterBroker:
