@@ -288,15 +288,27 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     .await
     .context("high-watermark checkpoint task failed")?;
     let shutdown_manager = manager.clone();
-    tokio::task::spawn_blocking(move || shutdown_manager.shutdown())
+    let closed = tokio::task::spawn_blocking(move || shutdown_manager.shutdown())
         .await
-        .context("log shutdown task failed")?
-        .context("shutting down logs")?;
-    info!("logs flushed and checkpointed; clean shutdown complete");
-
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(()),
+        .context("log shutdown task failed")
+        .and_then(|closed| closed.context("shutting down logs"));
+    match (failure, closed) {
+        (None, Ok(())) => {
+            info!("logs flushed and checkpointed; clean shutdown complete");
+            Ok(())
+        }
+        (None, Err(e)) => Err(e),
+        (Some(first), Ok(())) => {
+            info!("logs flushed and checkpointed; clean shutdown complete");
+            Err(first)
+        }
+        // The failure that stopped the broker is the one it exits with: closing the logs after
+        // it can fail for the same cause (a full disk fails the metadata store first and then
+        // the high-watermark checkpoint).
+        (Some(first), Err(e)) => {
+            error!(error = format!("{e:#}"), "closing the logs failed too");
+            Err(first)
+        }
     }
 }
 

@@ -115,7 +115,11 @@ def test_a_full_disk_stops_the_broker_and_loses_nothing_acknowledged():
         assert b.proc.returncode not in (0, None), f"exit {b.proc.returncode}\n{b.tail()}"
         this_start = b.log_since_last_start()
         assert "the metadata store failed" in this_start, b.tail()
-        assert "the data directory failed" not in this_start, b.tail()
+        # It stopped for the metadata store, not for the data directory. Closing the logs
+        # afterwards may still fail on the full disk (a high-watermark checkpoint), which is
+        # logged, but the exit names the first cause.
+        assert "the data directory failed; stopping" not in this_start, b.tail()
+        assert "weir-broker failed: the metadata store failed" in this_start, b.tail()
 
         # And once more with room: nothing acknowledged is lost.
         (fs / "filler").unlink()
