@@ -398,8 +398,12 @@ fn read_honours_max_bytes_min_one_and_upper_offset() {
     };
 
     assert_eq!(get(0, usize::MAX, i64::MAX, false), Some(concat(0, 6)));
-    // max_bytes may cut the last batch (as Kafka's fetch does), even the first without min_one.
-    assert_eq!(get(0, s + 1, i64::MAX, false), Some(concat(0, 2)[..s + 1].to_vec()));
+    // max_bytes ends the read at the last whole batch within it (Kafka's fetch would send
+    // the next one cut, for the reader to drop and fetch again)...
+    assert_eq!(get(0, s + 1, i64::MAX, false), Some(concat(0, 1)));
+    assert_eq!(get(0, 3 * s - 1, i64::MAX, false), Some(concat(0, 2)));
+    assert_eq!(get(3, 4 * s - 1, i64::MAX, true), Some(concat(1, 4)));
+    // ...but a first batch larger than max_bytes comes cut without min_one, as Kafka's does.
     assert_eq!(get(0, 10, i64::MAX, false), Some(acked[0].bytes[..10].to_vec()));
     assert_eq!(get(0, 0, i64::MAX, false), None);
     // min_one returns the first batch whole when it is larger than max_bytes.
@@ -423,6 +427,25 @@ fn read_honours_max_bytes_min_one_and_upper_offset() {
     let get = |offset: i64, max: usize| log.read(offset, max, i64::MAX, true).unwrap().map(|sl| sl.to_vec().unwrap());
     assert_eq!(get(0, usize::MAX), Some(concat(0, 6)));
     assert_eq!(get(18, usize::MAX), Some([more[0].bytes.clone(), more[1].bytes.clone()].concat()));
+}
+
+/// With the default sparse index, a read cut by max_bytes walks at most a few batch lengths
+/// from the nearest index entry: it still ends on a batch boundary, at most a few KiB early
+/// when batches are small.
+#[test]
+fn a_read_cut_by_max_bytes_ends_on_a_batch_boundary_with_a_sparse_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), quiet_config());
+    let acked: Vec<Acked> = (0..200).map(|i| append(&mut log, batch(1, 20, NOW + i), NOW)).collect();
+    let s = acked[0].bytes.len();
+    let all: Vec<u8> = acked.iter().flat_map(|a| a.bytes.clone()).collect();
+    // Every cut position, the ones just past an index entry included.
+    for max in (s..all.len()).step_by(7) {
+        let got = log.read(0, max, i64::MAX, false).unwrap().unwrap().to_vec().unwrap();
+        assert_eq!(got.len() % s, 0, "max {max}: whole batches only");
+        assert!(got.len() <= max && got.len() + 4096 + 8 * s >= max, "max {max}: read {}", got.len());
+        assert_eq!(got, all[..got.len()], "max {max}");
+    }
 }
 
 #[test]

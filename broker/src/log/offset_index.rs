@@ -34,6 +34,15 @@ impl OffsetIndex {
         }
     }
 
+    /// The position of the last entry at or before byte `position` (a batch start), 0 when
+    /// there is none.
+    pub fn floor_position(&self, position: u32) -> u32 {
+        match self.file.floor(position, |e| u32::from_be_bytes(e[4..8].try_into().expect("4 bytes"))) {
+            Some(i) => self.decode(self.file.entry(i)).1,
+            None => 0,
+        }
+    }
+
     pub fn entry_at(&self, i: usize) -> (i64, u32) {
         self.decode(self.file.entry(i))
     }

@@ -14,6 +14,11 @@ use super::offset_index::OffsetIndex;
 use super::segment_file_stem;
 use super::time_index::TimeIndex;
 
+/// Batch lengths `last_batch_end_within` reads at most: the index has an entry every
+/// `index.interval.bytes` (4 KiB), so this many reach the last whole batch when batches are
+/// 512 B or more; smaller ones leave an earlier boundary, a few KiB short at most.
+const MAX_BOUNDARY_HOPS: usize = 8;
+
 /// Appends reach the page cache in writes of at most this many bytes (0: one write per
 /// append). Recent kernels (6.18 here) give an ext4 file page-cache folios as large as the
 /// write that fills them, so a 1 MiB write asks the page allocator for 1 MiB folios (our
@@ -377,6 +382,32 @@ impl LogSegment {
             pos += b.size as u64;
         }
         Ok(None)
+    }
+
+    /// The end of a whole batch that starts at or after `from` (a batch start) and ends at
+    /// or before `limit`: the last one, found by walking batch lengths from the index entry
+    /// nearest below `limit`, or an earlier one if `MAX_BOUNDARY_HOPS` lengths were not enough
+    /// to reach it. `None` when no batch from `from` ends within `limit`.
+    pub fn last_batch_end_within(&self, from: u64, limit: u64) -> Result<Option<u64>> {
+        let limit = limit.min(self.size);
+        let mut pos = u64::from(self.index.floor_position(limit.min(u32::MAX as u64) as u32)).max(from);
+        // An index entry is a batch start, so the batches before it are whole.
+        let mut end = (pos > from).then_some(pos);
+        for _ in 0..MAX_BOUNDARY_HOPS {
+            if pos + LOG_OVERHEAD as u64 > limit {
+                break;
+            }
+            let mut len_field = [0u8; LOG_OVERHEAD];
+            self.file.read_exact_at(&mut len_field, pos).at(&self.log_path)?;
+            let size = batch::batch_size(&len_field)
+                .ok_or_else(|| LogError::CorruptRecord(format!("negative batch length at {pos}")))?;
+            if pos + size as u64 > limit {
+                break;
+            }
+            pos += size as u64;
+            end = Some(pos);
+        }
+        Ok(end)
     }
 
     /// The first batch whose max timestamp is >= `timestamp`.

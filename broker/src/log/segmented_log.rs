@@ -31,8 +31,9 @@ pub struct AppendInfo {
     pub duplicate: bool,
 }
 
-/// A byte range of a segment file holding whole batches (the last one may be cut by
-/// `max_bytes`, as Kafka's fetch allows). Read it with `read_into`, or send it with sendfile.
+/// A byte range of a segment file holding whole batches (only a first batch larger than
+/// `max_bytes`, read without `min_one`, comes cut, as Kafka's fetch allows). Read it with
+/// `read_into`, or send it with sendfile.
 #[derive(Debug, Clone)]
 pub struct LogSlice {
     pub file: Arc<File>,
@@ -633,7 +634,8 @@ impl Log {
 
     /// Up to `max_bytes` of whole batches starting with the one holding `offset`, and none
     /// at or after `upper_offset` (the high watermark). With `min_one`, the first batch is
-    /// returned whole even if larger than `max_bytes`, as Kafka does so consumers progress.
+    /// returned whole even if larger than `max_bytes`, as Kafka does so consumers progress;
+    /// without, such a batch comes cut at `max_bytes` (as Kafka's does).
     /// `Ok(None)` when nothing is there yet.
     pub fn read(&self, offset: i64, max_bytes: usize, upper_offset: i64, min_one: bool) -> Result<Option<LogSlice>> {
         let leo = self.log_end_offset();
@@ -664,7 +666,16 @@ impl Log {
             }
             let available = (end - first.position) as usize;
             let wanted = if min_one { max_bytes.max(first.size as usize) } else { max_bytes };
-            let len = available.min(wanted);
+            let mut len = available.min(wanted);
+            // Cut by the size limit after at least one whole batch: end at the last whole
+            // one. Kafka sends the partial batch too, and every reader drops and fetches it
+            // again; with librdkafka's 1 MB batches and a 1 MiB replica fetch that was 4-6%
+            // of every follower's bytes (docs/benchmarks.md, 2026-12-05).
+            if len < available && len >= first.size as usize {
+                if let Some(whole) = seg.last_batch_end_within(first.position, first.position + len as u64)? {
+                    len = (whole - first.position) as usize;
+                }
+            }
             if len == 0 {
                 return Ok(None);
             }
