@@ -292,24 +292,15 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         .await
         .context("log shutdown task failed")
         .and_then(|closed| closed.context("shutting down logs"));
-    match (failure, closed) {
-        (None, Ok(())) => {
-            info!("logs flushed and checkpointed; clean shutdown complete");
-            Ok(())
-        }
-        (None, Err(e)) => Err(e),
-        (Some(first), Ok(())) => {
-            info!("logs flushed and checkpointed; clean shutdown complete");
-            Err(first)
-        }
+    match closed {
+        Ok(()) => info!("logs flushed and checkpointed; clean shutdown complete"),
         // The failure that stopped the broker is the one it exits with: closing the logs after
         // it can fail for the same cause (a full disk fails the metadata store first and then
         // the high-watermark checkpoint).
-        (Some(first), Err(e)) => {
-            error!(error = format!("{e:#}"), "closing the logs failed too");
-            Err(first)
-        }
+        Err(e) if failure.is_some() => error!(error = format!("{e:#}"), "closing the logs failed too"),
+        Err(e) => return Err(e),
     }
+    failure.map_or(Ok(()), Err)
 }
 
 /// MemTotal from /proc/meminfo, in bytes.
