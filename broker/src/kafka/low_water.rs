@@ -5,10 +5,10 @@
 //! segments of up to 64 KiB, and a reader that takes each as it comes is woken several times
 //! per frame. On the VMs we measure on, a woken thread waited 0.3-0.4 ms on average before it
 //! ran, even with a CPU idle, and the replication benchmark spent 20% more broker CPU per GB
-//! reading that way (docs/benchmarks.md, results of 2026-12-04 23:04). So while a frame's body is read the mark is what is still
-//! to come of that frame, capped, and it is 1 again before the next frame's size is read. The
-//! mark never exceeds the bytes the peer still has to send of a frame it has begun, so a read
-//! never waits for bytes that will not come.
+//! reading that way (docs/benchmarks.md, results of 2026-12-04 23:04). So while a frame's body
+//! is read the mark is what is still to come of that frame, capped, and it is 1 again before
+//! the next frame's size is read. The mark never exceeds the bytes the peer still has to send
+//! of a frame it has begun, so a read never waits for bytes that will not come.
 
 use std::os::fd::AsRawFd;
 
@@ -43,7 +43,9 @@ impl RecvLowWater {
         Ok(())
     }
 
-    pub fn current(&self) -> usize {
+    /// The mark last set (tests check that a frame leaves it at 1).
+    #[cfg(test)]
+    pub(crate) fn current(&self) -> usize {
         self.current
     }
 }
