@@ -99,3 +99,45 @@ fn a_log_outside_the_manager_keeps_its_own_error_handling() {
     set_file_size_limit(libc::RLIM_INFINITY);
     log.append(&mut batch(1, 10), 0, now_ms()).unwrap();
 }
+
+#[test]
+fn writes_to_a_log_deleted_under_its_holder_are_refused_and_the_directory_stays_healthy() {
+    // A produce handler or a coordinator may hold a log while the replica manager deletes it
+    // (the topic deleted, the replica moved away). Its next write is then a write into a
+    // directory that is gone: refused, and no reason to fail the whole data directory.
+    let tmp = tempfile::tempdir().unwrap();
+    let tp = TopicPartition::new("events", 0);
+    let other = TopicPartition::new("other", 0);
+    let (manager, _) = LogManager::open(tmp.path(), LogConfig::default(), LogMetrics::unregistered()).unwrap();
+    let log = manager.get_or_create(&tp, LogConfig::default()).unwrap();
+    let other_log = manager.get_or_create(&other, LogConfig::default()).unwrap();
+    log.lock().unwrap().append(&mut batch(10, 100), 0, now_ms()).unwrap();
+
+    let held = log.clone();
+    assert!(manager.delete(&tp).unwrap());
+    assert!(!tmp.path().join("events-0").exists());
+
+    // A roll makes a segment's files in the directory; a new leader epoch rewrites its
+    // checkpoint there; an append, a flush and a truncation touch the segment.
+    let mut held = held.lock().unwrap();
+    let refusals = [
+        held.roll(now_ms()).unwrap_err(),
+        held.append(&mut batch(1, 10), 1, now_ms()).unwrap_err(),
+        held.assign_leader_epoch(2).unwrap_err(),
+        held.flush(now_ms()).unwrap_err(),
+        held.truncate_to(5, now_ms()).unwrap_err(),
+    ];
+    for err in &refusals {
+        assert!(matches!(err, LogError::Deleted { .. }), "{err:?}");
+    }
+    assert_eq!(held.log_end_offset(), 10, "nothing was written");
+    drop(held);
+    assert!(!tmp.path().join("events-0").exists(), "nothing made the directory again");
+    assert!(!manager.dir_failure().has_failed(), "{:?}", manager.dir_failure().reason());
+
+    // Every other log goes on, and the partition can be made again.
+    other_log.lock().unwrap().append(&mut batch(1, 10), 0, now_ms()).unwrap();
+    let again = manager.get_or_create(&tp, LogConfig::default()).unwrap();
+    assert_eq!(again.lock().unwrap().append(&mut batch(1, 10), 0, now_ms()).unwrap().first_offset, 0);
+    manager.shutdown().unwrap();
+}

@@ -14,6 +14,7 @@ pub fn log_error_code(e: &LogError) -> i16 {
         LogError::InvalidConfig { .. } => ResponseError::InvalidConfig.code(),
         LogError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber.code(),
         LogError::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch.code(),
+        LogError::Deleted { .. } => ResponseError::NotLeaderOrFollower.code(),
         LogError::Io { .. } => ResponseError::KafkaStorageError.code(),
     }
 }

@@ -25,6 +25,10 @@ pub enum LogError {
     /// Idempotent producer: an older epoch than the log has seen. Kafka: INVALID_PRODUCER_EPOCH (47).
     #[error("producer {producer_id}: epoch {epoch} is older than {current}")]
     ProducerFenced { producer_id: i64, epoch: i16, current: i16 },
+    /// A write to a log deleted while its caller held it (`LogManager::delete`). Kafka:
+    /// NOT_LEADER_OR_FOLLOWER (6): this broker no longer holds the replica.
+    #[error("the log in {path} was deleted")]
+    Deleted { path: PathBuf },
     #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,

@@ -220,7 +220,8 @@ impl LogManager {
     pub fn delete(&self, tp: &TopicPartition) -> Result<bool> {
         self.topic_ids.lock().expect("topic ids lock").remove(tp);
         let Some(log) = self.logs.write().expect("log map lock").remove(tp) else { return Ok(false) };
-        let log = log.lock().expect("log lock");
+        let mut log = log.lock().expect("log lock");
+        log.mark_deleted();
         self.metrics.segments.sub(log.segment_count() as i64);
         std::fs::remove_dir_all(log.dir()).at(log.dir())?;
         self.metrics.partitions.set(self.logs.read().expect("log map lock").len() as i64);
@@ -238,6 +239,10 @@ impl LogManager {
             self.logs.read().expect("log map lock").iter().map(|(tp, log)| (tp.clone(), log.clone())).collect();
         for (tp, log) in all {
             let mut log = log.lock().expect("log lock");
+            if log.is_deleted() {
+                // Deleted since the list was taken.
+                continue;
+            }
             if let Err(e) = self.maintain(&tp, &mut log, now_ms) {
                 tracing::error!(partition = %tp, error = %e, "log maintenance failed");
                 first_error.get_or_insert(e);

@@ -122,6 +122,10 @@ pub struct Log {
     /// The data directory this log reports write failures to, if its owner watches one
     /// (the `LogManager`'s logs do; AMQP queue stores handle their errors themselves).
     dir_failure: Option<LogDirFailure>,
+    /// Set by `LogManager::delete` once the directory is gone: a holder of this log (a
+    /// request handler that looked it up before the delete) must not write into a directory
+    /// that no longer exists, and its attempt says nothing about the disk.
+    deleted: bool,
     /// Unique among the logs this process opened. A partition's log deleted and made again
     /// (a topic deleted and created under the same name) is another instance, so state kept
     /// beside a log (the replication's high watermark) can tell it belongs to an older one.
@@ -242,6 +246,7 @@ impl Log {
             producers: ProducerState::default(),
             epochs: LeaderEpochCache::empty(dir),
             dir_failure: None,
+            deleted: false,
             instance: NEXT_LOG_INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         let scanned_epochs = log.rebuild_producer_state()?;
@@ -316,9 +321,22 @@ impl Log {
         self.dir_failure = Some(failure);
     }
 
-    /// Run a write: refused once the data directory has failed, and an I/O error from it
-    /// marks the directory failed.
+    /// Called with the log locked, before its directory is removed: every later write is
+    /// refused with `LogError::Deleted`.
+    pub(crate) fn mark_deleted(&mut self) {
+        self.deleted = true;
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted
+    }
+
+    /// Run a write: refused once the log was deleted or the data directory has failed, and
+    /// an I/O error from it marks the directory failed.
     fn guarded<T>(&mut self, write: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        if self.deleted {
+            return Err(LogError::Deleted { path: self.dir.clone() });
+        }
         if let Some(reason) = self.dir_failure.as_ref().and_then(LogDirFailure::reason) {
             let refused = std::io::Error::other(format!("the data directory failed earlier ({reason})"));
             return Err(LogError::io(&self.dir, refused));
