@@ -28,7 +28,7 @@ use super::throttle::ReplicationThrottle;
 use crate::cluster::image::{MetadataImage, PartitionRecord};
 use crate::cluster::types::MetadataCommand;
 use crate::cluster::{ClusterNode, NodeId};
-use crate::log::{now_ms, Log, LogManager, TopicPartition};
+use crate::log::{now_ms, Log, LogError, LogManager, TopicPartition};
 
 #[derive(Debug, Clone)]
 pub struct ReplicationConfig {
@@ -332,8 +332,13 @@ impl Replication {
                 _ => {
                     let start = {
                         let mut log = log.lock().expect("log lock");
-                        if let Err(e) = log.assign_leader_epoch(part.leader_epoch) {
-                            tracing::error!(partition = %tp, error = %e, "recording the leader epoch failed");
+                        match log.assign_leader_epoch(part.leader_epoch) {
+                            Ok(()) => {}
+                            // Deleted under a request handler since its check: appends refuse.
+                            Err(e @ LogError::Deleted { .. }) => {
+                                tracing::debug!(partition = %tp, error = %e, "not recording the leader epoch");
+                            }
+                            Err(e) => tracing::error!(partition = %tp, error = %e, "recording the leader epoch failed"),
                         }
                         log.log_end_offset()
                     };
@@ -367,6 +372,10 @@ impl Replication {
         log: &Mutex<Log>,
         append: impl FnOnce(&mut Log) -> R,
     ) -> Option<(R, Arc<PartitionReplica>)> {
+        if log.lock().expect("log lock").is_deleted() {
+            // Looked up before the replica manager deleted it: nothing to lead any more.
+            return None;
+        }
         let rep = self.ensure_leader(tp, part, log);
         let role = rep.role.lock().expect("role lock");
         if !matches!(&*role, Role::Leader { state, .. } if state.leader_epoch == part.leader_epoch) {
@@ -863,5 +872,31 @@ mod tests {
         let n = newest.clone();
         tokio::task::spawn_blocking(move || me.reconcile(&n)).await.unwrap();
         assert_eq!(replication.replica(&tp).unwrap().high_watermark(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_produce_holding_a_log_deleted_since_leads_nothing_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cluster, logs, replication) = single_broker(dir.path()).await;
+        cluster.create_topic("gone", 1, 1, BTreeMap::new(), None).await.unwrap();
+        let image = cluster.image();
+        let part = image.partition("gone", 0).unwrap().clone();
+        let tp = TopicPartition::new("gone", 0);
+        // The handler looked the log up from its image...
+        let log = logs.get_or_create(&tp, LogConfig::default()).unwrap();
+        // ...then the topic went: the image's change, the replica manager's delete and the
+        // replication's reconcile, all before the handler's append.
+        cluster.propose(MetadataCommand::DeleteTopic { name: "gone".into() }).await.unwrap();
+        assert!(logs.delete(&tp).unwrap());
+        let me = replication.clone();
+        let newest = cluster.image();
+        tokio::task::spawn_blocking(move || me.reconcile(&newest)).await.unwrap();
+
+        let mut b = build_batch(&[(None, Some(&b"late"[..]))], now_ms());
+        let appended = replication.append_as_leader(&tp, &part, &log, |l| l.append(&mut b, 0, now_ms()));
+        assert!(appended.is_none(), "a deleted log was appended to");
+        assert!(replication.replica(&tp).is_none(), "a replica was set up again for the deleted log");
+        assert!(!dir.path().join("logs").join("gone-0").exists());
+        assert!(!logs.dir_failure().has_failed());
     }
 }
