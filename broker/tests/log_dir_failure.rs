@@ -32,14 +32,21 @@ fn segment_size(dir: &Path) -> u64 {
     std::fs::metadata(dir.join("events-0").join("00000000000000000000.log")).unwrap().len()
 }
 
+/// A manager over `dir` with the log of `tp` and of another partition, both empty.
+fn manager_with_two_logs(dir: &Path, tp: &TopicPartition) -> (LogManager, SharedLog, SharedLog) {
+    let (manager, _) = LogManager::open(dir, LogConfig::default(), LogMetrics::unregistered()).unwrap();
+    let log = manager.get_or_create(tp, LogConfig::default()).unwrap();
+    let other_log = manager.get_or_create(&TopicPartition::new("other", 0), LogConfig::default()).unwrap();
+    (manager, log, other_log)
+}
+
+type SharedLog = std::sync::Arc<std::sync::Mutex<weir_broker::log::Log>>;
+
 #[test]
 fn a_failed_write_marks_the_directory_failed_and_every_later_write_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let tp = TopicPartition::new("events", 0);
-    let other = TopicPartition::new("other", 0);
-    let (manager, _) = LogManager::open(tmp.path(), LogConfig::default(), LogMetrics::unregistered()).unwrap();
-    let log = manager.get_or_create(&tp, LogConfig::default()).unwrap();
-    let other_log = manager.get_or_create(&other, LogConfig::default()).unwrap();
+    let (manager, log, other_log) = manager_with_two_logs(tmp.path(), &tp);
     let mut first = batch(10, 100);
     log.lock().unwrap().append(&mut first, 0, now_ms()).unwrap();
     assert!(!manager.dir_failure().has_failed());
@@ -107,10 +114,7 @@ fn writes_to_a_log_deleted_under_its_holder_are_refused_and_the_directory_stays_
     // directory that is gone: refused, and no reason to fail the whole data directory.
     let tmp = tempfile::tempdir().unwrap();
     let tp = TopicPartition::new("events", 0);
-    let other = TopicPartition::new("other", 0);
-    let (manager, _) = LogManager::open(tmp.path(), LogConfig::default(), LogMetrics::unregistered()).unwrap();
-    let log = manager.get_or_create(&tp, LogConfig::default()).unwrap();
-    let other_log = manager.get_or_create(&other, LogConfig::default()).unwrap();
+    let (manager, log, other_log) = manager_with_two_logs(tmp.path(), &tp);
     log.lock().unwrap().append(&mut batch(10, 100), 0, now_ms()).unwrap();
 
     let held = log.clone();
