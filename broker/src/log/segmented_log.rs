@@ -122,9 +122,9 @@ pub struct Log {
     /// The data directory this log reports write failures to, if its owner watches one
     /// (the `LogManager`'s logs do; AMQP queue stores handle their errors themselves).
     dir_failure: Option<LogDirFailure>,
-    /// Set by `LogManager::delete` once the directory is gone: a holder of this log (a
-    /// request handler that looked it up before the delete) must not write into a directory
-    /// that no longer exists, and its attempt says nothing about the disk.
+    /// Set by `LogManager::delete`, under the log's lock, before it removes the directory: a
+    /// holder of this log (a request handler that looked it up before the delete) must not
+    /// write into a directory that is gone, and such an attempt says nothing about the disk.
     deleted: bool,
     /// Unique among the logs this process opened. A partition's log deleted and made again
     /// (a topic deleted and created under the same name) is another instance, so state kept
