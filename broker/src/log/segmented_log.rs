@@ -327,7 +327,7 @@ impl Log {
         self.deleted = true;
     }
 
-    pub fn is_deleted(&self) -> bool {
+    pub(crate) fn is_deleted(&self) -> bool {
         self.deleted
     }
 
