@@ -62,25 +62,31 @@ def describe(broker, group):
     return admin.describe_consumer_groups([group])[group].result(30)
 
 
-def test_killed_member_is_expired_after_its_session_timeout(broker, topic_name):
-    """A consumer process SIGKILLed sends no LeaveGroup: only session expiry can hand its
-    partitions to the survivor, and that takes about session.timeout.ms (6 s here)."""
-    create_topic_ready(broker.bootstrap, topic_name, partitions=4)
-    group = f"g-{topic_name}"
+def victim_process(broker, group, topic):
+    """A member in a process of its own, to be SIGKILLed: a 6 s session and librdkafka's
+    default rebalance timeout (max.poll.interval.ms, five minutes)."""
     script = textwrap.dedent(
         f"""
         import sys, confluent_kafka as ck
         c = ck.Consumer({{"bootstrap.servers": "{broker.bootstrap}", "group.id": "{group}",
                           "client.id": "victim", "session.timeout.ms": 6000, "heartbeat.interval.ms": 500,
                           "partition.assignment.strategy": "range"}})
-        c.subscribe(["{topic_name}"])
+        c.subscribe(["{topic}"])
         while True:
             c.poll(0.1)
             if c.assignment():
                 print("assigned", len(c.assignment()), flush=True)
         """
     )
-    victim = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+
+
+def test_killed_member_is_expired_after_its_session_timeout(broker, topic_name):
+    """A consumer process SIGKILLed sends no LeaveGroup: only session expiry can hand its
+    partitions to the survivor, and that takes about session.timeout.ms (6 s here)."""
+    create_topic_ready(broker.bootstrap, topic_name, partitions=4)
+    group = f"g-{topic_name}"
+    victim = victim_process(broker, group, topic_name)
     survivor = Member(broker, group, topic_name, "survivor")
     try:
         poll_all([survivor], lambda: len(survivor.partitions()) == 2, 45, "a 2/2 split with the victim")
@@ -103,6 +109,43 @@ def test_killed_member_is_expired_after_its_session_timeout(broker, topic_name):
         if victim.poll() is None:
             victim.kill()
         survivor.consumer.close()
+
+
+def test_killed_member_holds_a_join_phase_only_for_its_session_timeout(broker, topic_name):
+    """A member SIGKILLed just before a new member joins can neither rejoin nor heartbeat. As
+    in Kafka, the coordinator drops it once its session (6 s) runs out and the join phase
+    completes then, not at its rebalance timeout (librdkafka's default five minutes). The same
+    holds for a member restored from __consumer_offsets after a coordinator failover whose
+    client has since lost its member id (seen in a failure soak: the group stalled for
+    minutes)."""
+    create_topic_ready(broker.bootstrap, topic_name, partitions=4)
+    group = f"g-{topic_name}"
+    victim = victim_process(broker, group, topic_name)
+    a = Member(broker, group, topic_name, "a")
+    c = None
+    try:
+        def settled():
+            a.poll(0.05)
+            desc = describe(broker, group)
+            return desc.state == ConsumerGroupState.STABLE and len(desc.members) == 2 and len(a.partitions()) == 2
+
+        wait_until(settled, 45, what="a stable group of a and the victim")
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        killed_at = time.monotonic()
+        c = Member(broker, group, topic_name, "c")
+        poll_all([a, c], lambda: len(a.partitions()) == 2 and len(c.partitions()) == 2, 40, "a and c sharing all 4")
+        took = time.monotonic() - killed_at
+        assert took <= 20, f"the join phase took {took:.1f}s after the kill, for a 6s session timeout"
+        desc = describe(broker, group)
+        assert sorted(m.client_id for m in desc.members) == ["a", "c"]
+        assert desc.state == ConsumerGroupState.STABLE
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+        a.consumer.close()
+        if c is not None:
+            c.consumer.close()
 
 
 def test_member_that_does_not_rejoin_is_dropped_after_the_rebalance_timeout(broker, topic_name):

@@ -457,6 +457,34 @@ impl Group {
             && (now >= self.rebalance_deadline || self.members.values().all(|m| m.joined))
     }
 
+    /// One pass of the coordinator's sweeper. Members whose session ran out leave; then a join
+    /// phase completes once every member rejoined or the rebalance timeout passed. As in Kafka,
+    /// a member waiting in a JoinGroup keeps its place whatever its session, and any other
+    /// member needs a heartbeat within its session timeout, in a rebalance too: a member that
+    /// died, or one restored from the log whose client lost its id in a coordinator failover,
+    /// holds a join phase for its session timeout, not its rebalance timeout
+    /// (`max.poll.interval.ms`, five minutes by default).
+    fn sweep(&mut self, now: Instant) -> Swept {
+        let preparing = self.state == GroupState::PreparingRebalance;
+        let expired: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| !(preparing && m.joined) && now.duration_since(m.last_heartbeat) > m.session_timeout)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &expired {
+            self.remove_member(id);
+        }
+        if !expired.is_empty() {
+            self.after_departure(now);
+        }
+        let completed = self.ready_to_complete(now);
+        if completed {
+            self.complete_join();
+        }
+        Swept { expired, completed }
+    }
+
     /// After members left or expired: rebalance, or become empty.
     fn after_departure(&mut self, now: Instant) {
         if self.members.is_empty() {
@@ -469,6 +497,14 @@ impl Group {
             self.prepare_rebalance(now);
         }
     }
+}
+
+/// What one sweep did to a group.
+struct Swept {
+    /// Members removed because their session ran out.
+    expired: Vec<String>,
+    /// Whether a join phase completed.
+    completed: bool,
 }
 
 /// What an offset's retention period counts from.
@@ -1345,28 +1381,14 @@ impl GroupCoordinator {
                 if self.coordinator_of(name) != Some(self.node_id) {
                     continue;
                 }
-                if g.state == GroupState::PreparingRebalance {
-                    if g.ready_to_complete(now) {
-                        g.complete_join();
-                        self.persist_if_needed(name, g);
-                        tracing::info!(group = %name, generation = g.generation, members = g.members.len(), "rebalance complete");
-                    }
-                    continue;
+                let swept = g.sweep(now);
+                for id in &swept.expired {
+                    tracing::info!(group = %name, member = %id, "member session expired");
                 }
-                let expired: Vec<String> = g
-                    .members
-                    .iter()
-                    .filter(|(_, m)| now.duration_since(m.last_heartbeat) > m.session_timeout)
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                if !expired.is_empty() {
-                    for id in &expired {
-                        tracing::info!(group = %name, member = %id, "member session expired");
-                        g.remove_member(id);
-                    }
-                    g.after_departure(now);
-                    self.persist_if_needed(name, g);
+                if swept.completed {
+                    tracing::info!(group = %name, generation = g.generation, members = g.members.len(), "rebalance complete");
                 }
+                self.persist_if_needed(name, g);
             }
         }
     }
@@ -1478,6 +1500,52 @@ mod tests {
         group.state = GroupState::Stable;
         group.protocol_type = Some("connect".to_string());
         assert_eq!(group.retention_base(), RetentionBase::Never);
+    }
+
+    #[test]
+    fn a_member_that_neither_rejoins_nor_heartbeats_leaves_a_join_phase_after_its_session() {
+        let t0 = Instant::now();
+        let at = |secs: f64| t0 + Duration::from_secs_f64(secs);
+        let member = |heartbeat: Instant| Member {
+            rebalance_timeout: Duration::from_secs(300),
+            last_heartbeat: heartbeat,
+            ..member_with(heartbeat, "range", Bytes::new())
+        };
+        // A Stable group of two (10 s sessions, librdkafka's 300 s max.poll.interval.ms); then
+        // "dead" stops (a killed consumer, or a member restored from the log whose client lost
+        // its id), a new member joins, and "live" rejoins.
+        let mut group = Group::new(t0);
+        group.protocol_type = Some("consumer".to_string());
+        group.protocol = Some("range".to_string());
+        group.state = GroupState::Stable;
+        group.members.insert("dead".to_string(), member(t0));
+        group.members.insert("live".to_string(), member(t0));
+        group.prepare_rebalance(at(1.0));
+        let mut answers = Vec::new();
+        for id in ["live", "new"] {
+            let m = group.members.entry(id.to_string()).or_insert_with(|| member(at(1.0)));
+            m.joined = true;
+            let (tx, rx) = oneshot::channel();
+            group.join_waiters.insert(id.to_string(), tx);
+            answers.push(rx);
+        }
+
+        let swept = group.sweep(at(5.0));
+        assert!(swept.expired.is_empty() && !swept.completed);
+        assert_eq!(group.state, GroupState::PreparingRebalance);
+
+        // Past dead's session (10 s from its last heartbeat), long before the rebalance timeout:
+        // it leaves and the join completes. "live" waits in its JoinGroup, so its own older
+        // heartbeat does not expire it.
+        let swept = group.sweep(at(10.5));
+        assert_eq!(swept.expired, vec!["dead".to_string()]);
+        assert!(swept.completed);
+        assert_eq!(group.state, GroupState::CompletingRebalance);
+        assert_eq!(group.members.keys().collect::<Vec<_>>(), ["live", "new"]);
+        for mut rx in answers {
+            let answer = rx.try_recv().expect("answered");
+            assert_eq!((answer.error, answer.generation), (0, 1));
+        }
     }
 
     #[test]
