@@ -204,8 +204,9 @@ struct Group {
     protocol: Option<String>,
     leader: Option<String>,
     members: BTreeMap<String, Member>,
-    /// Member ids handed out with MEMBER_ID_REQUIRED (KIP-394), not yet joined.
-    pending: HashSet<String>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED (KIP-394), not yet joined, and when each
+    /// is forgotten (its JoinGroup's session timeout later, as in Kafka).
+    pending: HashMap<String, Instant>,
     static_members: HashMap<String, String>,
     join_waiters: HashMap<String, oneshot::Sender<JoinResult>>,
     sync_waiters: HashMap<String, oneshot::Sender<SyncResult>>,
@@ -232,7 +233,7 @@ impl Group {
             protocol: None,
             leader: None,
             members: BTreeMap::new(),
-            pending: HashSet::new(),
+            pending: HashMap::new(),
             static_members: HashMap::new(),
             join_waiters: HashMap::new(),
             sync_waiters: HashMap::new(),
@@ -465,6 +466,9 @@ impl Group {
     /// holds a join phase for its session timeout, not its rebalance timeout
     /// (`max.poll.interval.ms`, five minutes by default).
     fn sweep(&mut self, now: Instant) -> Swept {
+        // A member id handed out and never used goes after its session timeout, so that it
+        // keeps an Empty group (and its offsets) no longer than that.
+        self.pending.retain(|_, forget_at| now < *forget_at);
         let preparing = self.state == GroupState::PreparingRebalance;
         let expired: Vec<String> = self
             .members
@@ -750,7 +754,7 @@ impl GroupCoordinator {
                     None => {
                         let id = new_member_id(&req.client_id);
                         if req.require_known_member && req.instance_id.is_none() {
-                            g.pending.insert(id.clone());
+                            g.pending.insert(id.clone(), now + req.session_timeout);
                             return JoinResult::error(code(ResponseError::MemberIdRequired), id);
                         }
                         id
@@ -758,7 +762,7 @@ impl GroupCoordinator {
                 }
             } else if g.fenced(&req.member_id, req.instance_id.as_deref()) {
                 return JoinResult::error(code(ResponseError::FencedInstanceId), req.member_id);
-            } else if g.members.contains_key(&req.member_id) || g.pending.contains(&req.member_id) {
+            } else if g.members.contains_key(&req.member_id) || g.pending.contains_key(&req.member_id) {
                 req.member_id.clone()
             } else {
                 return JoinResult::error(code(ResponseError::UnknownMemberId), req.member_id);
@@ -1433,8 +1437,13 @@ mod tests {
         assert!(group.retention_base().expired("t", &old, since + retention, retention));
 
         // A member id handed out (KIP-394) and not yet joined keeps the group.
-        group.pending.insert("m-1".to_string());
+        group.pending.insert("m-1".to_string(), now + Duration::from_secs(10));
         assert_eq!(group.retention_base(), RetentionBase::Never);
+        group.sweep(now + Duration::from_secs(9));
+        assert_eq!(group.retention_base(), RetentionBase::Never);
+        // ... for its session timeout: an id handed out and never used is then forgotten.
+        group.sweep(now + Duration::from_secs(10));
+        assert_eq!(group.retention_base(), RetentionBase::Since(since));
     }
 
     fn member_with(now: Instant, protocol: &str, metadata: Bytes) -> Member {
