@@ -6,7 +6,9 @@ heartbeat elsewhere and record the change). Here the coordinator is SIGSTOPped u
 leadership moves, a commit goes to the new coordinator, then the old one resumes (a live
 member of a second group on the same partition outlasts its session meanwhile), catches up
 and is made leader again (preferred-leader election): the group's committed offset is the
-newer one, and the partition's three replicas end byte for byte equal."""
+newer one, and the partition's three replicas end byte for byte equal. Nor may it, leading
+again, act on what it held before it reloaded the partition: its offsets retention would
+delete a commit made while it was away by the time of the commit before."""
 
 from __future__ import annotations
 
@@ -139,4 +141,56 @@ def check_moves(cluster, topic, group, part, coordinator):
     assert outcome == "elected", (outcome, offsets_view(cluster, part))
     wait_until(lambda: offsets_view(cluster, part)["leader"] == coordinator, 30,
                what="leadership back on the first coordinator")
+    assert committed(cluster.bootstrap, group, topic) == 20
+
+
+RETENTION_S = 20
+
+
+@pytest.mark.cluster_args(
+    session_timeout_ms=3000,
+    extra_args=("--offsets-retention-ms", str(RETENTION_S * 1000), "--offsets-retention-check-interval-ms", "500"),
+)
+def test_a_returning_coordinator_expires_offsets_by_the_commits_made_while_it_was_away(cluster):
+    """Offsets committed without group membership expire RETENTION_S after their commit.
+    Offset 10 is committed at the coordinator, which is then SIGSTOPped until leadership of the
+    group's partition moves; offset 20 is committed at the new coordinator seconds later; the
+    old one resumes and is elected again. Until a request for the partition reloads it, it holds
+    offset 10 and its commit time: a retention check acting on that would write a tombstone
+    RETENTION_S after the first commit and delete offset 20, which has seconds more to live.
+    Read after that moment (and before offset 20's own expiry), the offset is 20."""
+    topic, group = "retained", "retained-group"
+    create(cluster, topic, config={"min.insync.replicas": "2"})
+    assert [e for e, _ in produce(cluster.bootstrap, topic, [b"m"] * 30)] == [None] * 30
+    assert committed(cluster.bootstrap, group, topic) < 0  # (and __consumer_offsets exists)
+    part = offsets_partition(group)
+    cluster.wait_isr(OFFSETS_TOPIC, part, 3)
+    coordinator = offsets_view(cluster, part)["replicas"][0]
+    if offsets_view(cluster, part)["leader"] != coordinator:
+        cluster.any_running().http_json("POST", "/api/v1/partitions/elect-preferred", {"topic": OFFSETS_TOPIC})
+        wait_until(lambda: offsets_view(cluster, part)["leader"] == coordinator, 30,
+                   what="the preferred replica leading the offsets partition")
+
+    commit(cluster.bootstrap, group, topic, 10)
+    first_commit = time.monotonic()
+    cluster.sigstop(coordinator)
+    try:
+        wait_until(lambda: offsets_view(cluster, part)["leader"] not in (None, coordinator), 30,
+                   what="the offsets partition led by another broker")
+        others = ",".join(b.bootstrap for b in cluster.brokers if b.node_id != coordinator)
+        # Late enough that the two commits' expiries lie well apart.
+        time.sleep(max(0.0, first_commit + 8 - time.monotonic()))
+        commit(others, group, topic, 20)
+        second_commit = time.monotonic()
+    finally:
+        cluster.sigcont(coordinator)
+    cluster.wait_isr(OFFSETS_TOPIC, part, 3)
+    resp = cluster.any_running().http_json("POST", "/api/v1/partitions/elect-preferred", {"topic": OFFSETS_TOPIC})
+    assert {r["partition"]: r["outcome"] for r in resp["results"]}.get(part) == "elected"
+    wait_until(lambda: offsets_view(cluster, part)["leader"] == coordinator, 30,
+               what="leadership back on the first coordinator")
+    # Past the first commit's expiry (plus two retention checks), with no request for the
+    # partition meanwhile.
+    time.sleep(max(0.0, first_commit + RETENTION_S + 1.5 - time.monotonic()))
+    assert time.monotonic() < second_commit + RETENTION_S - 2, "too slow to tell the two commits' expiries apart"
     assert committed(cluster.bootstrap, group, topic) == 20

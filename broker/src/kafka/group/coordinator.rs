@@ -1306,13 +1306,11 @@ impl GroupCoordinator {
     /// and has loaded.
     fn expire_offsets(&self, now_ms: i64) {
         let retention_ms = self.config.offsets_retention.as_millis().min(i64::MAX as u128) as i64;
-        let image = self.cluster.image();
+        let current = self.current_partitions();
         let mut groups = self.groups.lock().expect("groups lock");
         let mut loaded = self.offsets.lock().expect("offsets lock");
         for (&partition, committed) in loaded.iter_mut() {
-            let leads =
-                image.partition(OFFSETS_TOPIC, partition as u32).is_some_and(|p| p.leader == self.node_id as i64);
-            if !leads {
+            if !current.contains(&partition) {
                 continue;
             }
             // Per group, its expired (topic, partition)s.
@@ -1368,6 +1366,24 @@ impl GroupCoordinator {
     }
 
     /// Expire members past their session timeout; complete joins whose time has come.
+    /// The `__consumer_offsets` partitions this broker leads and holds as loaded in its current
+    /// leadership (leader epoch). Only their groups and offsets may be acted on without a
+    /// request: a partition led again since its load holds what another coordinator may have
+    /// changed meanwhile, until the next request for it reloads it (`ensure_loaded`).
+    fn current_partitions(&self) -> HashSet<i32> {
+        let image = self.cluster.image();
+        let loaded_epochs = self.loaded_epochs.lock().expect("loaded epochs lock");
+        loaded_epochs
+            .iter()
+            .filter(|(&partition, &epoch)| {
+                image
+                    .partition(OFFSETS_TOPIC, partition as u32)
+                    .is_some_and(|p| p.leader == self.node_id as i64 && p.leader_epoch == epoch)
+            })
+            .map(|(&partition, _)| partition)
+            .collect()
+    }
+
     async fn sweeper(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let mut next_retention_check = Instant::now() + self.config.offsets_retention_check_interval;
@@ -1378,11 +1394,13 @@ impl GroupCoordinator {
                 next_retention_check = now + self.config.offsets_retention_check_interval;
                 self.expire_offsets(now_ms());
             }
+            let current = self.current_partitions();
             let mut groups = self.groups.lock().expect("groups lock");
             for (name, g) in groups.iter_mut() {
-                // Groups of partitions led elsewhere now wait, untouched, for this broker to
-                // lead again (and reload them) or never: their members heartbeat elsewhere.
-                if self.coordinator_of(name) != Some(self.node_id) {
+                // Groups of partitions led elsewhere wait, untouched, for this broker to lead
+                // again or never: their members heartbeat elsewhere. Led again, they wait for
+                // the reload that the next request for them brings.
+                if !current.contains(&partition_for(name)) {
                     continue;
                 }
                 let swept = g.sweep(now);
