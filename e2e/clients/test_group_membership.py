@@ -62,6 +62,18 @@ def describe(broker, group):
     return admin.describe_consumer_groups([group])[group].result(30)
 
 
+def wait_stable_pair(broker, group, a, timeout, what):
+    """Until the group is Stable with two members, `a` (polled meanwhile) holding 2 of its 4
+    partitions."""
+
+    def settled():
+        a.poll(0.05)
+        desc = describe(broker, group)
+        return desc.state == ConsumerGroupState.STABLE and len(desc.members) == 2 and len(a.partitions()) == 2
+
+    wait_until(settled, timeout, what=what)
+
+
 def victim_process(broker, group, topic):
     """A member in a process of its own, to be SIGKILLed: a 6 s session and librdkafka's
     default rebalance timeout (max.poll.interval.ms, five minutes)."""
@@ -124,12 +136,7 @@ def test_killed_member_holds_a_join_phase_only_for_its_session_timeout(broker, t
     a = Member(broker, group, topic_name, "a")
     c = None
     try:
-        def settled():
-            a.poll(0.05)
-            desc = describe(broker, group)
-            return desc.state == ConsumerGroupState.STABLE and len(desc.members) == 2 and len(a.partitions()) == 2
-
-        wait_until(settled, 45, what="a stable group of a and the victim")
+        wait_stable_pair(broker, group, a, 45, "a stable group of a and the victim")
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
         killed_at = time.monotonic()
@@ -175,12 +182,7 @@ def test_member_that_does_not_rejoin_is_dropped_after_the_rebalance_timeout(brok
         # Freeze it only in a settled group: a JoinGroup of the frozen member still waiting at
         # the coordinator would count as joined in the next rebalance (seen once in CI: a
         # three-member generation, a [0, 1], c [2], frozen [3]).
-        def settled():
-            a.poll(0.05)
-            desc = describe(broker, group)
-            return desc.state == ConsumerGroupState.STABLE and len(desc.members) == 2 and len(a.partitions()) == 2
-
-        wait_until(settled, 30, what="a stable group of a and the frozen member")
+        wait_stable_pair(broker, group, a, 30, "a stable group of a and the frozen member")
         frozen.send_signal(signal.SIGSTOP)
         # Only once it is really stopped: a thread still running could rejoin in time.
         wait_until(lambda: all_threads_stopped(frozen.pid), 5, interval=0.001, what="the frozen member stopped")

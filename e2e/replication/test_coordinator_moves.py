@@ -91,6 +91,19 @@ def offsets_view(cluster, partition):
     return next(p for p in cluster.partitions(OFFSETS_TOPIC) if p["partition"] == partition)
 
 
+def preferred_coordinator(cluster, group):
+    """The group's `__consumer_offsets` partition and its coordinator, made the partition's
+    preferred replica (so that a preferred-leader election brings it back after it moved)."""
+    part = offsets_partition(group)
+    cluster.wait_isr(OFFSETS_TOPIC, part, 3)
+    coordinator = offsets_view(cluster, part)["replicas"][0]
+    if offsets_view(cluster, part)["leader"] != coordinator:
+        cluster.any_running().http_json("POST", "/api/v1/partitions/elect-preferred", {"topic": OFFSETS_TOPIC})
+        wait_until(lambda: offsets_view(cluster, part)["leader"] == coordinator, 30,
+                   what="the preferred replica leading the offsets partition")
+    return part, coordinator
+
+
 @pytest.mark.cluster_args(session_timeout_ms=3000)
 def test_a_returning_coordinator_serves_the_commits_made_while_it_was_away(cluster):
     topic, group = "coordinated", "moving-group"
@@ -99,14 +112,7 @@ def test_a_returning_coordinator_serves_the_commits_made_while_it_was_away(clust
     commit(cluster.bootstrap, group, topic, 10)
     assert committed(cluster.bootstrap, group, topic) == 10
 
-    part = offsets_partition(group)
-    cluster.wait_isr(OFFSETS_TOPIC, part, 3)
-    # The coordinator must be the preferred replica, so that the election below brings it back.
-    coordinator = offsets_view(cluster, part)["replicas"][0]
-    if offsets_view(cluster, part)["leader"] != coordinator:
-        cluster.any_running().http_json("POST", "/api/v1/partitions/elect-preferred", {"topic": OFFSETS_TOPIC})
-        wait_until(lambda: offsets_view(cluster, part)["leader"] == coordinator, 30,
-                   what="the preferred replica leading the offsets partition")
+    part, coordinator = preferred_coordinator(cluster, group)
 
     # A member of another group on the same partition, alive throughout.
     member_group = next(g for g in (f"members-{i}" for i in range(100_000)) if offsets_partition(g) == part)
@@ -163,13 +169,7 @@ def test_a_returning_coordinator_expires_offsets_by_the_commits_made_while_it_wa
     create(cluster, topic, config={"min.insync.replicas": "2"})
     assert [e for e, _ in produce(cluster.bootstrap, topic, [b"m"] * 30)] == [None] * 30
     assert committed(cluster.bootstrap, group, topic) < 0  # (and __consumer_offsets exists)
-    part = offsets_partition(group)
-    cluster.wait_isr(OFFSETS_TOPIC, part, 3)
-    coordinator = offsets_view(cluster, part)["replicas"][0]
-    if offsets_view(cluster, part)["leader"] != coordinator:
-        cluster.any_running().http_json("POST", "/api/v1/partitions/elect-preferred", {"topic": OFFSETS_TOPIC})
-        wait_until(lambda: offsets_view(cluster, part)["leader"] == coordinator, 30,
-                   what="the preferred replica leading the offsets partition")
+    part, coordinator = preferred_coordinator(cluster, group)
 
     commit(cluster.bootstrap, group, topic, 10)
     first_commit = time.monotonic()
