@@ -1365,7 +1365,6 @@ impl GroupCoordinator {
         }
     }
 
-    /// Expire members past their session timeout; complete joins whose time has come.
     /// The `__consumer_offsets` partitions this broker leads and holds as loaded in its current
     /// leadership (leader epoch). Only their groups and offsets may be acted on without a
     /// request: a partition led again since its load holds what another coordinator may have
@@ -1384,6 +1383,7 @@ impl GroupCoordinator {
             .collect()
     }
 
+    /// Expire members past their session timeout; complete joins whose time has come.
     async fn sweeper(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let mut next_retention_check = Instant::now() + self.config.offsets_retention_check_interval;
