@@ -1383,6 +1383,26 @@ impl GroupCoordinator {
             .collect()
     }
 
+    /// Drop what memory holds of partitions this broker no longer leads, or leads again since
+    /// it loaded them, as Kafka unloads a partition's groups when it stops leading it: members
+    /// waiting in a JoinGroup or SyncGroup there get COORDINATOR_NOT_AVAILABLE and look for the
+    /// coordinator again, instead of waiting for their rebalance timeout. The next request for
+    /// such a partition here loads it from the log. Returns the partitions that stay.
+    fn unload_stale_partitions(&self, groups: &mut HashMap<String, Group>) -> HashSet<i32> {
+        let current = self.current_partitions();
+        // Lock order: groups (held by the caller), then offsets, then loaded epochs.
+        let mut offsets = self.offsets.lock().expect("offsets lock");
+        let mut loaded_epochs = self.loaded_epochs.lock().expect("loaded epochs lock");
+        let stale: HashSet<i32> = offsets.keys().filter(|p| !current.contains(p)).copied().collect();
+        if !stale.is_empty() {
+            offsets.retain(|p, _| !stale.contains(p));
+            loaded_epochs.retain(|p, _| !stale.contains(p));
+            groups.retain(|name, _| !stale.contains(&partition_for(name)));
+            tracing::info!(partitions = ?stale, "__consumer_offsets partitions no longer led here since loaded; unloaded");
+        }
+        current
+    }
+
     /// Expire members past their session timeout; complete joins whose time has come.
     async fn sweeper(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -1394,8 +1414,8 @@ impl GroupCoordinator {
                 next_retention_check = now + self.config.offsets_retention_check_interval;
                 self.expire_offsets(now_ms());
             }
-            let current = self.current_partitions();
             let mut groups = self.groups.lock().expect("groups lock");
+            let current = self.unload_stale_partitions(&mut groups);
             for (name, g) in groups.iter_mut() {
                 // Groups of partitions led elsewhere wait, untouched, for this broker to lead
                 // again or never: their members heartbeat elsewhere. Led again, they wait for
