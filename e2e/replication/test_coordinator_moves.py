@@ -8,10 +8,14 @@ member of a second group on the same partition outlasts its session meanwhile), 
 and is made leader again (preferred-leader election): the group's committed offset is the
 newer one, and the partition's three replicas end byte for byte equal. Nor may it, leading
 again, act on what it held before it reloaded the partition: its offsets retention would
-delete a commit made while it was away by the time of the commit before."""
+delete a commit made while it was away by the time of the commit before. And a coordinator
+that loses a group's partition answers the JoinGroup waiting there, so that the member moves
+on to the new coordinator."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -23,7 +27,7 @@ ck = pytest.importorskip("confluent_kafka")
 from confluent_kafka import TopicPartition  # noqa: E402
 
 from test_min_isr import create, produce, segment_bytes  # noqa: E402
-from weir_harness import wait_until  # noqa: E402
+from weir_harness import all_threads_stopped, wait_until  # noqa: E402
 
 OFFSETS_TOPIC = "__consumer_offsets"
 
@@ -68,13 +72,13 @@ def committed(bootstrap: str, group: str, topic: str) -> int:
         c.close()
 
 
-def start_member(bootstrap: str, group: str, topic: str) -> subprocess.Popen:
+def start_member(bootstrap: str, group: str, topic: str, session_ms: int = 6000) -> subprocess.Popen:
     """A consumer process that joins `group` and polls until killed; prints once assigned."""
     script = textwrap.dedent(
         f"""
         import confluent_kafka as ck
         c = ck.Consumer({{"bootstrap.servers": "{bootstrap}", "group.id": "{group}",
-                          "session.timeout.ms": 6000, "heartbeat.interval.ms": 500}})
+                          "session.timeout.ms": {session_ms}, "heartbeat.interval.ms": 500}})
         c.subscribe(["{topic}"])
         told = False
         while True:
@@ -194,3 +198,51 @@ def test_a_returning_coordinator_expires_offsets_by_the_commits_made_while_it_wa
     time.sleep(max(0.0, first_commit + RETENTION_S + 1.5 - time.monotonic()))
     assert time.monotonic() < second_commit + RETENTION_S - 2, "too slow to tell the two commits' expiries apart"
     assert committed(cluster.bootstrap, group, topic) == 20
+
+
+@pytest.mark.cluster_args(session_timeout_ms=3000)
+def test_a_join_waiting_at_a_coordinator_that_loses_the_group_is_answered(cluster):
+    """A member waits in a JoinGroup at the coordinator for another member that froze
+    (SIGSTOP; a 20 s session). Leadership of the group's partition then moves to
+    another broker (preferred replica changed, preferred election). The old coordinator gives
+    the group up, as Kafka's does, and answers the waiting JoinGroup (COORDINATOR_NOT_AVAILABLE),
+    so the member finds the new coordinator, where the join completes once the frozen member's
+    session runs out. Without that the member waits for its JoinGroup's own timeout, librdkafka's
+    five-minute rebalance timeout."""
+    topic, group = "handover", "handover-group"
+    create(cluster, topic, config={"min.insync.replicas": "2"})
+    assert committed(cluster.bootstrap, group, topic) < 0  # (and __consumer_offsets exists)
+    part, coordinator = preferred_coordinator(cluster, group)
+    frozen = start_member(cluster.bootstrap, group, topic, session_ms=20000)
+    waiting = None
+    try:
+        assert frozen.stdout.readline().strip() == "assigned"
+        os.kill(frozen.pid, signal.SIGSTOP)
+        wait_until(lambda: all_threads_stopped(frozen.pid), 5, interval=0.001, what="the frozen member stopped")
+        waiting = ck.Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group, "session.timeout.ms": 6000})
+        waiting.subscribe([topic])
+        until = time.monotonic() + 3  # its JoinGroup now waits at the coordinator for the frozen one
+        while time.monotonic() < until:
+            waiting.poll(0.1)
+        assert waiting.assignment() == []
+        replicas = offsets_view(cluster, part)["replicas"]
+        successor = next(r for r in replicas if r != coordinator)
+        admin = cluster.any_running()
+        order = [successor] + [r for r in replicas if r != successor]
+        admin.http_json("POST", "/api/v1/partitions/reassign",
+                        {"partitions": [{"topic": OFFSETS_TOPIC, "partition": part, "replicas": order}]})  # fmt: skip
+        admin.http_json("POST", "/api/v1/partitions/elect-preferred", {"topic": OFFSETS_TOPIC})
+        wait_until(lambda: offsets_view(cluster, part)["leader"] == successor, 30,
+                   what="leadership of the group's partition on another broker")  # fmt: skip
+        moved_at = time.monotonic()
+        while not waiting.assignment() and time.monotonic() < moved_at + 60:
+            waiting.poll(0.1)
+        took = time.monotonic() - moved_at
+        assert waiting.assignment(), "the waiting member got no assignment within 60 s of the move"
+        assert took < 45, f"assigned {took:.1f}s after the move, for a 20 s session of the frozen member"
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+        frozen.kill()
+        frozen.wait(10)
+        if waiting is not None:
+            waiting.close()
