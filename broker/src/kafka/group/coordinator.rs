@@ -1417,9 +1417,8 @@ impl GroupCoordinator {
             let mut groups = self.groups.lock().expect("groups lock");
             let current = self.unload_stale_partitions(&mut groups);
             for (name, g) in groups.iter_mut() {
-                // Groups of partitions led elsewhere wait, untouched, for this broker to lead
-                // again or never: their members heartbeat elsewhere. Led again, they wait for
-                // the reload that the next request for them brings.
+                // Only groups of partitions loaded in this leadership are swept; a group whose
+                // partition is not loaded (a request loading it races this sweep) waits.
                 if !current.contains(&partition_for(name)) {
                     continue;
                 }
