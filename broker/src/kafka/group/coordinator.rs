@@ -503,6 +503,20 @@ impl Group {
     }
 }
 
+/// Forget what memory holds of `partitions` of `__consumer_offsets`: their offsets, load
+/// epochs and groups. Members waiting in a JoinGroup or SyncGroup of those groups get
+/// COORDINATOR_NOT_AVAILABLE (their answer's sender is dropped).
+fn unload(
+    groups: &mut HashMap<String, Group>,
+    offsets: &mut HashMap<i32, PartitionOffsets>,
+    loaded_epochs: &mut HashMap<i32, i32>,
+    partitions: &HashSet<i32>,
+) {
+    offsets.retain(|p, _| !partitions.contains(p));
+    loaded_epochs.retain(|p, _| !partitions.contains(p));
+    groups.retain(|name, _| !partitions.contains(&partition_for(name)));
+}
+
 /// What one sweep did to a group.
 struct Swept {
     /// Members removed because their session ran out.
@@ -667,8 +681,7 @@ impl GroupCoordinator {
             // what memory holds may be stale. Drop it and replay the log, as Kafka unloads a
             // partition's groups when it stops leading and loads them when it leads again.
             // Members waiting in a JoinGroup or SyncGroup get COORDINATOR_NOT_AVAILABLE.
-            offsets.remove(&partition);
-            groups.retain(|name, _| partition_for(name) != partition);
+            unload(&mut groups, &mut offsets, &mut loaded_epochs, &HashSet::from([partition]));
             tracing::info!(partition, leader_epoch = ?epoch, "__consumer_offsets partition led again; reloading it");
         }
         let Some(log) = self.logs.get(&TopicPartition::new(OFFSETS_TOPIC, partition)) else {
@@ -1395,9 +1408,7 @@ impl GroupCoordinator {
         let mut loaded_epochs = self.loaded_epochs.lock().expect("loaded epochs lock");
         let stale: HashSet<i32> = offsets.keys().filter(|p| !current.contains(p)).copied().collect();
         if !stale.is_empty() {
-            offsets.retain(|p, _| !stale.contains(p));
-            loaded_epochs.retain(|p, _| !stale.contains(p));
-            groups.retain(|name, _| !stale.contains(&partition_for(name)));
+            unload(groups, &mut offsets, &mut loaded_epochs, &stale);
             tracing::info!(partitions = ?stale, "__consumer_offsets partitions no longer led here since loaded; unloaded");
         }
         current
