@@ -4,8 +4,9 @@ commit; a consumer group's offsets stay while it has members, however old, and e
 long after the group became empty, and the empty group ends with them; while the group is
 stable, its offsets of topics no member subscribes to expire that long after their commit. Expiry is written to
 `__consumer_offsets` as tombstones, so a restarted broker does not bring the offsets back.
-The broker runs with a 3 s retention checked every 0.5 s (`--offsets-retention-ms`, the test
-form of the minutes)."""
+A restarted broker lists its groups and expires their offsets without a request naming them.
+The broker runs with a 3 s retention (10 s in the restart test) checked every 0.5 s
+(`--offsets-retention-ms`, the test form of the minutes)."""
 
 from __future__ import annotations
 
@@ -25,11 +26,19 @@ NO_OFFSET = ck.OFFSET_INVALID  # what committed() gives for a partition without 
 
 
 class RetentionBroker(Broker):
+    retention_s = RETENTION_S
+
     def args(self) -> list[str]:
         return super().args() + [
-            "--offsets-retention-ms", str(int(RETENTION_S * 1000)),
+            "--offsets-retention-ms", str(int(self.retention_s * 1000)),
             "--offsets-retention-check-interval-ms", str(int(CHECK_INTERVAL_S * 1000)),
         ]  # fmt: skip
+
+
+class RestartRetentionBroker(RetentionBroker):
+    """Retention long enough for a restart to fit inside it."""
+
+    retention_s = 10.0
 
 
 @pytest.fixture()
@@ -145,3 +154,30 @@ def test_a_stable_groups_offsets_of_unsubscribed_topics_expire_from_their_commit
         assert group in listed_groups(broker.bootstrap)
     finally:
         member.close()
+
+
+def test_a_restarted_coordinator_lists_its_groups_and_expires_their_offsets_unasked(topic_name):
+    """Kafka's coordinator loads a `__consumer_offsets` partition's groups when it is elected
+    its leader, not when a request first names one of them: after a restart the group is
+    listed before anything asks for it, and its offsets expire on time though nobody does."""
+    with running_broker("weir-e2e-retention-restart-", RestartRetentionBroker) as broker:
+        retention = RestartRetentionBroker.retention_s
+        create_topic_ready(broker.bootstrap, topic_name)
+        group = f"{topic_name}-unasked"
+        c = ck.Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False})
+        try:
+            c.commit(offsets=[TopicPartition(topic_name, 0, 5)], asynchronous=False)
+            committed_at = time.monotonic()
+        finally:
+            c.close()
+
+        broker.kill()
+        broker.start()
+        # Only ListGroups from here until past the retention: no request names the group.
+        wait_until(lambda: group in listed_groups(broker.bootstrap), 5, interval=0.2,
+                   what="the group listed after the restart without a request naming it")
+        assert time.monotonic() - committed_at < retention - 1, "the restart took most of the retention"
+        wait_until(lambda: group not in listed_groups(broker.bootstrap), retention + 10, interval=0.5,
+                   what="the unasked group expired")
+        assert time.monotonic() - committed_at >= retention - 0.3
+        assert committed(broker.bootstrap, group, topic_name) == [NO_OFFSET]

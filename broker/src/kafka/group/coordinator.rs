@@ -667,7 +667,8 @@ impl GroupCoordinator {
     }
 
     fn ensure_loaded(&self, partition: i32) -> Result<(), i16> {
-        let epoch = self.cluster.image().partition(OFFSETS_TOPIC, partition as u32).map(|p| p.leader_epoch);
+        let part = self.cluster.image().partition(OFFSETS_TOPIC, partition as u32).cloned();
+        let epoch = part.as_ref().map(|p| p.leader_epoch);
         // Lock order everywhere: groups, then offsets, then loaded epochs, then a log.
         let mut groups = self.groups.lock().expect("groups lock");
         let mut offsets = self.offsets.lock().expect("offsets lock");
@@ -684,10 +685,18 @@ impl GroupCoordinator {
             unload(&mut groups, &mut offsets, &mut loaded_epochs, &HashSet::from([partition]));
             tracing::info!(partition, leader_epoch = ?epoch, "__consumer_offsets partition led again; reloading it");
         }
-        let Some(log) = self.logs.get(&TopicPartition::new(OFFSETS_TOPIC, partition)) else {
+        let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
+        let Some(log) = self.logs.get(&tp) else {
             return Err(code(ResponseError::CoordinatorLoadInProgress));
         };
-        let loaded = tokio::task::block_in_place(|| offsets::load(&log.lock().expect("log lock")));
+        let loaded = tokio::task::block_in_place(|| {
+            // Take the leader role first if the replica has not yet: a fetcher still following
+            // the previous leader could otherwise append records after the replay read the log.
+            if let Some(part) = part.as_ref().filter(|p| p.leader == self.node_id as i64) {
+                self.replication.ensure_leader(&tp, part, &log);
+            }
+            offsets::load(&log.lock().expect("log lock"))
+        });
         match loaded {
             Ok(loaded) => {
                 let now = Instant::now();
@@ -1381,7 +1390,7 @@ impl GroupCoordinator {
     /// The `__consumer_offsets` partitions this broker leads and holds as loaded in its current
     /// leadership (leader epoch). Only their groups and offsets may be acted on without a
     /// request: a partition led again since its load holds what another coordinator may have
-    /// changed meanwhile, until the next request for it reloads it (`ensure_loaded`).
+    /// changed meanwhile, until the next sweep or request reloads it (`ensure_loaded`).
     fn current_partitions(&self) -> HashSet<i32> {
         let image = self.cluster.image();
         let loaded_epochs = self.loaded_epochs.lock().expect("loaded epochs lock");
@@ -1399,8 +1408,8 @@ impl GroupCoordinator {
     /// Drop what memory holds of partitions this broker no longer leads, or leads again since
     /// it loaded them, as Kafka unloads a partition's groups when it stops leading it: members
     /// waiting in a JoinGroup or SyncGroup there get COORDINATOR_NOT_AVAILABLE and look for the
-    /// coordinator again, instead of waiting for their rebalance timeout. The next request for
-    /// such a partition here loads it from the log. Returns the partitions that stay.
+    /// coordinator again, instead of waiting for their rebalance timeout. A partition led here
+    /// again is loaded from the log by the next sweep. Returns the partitions that stay.
     fn unload_stale_partitions(&self, groups: &mut HashMap<String, Group>) -> HashSet<i32> {
         let current = self.current_partitions();
         // Lock order: groups (held by the caller), then offsets, then loaded epochs.
@@ -1414,12 +1423,36 @@ impl GroupCoordinator {
         current
     }
 
-    /// Expire members past their session timeout; complete joins whose time has come.
+    /// Load every `__consumer_offsets` partition this broker leads and has not loaded in this
+    /// leadership, as Kafka's coordinator loads a partition's groups when it is elected its
+    /// leader: ListGroups then names them all, and offsets retention and session expiry reach
+    /// groups nobody has asked about since. A partition that cannot be loaded yet (no local
+    /// log) is tried again at the next sweep, or by the next request for one of its groups.
+    fn load_led_partitions(&self) {
+        let image = self.cluster.image();
+        let Some(topic) = image.topics.get(OFFSETS_TOPIC) else { return };
+        let unloaded: Vec<i32> = {
+            let loaded_epochs = self.loaded_epochs.lock().expect("loaded epochs lock");
+            (0i32..)
+                .zip(&topic.partitions)
+                .filter(|(p, rec)| rec.leader == self.node_id as i64 && loaded_epochs.get(p) != Some(&rec.leader_epoch))
+                .map(|(p, _)| p)
+                .collect()
+        };
+        for partition in unloaded {
+            // Failures are logged by the load itself.
+            let _ = self.ensure_loaded(partition);
+        }
+    }
+
+    /// Load partitions led here; expire members past their session timeout; complete joins
+    /// whose time has come.
     async fn sweeper(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let mut next_retention_check = Instant::now() + self.config.offsets_retention_check_interval;
         loop {
             tick.tick().await;
+            self.load_led_partitions();
             let now = Instant::now();
             if now >= next_retention_check {
                 next_retention_check = now + self.config.offsets_retention_check_interval;
