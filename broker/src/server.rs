@@ -155,7 +155,9 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     let kafka = KafkaContext::new(node_id as NodeId, cluster.clone(), manager.clone(), kafka_config);
     kafka.replication.metrics.register(admin_state.registry()).context("registering replication metrics")?;
     kafka.fetch_sessions.metrics.register(admin_state.registry()).context("registering fetch session metrics")?;
-    kafka.metrics.register(admin_state.registry()).context("registering Kafka listener metrics")?;
+    let topics_of = Arc::downgrade(&cluster);
+    let topic_exists = move |topic: &str| topics_of.upgrade().is_some_and(|c| c.image().topics.contains_key(topic));
+    kafka.metrics.register(admin_state.registry(), topic_exists).context("registering Kafka listener metrics")?;
     tokio::spawn(kafka.replication.clone().run());
     admin_state.set_replication(kafka.replication.clone());
     let replication = kafka.replication.clone();

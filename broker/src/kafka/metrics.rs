@@ -5,7 +5,10 @@
 use kafka_protocol::messages::ApiKey;
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntGauge, Opts, Registry};
 
+use std::sync::Arc;
+
 use super::handlers::SUPPORTED;
+use super::topic_metrics::{TopicCollector, TopicMetrics};
 
 /// Request latency buckets (seconds): sub-millisecond answers up to long-polled fetches and
 /// acks=all produces waiting on a slow ISR.
@@ -22,6 +25,8 @@ pub struct KafkaMetrics {
     /// Record bytes served to consumers (not to followers).
     pub bytes_out: IntCounter,
     pub connections: IntGauge,
+    /// The same traffic by topic, and failed partitions of produce and fetch requests.
+    pub topics: Arc<TopicMetrics>,
 }
 
 impl KafkaMetrics {
@@ -56,10 +61,17 @@ impl KafkaMetrics {
             ),
             connections: IntGauge::with_opts(Opts::new("weir_kafka_connections", "Open Kafka client connections"))
                 .expect("static metric"),
+            topics: Arc::new(TopicMetrics::new()),
         }
     }
 
-    pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
+    /// `topic_exists` tells the per-topic series of deleted topics apart at each scrape.
+    pub fn register(
+        &self,
+        registry: &Registry,
+        topic_exists: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> prometheus::Result<()> {
+        registry.register(Box::new(TopicCollector::new(self.topics.clone(), topic_exists)))?;
         registry.register(Box::new(self.requests.clone()))?;
         registry.register(Box::new(self.bytes_in.clone()))?;
         registry.register(Box::new(self.messages_in.clone()))?;

@@ -13,5 +13,6 @@ pub mod low_water;
 pub mod metrics;
 pub mod producer_ids;
 pub mod server;
+pub mod topic_metrics;
 
 pub use context::KafkaContext;

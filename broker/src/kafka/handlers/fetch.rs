@@ -47,19 +47,41 @@ pub async fn handle(ctx: &KafkaContext, req: FetchRequest, version: i16) -> Fetc
     };
     match ctx.fetch_sessions.finish(session, &req, &mut output.response, Instant::now()) {
         Ok(()) => {
-            let records: usize = output
-                .response
-                .responses
-                .iter()
-                .flat_map(|t| t.partitions.iter())
-                .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
-                .sum();
-            let counter =
-                if req.replica_id.0 >= 0 { &ctx.replication.metrics.bytes_out } else { &ctx.metrics.bytes_out };
-            counter.inc_by(records as u64);
+            if req.replica_id.0 >= 0 {
+                ctx.replication.metrics.bytes_out.inc_by(response_record_bytes(&output.response));
+            } else {
+                count_consumer_fetch(ctx, &output.response);
+            }
             output
         }
         Err(e) => session_error(e),
+    }
+}
+
+/// The record bytes of a fetch response (file ranges by their length).
+fn response_record_bytes(response: &FetchResponse) -> u64 {
+    let partitions = response.responses.iter().flat_map(|t| t.partitions.iter());
+    partitions.map(|p| p.records.as_ref().map_or(0, |r| r.len() as u64)).sum()
+}
+
+/// A consumer's fetch in the client traffic metrics: bytes out in total and by topic, and
+/// its partitions answered with an error by topic (topics that exist only).
+fn count_consumer_fetch(ctx: &KafkaContext, response: &FetchResponse) {
+    ctx.metrics.bytes_out.inc_by(response_record_bytes(response));
+    let image = ctx.cluster.image();
+    for t in &response.responses {
+        let topic = t.topic.0.as_str();
+        if !image.topics.contains_key(topic) {
+            continue;
+        }
+        let (mut bytes, mut failed) = (0u64, 0u64);
+        for p in &t.partitions {
+            bytes += p.records.as_ref().map_or(0, |r| r.len() as u64);
+            failed += u64::from(p.error_code != 0);
+        }
+        let counters = ctx.metrics.topics.topic(topic);
+        counters.bytes_out.inc_by(bytes);
+        counters.failed_fetch.inc_by(failed);
     }
 }
 

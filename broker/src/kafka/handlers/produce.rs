@@ -94,6 +94,8 @@ pub fn append(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Appended
     for topic in topics {
         let name = topic.name;
         let record = image.topics.get(&name);
+        // Only topics that exist get series: a client naming others adds none.
+        let counters = record.map(|_| ctx.metrics.topics.topic(&name));
         let min_isr: usize =
             record.and_then(|t| t.configs.get("min.insync.replicas")).and_then(|v| v.parse().ok()).unwrap_or(1);
         let mut partitions = Vec::with_capacity(topic.partitions.len());
@@ -134,10 +136,13 @@ pub fn append(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Appended
                             }
                             Some(Ok((info, start, replica))) => {
                                 appended.push(tp.clone());
+                                let records_count = (info.last_offset - info.first_offset + 1).max(0) as u64;
                                 ctx.metrics.bytes_in.inc_by(records_len);
-                                ctx.metrics
-                                    .messages_in
-                                    .inc_by((info.last_offset - info.first_offset + 1).max(0) as u64);
+                                ctx.metrics.messages_in.inc_by(records_count);
+                                if let Some(c) = &counters {
+                                    c.bytes_in.inc_by(records_len);
+                                    c.messages_in.inc_by(records_count);
+                                }
                                 if acks == -1 {
                                     waits.push(AcksWait {
                                         topic: responses.len(),
@@ -166,6 +171,9 @@ pub fn append(ctx: &KafkaContext, req: ProduceRequest, version: i16) -> Appended
             };
             if code != 0 {
                 tracing::debug!(topic = %name, partition = index, code, "produce error");
+                if let Some(c) = &counters {
+                    c.failed_produce.inc();
+                }
             }
             out.error_code = code;
             partitions.push(out);
