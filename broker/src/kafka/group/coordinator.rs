@@ -72,6 +72,9 @@ struct Written {
 
 /// How long an offset commit waits for the ISR (Kafka's `offsets.commit.timeout.ms`).
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the sweeper waits before it loads a `__consumer_offsets` partition again after
+/// its load failed (a read error), so that a lasting failure does not log ten times a second.
+const LOAD_RETRY_PAUSE: Duration = Duration::from_secs(5);
 /// The protocol type of Kafka's consumer groups, whose member metadata is a
 /// `ConsumerProtocolSubscription`.
 const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
@@ -1428,7 +1431,7 @@ impl GroupCoordinator {
     /// leader: ListGroups then names them all, and offsets retention and session expiry reach
     /// groups nobody has asked about since. A partition that cannot be loaded yet (no local
     /// log) is tried again at the next sweep, or by the next request for one of its groups.
-    fn load_led_partitions(&self) {
+    fn load_led_partitions(&self, failed_until: &mut HashMap<i32, Instant>, now: Instant) {
         let image = self.cluster.image();
         let Some(topic) = image.topics.get(OFFSETS_TOPIC) else { return };
         let unloaded: Vec<i32> = {
@@ -1440,8 +1443,16 @@ impl GroupCoordinator {
                 .collect()
         };
         for partition in unloaded {
-            // Failures are logged by the load itself.
-            let _ = self.ensure_loaded(partition);
+            if failed_until.get(&partition).is_some_and(|until| now < *until) {
+                continue;
+            }
+            // A load that failed (logged by the load itself) is tried again after a pause, not
+            // at every sweep; requests for its groups still try at once.
+            if self.ensure_loaded(partition) == Err(code(ResponseError::CoordinatorNotAvailable)) {
+                failed_until.insert(partition, now + LOAD_RETRY_PAUSE);
+            } else {
+                failed_until.remove(&partition);
+            }
         }
     }
 
@@ -1450,10 +1461,11 @@ impl GroupCoordinator {
     async fn sweeper(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let mut next_retention_check = Instant::now() + self.config.offsets_retention_check_interval;
+        let mut load_failed_until = HashMap::new();
         loop {
             tick.tick().await;
-            self.load_led_partitions();
             let now = Instant::now();
+            self.load_led_partitions(&mut load_failed_until, now);
             if now >= next_retention_check {
                 next_retention_check = now + self.config.offsets_retention_check_interval;
                 self.expire_offsets(now_ms());
