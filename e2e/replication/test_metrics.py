@@ -29,7 +29,7 @@ METRICS = [
 
 
 def metric(broker, name: str) -> float:
-    m = re.search(rf"^{name} (\S+)$", broker.metrics(), re.M)
+    m = re.search(rf"^{re.escape(name)} (\S+)$", broker.metrics(), re.M)
     assert m, f"{name} not on /metrics of broker {broker.node_id}"
     return float(m.group(1))
 
@@ -103,3 +103,10 @@ def test_replication_traffic_is_counted_apart_from_client_traffic(cluster):
         assert delta[f.node_id]["weir_kafka_bytes_in_total"] == 0
     # Followers' fetches are not consumer traffic.
     assert delta[0]["weir_kafka_bytes_out_total"] == 0
+    # By topic, the same: counted by the leader, never by the followers.
+    by_topic = 'weir_kafka_topic_{}_total{{topic="traffic"}}'
+    assert metric(leader, by_topic.format("messages_in")) == 1000
+    assert metric(leader, by_topic.format("bytes_in")) == produced
+    assert metric(leader, by_topic.format("failed_produce")) == 0
+    for f in followers:
+        assert 'topic="traffic"' not in f.metrics()

@@ -209,6 +209,7 @@ impl Appended {
                 tracing::debug!(partition = %w.replica.tp, error = %e, "acks=all produce failed");
                 out.error_code = e.code();
                 set_message(out, version, &e.to_string());
+                ctx.metrics.topics.topic(&w.replica.tp.topic).failed_produce.inc();
             }
         }
         if acks == 0 {
