@@ -24,44 +24,30 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
-    RequestHeader, ResponseHeader, TopicName,
+    ApiKey, BrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::follower_session::FollowerSession;
+use super::peer::{PeerConnection, PeerError};
 use super::replication::Replication;
 use crate::cluster::throttle_configs::{FOLLOWER_THROTTLED_RATE, FOLLOWER_THROTTLED_REPLICAS};
 use crate::cluster::NodeId;
-use crate::kafka::low_water::RecvLowWater;
 use crate::log::leader_epoch::UNDEFINED_EPOCH;
 use crate::log::{now_ms, Log, LogError, TopicPartition};
 
 const FETCH_VERSION: i16 = 12;
 const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 3;
-/// A response later than this (leader stopped, network gone) drops the connection.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-const MAX_RESPONSE_BYTES: usize = 128 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetcherError {
-    #[error("leader {0} is not in the metadata image")]
-    UnknownLeader(NodeId),
-    #[error("I/O with the leader: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("protocol: {0}")]
-    Protocol(String),
-    #[error("the leader did not answer within {0:?}")]
-    Timeout(Duration),
+    #[error("with the leader: {0}")]
+    Leader(#[from] PeerError),
     #[error(transparent)]
     Log(#[from] LogError),
 }
@@ -146,7 +132,7 @@ impl FetcherHandle {
 }
 
 async fn run(rep: Arc<Replication>, handle: Arc<FetcherHandle>) {
-    let mut conn: Option<Connection> = None;
+    let mut conn: Option<PeerConnection> = None;
     let mut session = FollowerSession::default();
     let backoff = Duration::from_millis(rep.config.fetch_backoff_ms);
     loop {
@@ -160,7 +146,8 @@ async fn run(rep: Arc<Replication>, handle: Arc<FetcherHandle>) {
             continue;
         }
         if conn.is_none() {
-            match Connection::open(&rep, handle.leader).await {
+            let client_id = format!("weir-replica-fetcher-{}", rep.node_id);
+            match PeerConnection::open(&rep.cluster, handle.leader, client_id).await {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
                     tracing::debug!(leader = handle.leader, error = %e, "replica fetcher cannot reach the leader");
@@ -183,7 +170,7 @@ async fn run(rep: Arc<Replication>, handle: Arc<FetcherHandle>) {
 async fn round(
     rep: &Arc<Replication>,
     handle: &FetcherHandle,
-    conn: &mut Connection,
+    conn: &mut PeerConnection,
     session: &mut FollowerSession,
     parts: BTreeMap<TopicPartition, Followed>,
 ) -> Result<(), FetcherError> {
@@ -216,7 +203,7 @@ async fn round(
 async fn truncate(
     rep: &Arc<Replication>,
     handle: &FetcherHandle,
-    conn: &mut Connection,
+    conn: &mut PeerConnection,
     parts: &[(TopicPartition, i32)],
 ) -> Result<bool, FetcherError> {
     let mut asking: Vec<(&str, OffsetForLeaderPartition)> = Vec::new();
@@ -304,7 +291,7 @@ async fn truncate(
 async fn fetch(
     rep: &Arc<Replication>,
     handle: &FetcherHandle,
-    conn: &mut Connection,
+    conn: &mut PeerConnection,
     session: &mut FollowerSession,
     parts: &[(TopicPartition, i32)],
 ) -> Result<bool, FetcherError> {
@@ -502,78 +489,4 @@ fn asked_still_holds(
             "dropping a fetch response made for an earlier state of the local log");
     }
     holds
-}
-
-/// A Kafka client connection to one leader: request/response in order on one socket.
-struct Connection {
-    r: BufReader<OwnedReadHalf>,
-    /// The socket's receive low-water mark: a fetch response wakes the fetcher once it is all
-    /// there, not at every loopback segment of it.
-    low_water: RecvLowWater,
-    w: OwnedWriteHalf,
-    correlation_id: i32,
-    client_id: StrBytes,
-}
-
-impl Connection {
-    async fn open(rep: &Replication, leader: NodeId) -> Result<Self, FetcherError> {
-        let addr = {
-            let image = rep.cluster.image();
-            image.brokers.get(&leader).map(|b| b.kafka_addr.clone()).ok_or(FetcherError::UnknownLeader(leader))?
-        };
-        let stream = tokio::time::timeout(REQUEST_TIMEOUT, TcpStream::connect(&addr))
-            .await
-            .map_err(|_| FetcherError::Timeout(REQUEST_TIMEOUT))??;
-        stream.set_nodelay(true)?;
-        let (r, w) = stream.into_split();
-        tracing::info!(leader, %addr, "replica fetcher connected");
-        Ok(Self {
-            // Small: a fetched range larger than the buffer is read straight into its frame,
-            // so only the first few KiB of each response are copied twice.
-            r: BufReader::with_capacity(16 * 1024, r),
-            low_water: RecvLowWater::default(),
-            w,
-            correlation_id: 0,
-            client_id: StrBytes::from_string(format!("weir-replica-fetcher-{}", rep.node_id)),
-        })
-    }
-
-    async fn call<Req: Encodable, Resp: Decodable>(
-        &mut self,
-        api_key: ApiKey,
-        version: i16,
-        req: &Req,
-    ) -> Result<Resp, FetcherError> {
-        self.correlation_id = self.correlation_id.wrapping_add(1);
-        let mut header = RequestHeader::default();
-        header.request_api_key = api_key as i16;
-        header.request_api_version = version;
-        header.correlation_id = self.correlation_id;
-        header.client_id = Some(self.client_id.clone());
-        let mut buf = BytesMut::with_capacity(512);
-        buf.put_i32(0);
-        let proto = |e: anyhow::Error| FetcherError::Protocol(e.to_string());
-        header.encode(&mut buf, api_key.request_header_version(version)).map_err(proto)?;
-        req.encode(&mut buf, version).map_err(proto)?;
-        let size = (buf.len() - 4) as i32;
-        buf[0..4].copy_from_slice(&size.to_be_bytes());
-        let exchange = async {
-            self.w.write_all(&buf).await?;
-            let frame = crate::kafka::codec::read_socket_frame(&mut self.r, MAX_RESPONSE_BYTES, &mut self.low_water)
-                .await
-                .map_err(|e| FetcherError::Protocol(e.to_string()))?;
-            frame.ok_or_else(|| FetcherError::Protocol("the leader closed the connection".into()))
-        };
-        let mut frame: Bytes = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
-            .await
-            .map_err(|_| FetcherError::Timeout(REQUEST_TIMEOUT))??;
-        let rh = ResponseHeader::decode(&mut frame, api_key.response_header_version(version)).map_err(proto)?;
-        if rh.correlation_id != self.correlation_id {
-            return Err(FetcherError::Protocol(format!(
-                "correlation id {} does not match {}",
-                rh.correlation_id, self.correlation_id
-            )));
-        }
-        Resp::decode(&mut frame, version).map_err(proto)
-    }
 }

@@ -8,6 +8,7 @@ pub mod follower_session;
 pub mod hw_checkpoint;
 pub mod leader;
 pub mod metrics;
+pub mod peer;
 pub mod replica_manager;
 pub mod replication;
 pub mod throttle;
