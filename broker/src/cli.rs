@@ -155,6 +155,10 @@ pub struct BrokerArgs {
     /// `offsets.retention.check.interval.ms`: how often expired offsets are looked for.
     #[arg(long, env = "WEIR_OFFSETS_RETENTION_CHECK_INTERVAL_MS", default_value_t = 600_000)]
     pub offsets_retention_check_interval_ms: u64,
+
+    /// How often the consumer group lag on /metrics is worked out (ms).
+    #[arg(long, env = "WEIR_CONSUMER_LAG_INTERVAL_MS", default_value_t = 10_000)]
+    pub consumer_lag_interval_ms: u64,
 }
 
 impl BrokerArgs {

@@ -152,12 +152,17 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     );
     kafka_config.groups.offsets_retention_check_interval =
         Duration::from_millis(args.offsets_retention_check_interval_ms.max(1));
+    kafka_config.groups.consumer_lag_interval = Duration::from_millis(args.consumer_lag_interval_ms.max(100));
     let kafka = KafkaContext::new(node_id as NodeId, cluster.clone(), manager.clone(), kafka_config);
     kafka.replication.metrics.register(admin_state.registry()).context("registering replication metrics")?;
     kafka.fetch_sessions.metrics.register(admin_state.registry()).context("registering fetch session metrics")?;
     let topics_of = Arc::downgrade(&cluster);
     let topic_exists = move |topic: &str| topics_of.upgrade().is_some_and(|c| c.image().topics.contains_key(topic));
     kafka.metrics.register(admin_state.registry(), topic_exists).context("registering Kafka listener metrics")?;
+    admin_state
+        .registry()
+        .register(Box::new(crate::kafka::group::lag::LagCollector::new(kafka.groups.lag.clone())))
+        .context("registering consumer lag metrics")?;
     tokio::spawn(kafka.replication.clone().run());
     admin_state.set_replication(kafka.replication.clone());
     let replication = kafka.replication.clone();

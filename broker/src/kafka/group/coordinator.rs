@@ -18,6 +18,7 @@ use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
 
 use super::group_record::{self, StoredGroup, StoredMember};
+use super::lag::{self, LagSnapshot};
 use super::offsets::{self, CommittedOffset, PartitionOffsets};
 use super::{partition_for, OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS};
 use crate::cluster::assignment::random_usize;
@@ -89,6 +90,8 @@ pub struct GroupConfig {
     pub offsets_retention: Duration,
     /// `offsets.retention.check.interval.ms`: how often expired offsets are looked for.
     pub offsets_retention_check_interval: Duration,
+    /// How often the consumer lag on `/metrics` is worked out.
+    pub consumer_lag_interval: Duration,
 }
 
 impl Default for GroupConfig {
@@ -96,6 +99,7 @@ impl Default for GroupConfig {
         Self {
             offsets_retention: Duration::from_secs(7 * 24 * 3600),
             offsets_retention_check_interval: Duration::from_secs(600),
+            consumer_lag_interval: Duration::from_secs(10),
         }
     }
 }
@@ -599,12 +603,12 @@ pub struct MemberSummary {
 }
 
 pub struct GroupCoordinator {
-    node_id: NodeId,
-    cluster: Arc<ClusterNode>,
+    pub(super) node_id: NodeId,
+    pub(super) cluster: Arc<ClusterNode>,
     logs: Arc<LogManager>,
     /// Leader state of the `__consumer_offsets` partitions, for appending as their leader;
     /// its change ring wakes the followers long-polling them.
-    replication: Arc<Replication>,
+    pub(super) replication: Arc<Replication>,
     groups: Mutex<HashMap<String, Group>>,
     /// `__consumer_offsets` partitions replayed since start, with their offsets.
     offsets: Mutex<HashMap<i32, PartitionOffsets>>,
@@ -612,6 +616,8 @@ pub struct GroupCoordinator {
     /// means leadership moved away and back: others may have written meanwhile.
     loaded_epochs: Mutex<HashMap<i32, i32>>,
     config: GroupConfig,
+    /// The lag of the groups coordinated here, for `/metrics` (`lag.rs`).
+    pub lag: Arc<LagSnapshot>,
 }
 
 impl GroupCoordinator {
@@ -631,8 +637,10 @@ impl GroupCoordinator {
             offsets: Mutex::new(HashMap::new()),
             loaded_epochs: Mutex::new(HashMap::new()),
             config,
+            lag: Arc::new(LagSnapshot::default()),
         });
         tokio::spawn(c.clone().sweeper());
+        tokio::spawn(lag::run(Arc::downgrade(&c), c.lag.clone(), c.config.consumer_lag_interval));
         c
     }
 
@@ -1424,6 +1432,21 @@ impl GroupCoordinator {
             tracing::info!(partitions = ?stale, "__consumer_offsets partitions no longer led here since loaded; unloaded");
         }
         current
+    }
+
+    /// The committed offsets of the groups coordinated here (partitions loaded in this
+    /// leadership): (group, [(topic, partition, offset)]).
+    pub fn committed_here(&self) -> Vec<(String, Vec<(String, i32, i64)>)> {
+        let current = self.current_partitions();
+        let offsets = self.offsets.lock().expect("offsets lock");
+        offsets
+            .iter()
+            .filter(|(p, _)| current.contains(p))
+            .flat_map(|(_, groups)| groups.iter())
+            .map(|(group, committed)| {
+                (group.clone(), committed.iter().map(|((t, p), c)| (t.clone(), *p, c.offset)).collect())
+            })
+            .collect()
     }
 
     /// Load every `__consumer_offsets` partition this broker leads and has not loaded in this

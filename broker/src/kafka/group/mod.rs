@@ -1,9 +1,11 @@
 //! Classic consumer groups: the coordinator's membership state machine (`coordinator.rs`)
 //! and committed offsets (`offsets.rs`) and group metadata (`group_record.rs`) kept as
-//! records in the compacted `__consumer_offsets` topic.
+//! records in the compacted `__consumer_offsets` topic, and the lag of the groups coordinated
+//! here for `/metrics` (`lag.rs`).
 
 pub mod coordinator;
 pub mod group_record;
+pub mod lag;
 pub mod offsets;
 
 pub use coordinator::{GroupConfig, GroupCoordinator};
