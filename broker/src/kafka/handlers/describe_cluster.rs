@@ -1,5 +1,6 @@
 //! DescribeCluster (key 60), versions 0–2: the live brokers (and fenced ones when asked,
-//! v2), the cluster id and the controller (the metadata quorum leader).
+//! v2), the cluster id and the controller (this broker: every broker forwards admin requests
+//! to the metadata quorum, `announced_controller`).
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
@@ -12,7 +13,7 @@ pub async fn handle(ctx: &KafkaContext, req: DescribeClusterRequest, version: i1
     let include_fenced = version >= 2 && req.include_fenced_brokers;
     let mut resp = DescribeClusterResponse::default();
     resp.cluster_id = str_bytes(&ctx.config.cluster_id);
-    resp.controller_id = BrokerId(ctx.cluster.quorum().0.map(|l| l as i32).unwrap_or(-1));
+    resp.controller_id = BrokerId(super::announced_controller(ctx, &image));
     if version >= 1 {
         resp.endpoint_type = 1;
     }

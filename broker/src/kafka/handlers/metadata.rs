@@ -116,7 +116,7 @@ pub async fn handle(ctx: &KafkaContext, req: MetadataRequest, version: i16) -> M
         resp.cluster_id = Some(str_bytes(&ctx.config.cluster_id));
     }
     if version >= 1 {
-        resp.controller_id = BrokerId(ctx.cluster.quorum().0.map(|l| l as i32).unwrap_or(-1));
+        resp.controller_id = BrokerId(super::announced_controller(ctx, &image));
     }
     resp.topics = topics;
     resp

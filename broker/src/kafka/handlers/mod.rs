@@ -323,6 +323,19 @@ pub(crate) fn kafka_endpoint(b: &BrokerRecord) -> Option<(String, i32)> {
     Some((host.trim_start_matches('[').trim_end_matches(']').to_string(), port.parse().ok()?))
 }
 
+/// The controller id Metadata and DescribeCluster announce: this broker, while it is
+/// registered and unfenced. Every broker forwards admin requests (CreateTopics, DeleteTopics,
+/// ElectLeaders, ...) to the metadata quorum, as a KRaft Kafka broker does, and Kafka then
+/// names a live broker rather than the quorum leader; clients send admin requests to the
+/// controller they last heard of, and one that names the quorum leader keeps waiting for it
+/// after it dies. Before this broker is registered: the quorum leader.
+pub(crate) fn announced_controller(ctx: &KafkaContext, image: &MetadataImage) -> i32 {
+    if image.brokers.get(&ctx.node_id).is_some_and(|b| !b.fenced) {
+        return ctx.node_id as i32;
+    }
+    ctx.cluster.quorum().0.map(|l| l as i32).unwrap_or(-1)
+}
+
 pub(crate) fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
