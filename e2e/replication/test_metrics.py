@@ -2,8 +2,8 @@
 describe is made to happen: a frozen leader makes its followers' fetcher lag grow (seconds),
 frozen followers hold acks=all produces in the purgatory until they leave the ISR (shrinks,
 under-replicated and under-min-ISR partitions), and they count as expands when they return; a
-consumer group's lag is exported by its coordinator, for partitions replicated there and for
-partitions led elsewhere alike."""
+consumer group's lag is exported by its coordinator, for partitions led there and elsewhere
+alike."""
 
 from __future__ import annotations
 
@@ -128,28 +128,31 @@ def test_consumer_lag_is_exported_by_the_coordinator_also_for_partitions_led_els
 
     group = "lag-group"
     admin = cluster.brokers[0]
-    # A replica on every broker: its end is read locally on the coordinator.
-    admin.http_json("POST", "/api/v1/topics", {"name": "lag-a", "assignment": [[0, 1, 2]]})
-    cluster.wait_isr("lag-a", 0, 3)
-    assert [e for e, _ in produce(cluster.bootstrap, "lag-a", [b"a"] * 40)] == [None] * 40
     c = ck.Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
-        c.commit(offsets=[ck.TopicPartition("lag-a", 0, 15)], asynchronous=False)
+        # Asking for the group's offsets makes __consumer_offsets (FindCoordinator).
+        c.committed([ck.TopicPartition("absent", 0)], timeout=20)
         part = offsets_partition(group)
         cluster.wait_isr(OFFSETS_TOPIC, part, 3)
         coordinator = cluster.brokers[offsets_view(cluster, part)["leader"]]
-        # A partition with no replica on the coordinator: its end comes from its leader.
         elsewhere = next(b.node_id for b in cluster.brokers if b.node_id != coordinator.node_id)
+        # lag-a is led by the coordinator (its end read locally), lag-b only by another
+        # broker (its end asked of that leader).
+        others = [b.node_id for b in cluster.brokers if b is not coordinator]
+        admin.http_json("POST", "/api/v1/topics", {"name": "lag-a", "assignment": [[coordinator.node_id, *others]]})
         admin.http_json("POST", "/api/v1/topics", {"name": "lag-b", "assignment": [[elsewhere]]})
+        cluster.wait_isr("lag-a", 0, 3)
+        assert [e for e, _ in produce(cluster.bootstrap, "lag-a", [b"a"] * 40)] == [None] * 40
         assert [e for e, _ in produce(cluster.bootstrap, "lag-b", [b"b"] * 30)] == [None] * 30
-        c.commit(offsets=[ck.TopicPartition("lag-b", 0, 5)], asynchronous=False)
+        c.commit(offsets=[ck.TopicPartition("lag-a", 0, 15), ck.TopicPartition("lag-b", 0, 5)], asynchronous=False)
 
         # lag-a 40 - 15, lag-b 30 - 5.
         wait_until(lambda: group_lag(coordinator, group) == (50, 25), 20, what="the group's lag on its coordinator")
         assert all(group_lag(b, group) is None for b in cluster.brokers if b is not coordinator)
-        assert [e for e, _ in produce(cluster.bootstrap, "lag-b", [b"b"] * 10)] == [None] * 10
-        wait_until(lambda: group_lag(coordinator, group) == (60, 35), 20, what="the lag after ten more records")
-        c.commit(offsets=[ck.TopicPartition("lag-a", 0, 40), ck.TopicPartition("lag-b", 0, 40)], asynchronous=False)
+        for topic in ("lag-a", "lag-b"):
+            assert [e for e, _ in produce(cluster.bootstrap, topic, [b"c"] * 10)] == [None] * 10
+        wait_until(lambda: group_lag(coordinator, group) == (70, 35), 20, what="the lag after ten more records each")
+        c.commit(offsets=[ck.TopicPartition("lag-a", 0, 50), ck.TopicPartition("lag-b", 0, 40)], asynchronous=False)
         wait_until(lambda: group_lag(coordinator, group) == (0, 0), 20, what="no lag once all is committed")
     finally:
         c.close()

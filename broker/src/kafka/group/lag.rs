@@ -4,9 +4,9 @@
 //! Burrow compute the same from OffsetFetch and ListOffsets). Every group is exported by its
 //! coordinator alone, so a sum over brokers counts each group once.
 //!
-//! Worked out every `interval`, not at the scrape: the high watermark of a partition with a
-//! replica here is read locally (a follower's is the leader's as of its last fetch), the
-//! others are asked of their leaders with ListOffsets, one request per leader. Partitions
+//! Worked out every `interval`, not at the scrape: the high watermark of a partition led here
+//! is read locally, the others are asked of their leaders with ListOffsets, one request per
+//! leader. Partitions
 //! whose end is unknown this round (a leader that did not answer, a deleted topic) are left
 //! out of that round's figures.
 
@@ -90,8 +90,12 @@ async fn ends_of(
     let mut by_leader: BTreeMap<NodeId, Vec<(String, i32)>> = BTreeMap::new();
     for (topic, partition) in wanted {
         let Some(part) = image.partition(&topic, partition as u32) else { continue };
-        let local =
-            c.replication.replica(&TopicPartition::new(&topic, partition)).filter(|r| !matches!(r.role(), Role::None));
+        // Only a leader's high watermark is exact: a follower's trails it by its fetch
+        // delay, and one out of the ISR by as far as it is behind.
+        let local = c
+            .replication
+            .replica(&TopicPartition::new(&topic, partition))
+            .filter(|r| matches!(r.role(), Role::Leader { .. }));
         if let Some(replica) = local {
             ends.insert((topic, partition), replica.high_watermark());
         } else if part.leader >= 0 {
@@ -212,7 +216,7 @@ mod tests {
         let committed = vec![
             ("g1".to_string(), vec![("t".to_string(), 0, 10), ("t".to_string(), 1, 50), ("u".to_string(), 0, 3)]),
             ("g2".to_string(), vec![("gone".to_string(), 0, 5)]),
-            // Committed past the end (the end is a follower's slightly older view): no lag.
+            // Committed past the end (an end read before the commit's records were): no lag.
             ("g3".to_string(), vec![("t".to_string(), 0, 120)]),
         ];
         let ends: HashMap<(String, i32), i64> =
