@@ -31,6 +31,16 @@ def value(text: str, series: str) -> float:
     return float(m.group(1))
 
 
+def read_from_start(c, topic: str) -> int:
+    """Records read from partition 0 of `topic` from offset 0 until N or 30 s."""
+    c.assign([ck.TopicPartition(topic, 0, 0)])
+    got = 0
+    deadline = time.monotonic() + 30
+    while got < N and time.monotonic() < deadline:
+        got += sum(1 for m in c.consume(1000, timeout=1) if not m.error())
+    return got
+
+
 def test_traffic_and_request_metrics_follow_real_clients(broker, topic_name):
     create_topic_ready(broker.bootstrap, topic_name)
     produce_count = 'weir_kafka_request_duration_seconds_count{api="Produce"}'
@@ -58,12 +68,7 @@ def test_traffic_and_request_metrics_follow_real_clients(broker, topic_name):
     c = ck.Consumer({"bootstrap.servers": broker.bootstrap, "group.id": topic_name, "auto.offset.reset": "earliest",
                      "enable.auto.commit": False})  # fmt: skip
     try:
-        c.assign([ck.TopicPartition(topic_name, 0, 0)])
-        got = 0
-        deadline = time.monotonic() + 30
-        while got < N and time.monotonic() < deadline:
-            got += sum(1 for m in c.consume(1000, timeout=1) if not m.error())
-        assert got == N
+        assert read_from_start(c, topic_name) == N
     finally:
         c.close()
     after = scrape(broker)
@@ -114,12 +119,7 @@ def test_traffic_by_topic_follows_real_clients_and_ends_with_the_topic(broker, t
     c = ck.Consumer({"bootstrap.servers": broker.bootstrap, "group.id": topic_name, "enable.auto.commit": False,
                      "auto.offset.reset": "error"})  # fmt: skip
     try:
-        c.assign([ck.TopicPartition(a, 0, 0)])
-        got = 0
-        deadline = time.monotonic() + 30
-        while got < N and time.monotonic() < deadline:
-            got += sum(1 for m in c.consume(1000, timeout=1) if not m.error())
-        assert got == N
+        assert read_from_start(c, a) == N
         # A fetch past the end of b: OFFSET_OUT_OF_RANGE, which this consumer reports.
         c.assign([ck.TopicPartition(b, 0, 1_000_000)])
         errors = []
