@@ -67,22 +67,23 @@ fn response_record_bytes(response: &FetchResponse) -> u64 {
 /// A consumer's fetch in the client traffic metrics: bytes out in total and by topic, and
 /// its partitions answered with an error by topic (topics that exist only).
 fn count_consumer_fetch(ctx: &KafkaContext, response: &FetchResponse) {
-    ctx.metrics.bytes_out.inc_by(response_record_bytes(response));
     let image = ctx.cluster.image();
+    let mut total = 0u64;
     for t in &response.responses {
-        let topic = t.topic.0.as_str();
-        if !image.topics.contains_key(topic) {
-            continue;
-        }
         let (mut bytes, mut failed) = (0u64, 0u64);
         for p in &t.partitions {
             bytes += p.records.as_ref().map_or(0, |r| r.len() as u64);
             failed += u64::from(p.error_code != 0);
         }
-        let counters = ctx.metrics.topics.topic(topic);
-        counters.bytes_out.inc_by(bytes);
-        counters.failed_fetch.inc_by(failed);
+        total += bytes;
+        let topic = t.topic.0.as_str();
+        if image.topics.contains_key(topic) {
+            let counters = ctx.metrics.topics.topic(topic);
+            counters.bytes_out.inc_by(bytes);
+            counters.failed_fetch.inc_by(failed);
+        }
     }
+    ctx.metrics.bytes_out.inc_by(total);
 }
 
 /// A response carrying only a top-level error, as Kafka answers a fetch whose session is
