@@ -2,10 +2,10 @@
 //! traffic in and out, open connections. Replication traffic is counted apart, in
 //! `partition/metrics.rs`, as Kafka counts ReplicationBytesIn/Out apart from BytesIn/Out.
 
+use std::sync::Arc;
+
 use kafka_protocol::messages::ApiKey;
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntGauge, Opts, Registry};
-
-use std::sync::Arc;
 
 use super::handlers::SUPPORTED;
 use super::topic_metrics::{TopicCollector, TopicMetrics};

@@ -6,9 +6,8 @@
 //!
 //! Worked out every `interval`, not at the scrape: the high watermark of a partition led here
 //! is read locally, the others are asked of their leaders with ListOffsets, one request per
-//! leader. Partitions
-//! whose end is unknown this round (a leader that did not answer, a deleted topic) are left
-//! out of that round's figures.
+//! leader. Partitions whose end is unknown this round (a leader that did not answer, a deleted
+//! topic) are left out of that round's figures.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
