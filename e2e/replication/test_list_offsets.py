@@ -27,12 +27,22 @@ def test_latest_offset_and_lookups_by_time_stop_at_the_high_watermark(cluster):
     c = ck.Consumer({"bootstrap.servers": leader_bootstrap, "group.id": "list-offsets", "enable.auto.commit": False})
     tp = TopicPartition(topic, 0)
     try:
+        # Both clients learn the partition's leader now: a metadata request sent later could go
+        # to a SIGSTOPped follower and never be answered.
+        assert c.get_watermark_offsets(tp, timeout=10, cached=False) == (0, 2)
+        c.offsets_for_times([TopicPartition(topic, 0, 0)], timeout=10)
+        p = ck.Producer({"bootstrap.servers": leader_bootstrap, "acks": "1", "linger.ms": 2,
+                         "message.timeout.ms": 10_000})  # fmt: skip
+        p.list_topics(topic, timeout=10)
         time.sleep(0.01)
         since = int(time.time() * 1000)
         for f in followers:
             cluster.sigstop(f)
         try:
-            reports = produce(leader_bootstrap, topic, [b"leader-only"] * 3, acks="1")
+            reports = []
+            for _ in range(3):
+                p.produce(topic, b"leader-only", partition=0, on_delivery=lambda e, m: reports.append((e, m.offset())))
+            assert p.flush(20) == 0
             assert reports == [(None, 2), (None, 3), (None, 4)]
             assert local_offsets(cluster.brokers[leader], topic, 0) == (5, 2)  # log end, HW
             assert c.get_watermark_offsets(tp, timeout=10, cached=False) == (0, 2)
