@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::auto_create::AutoTopicCreator;
 use super::fetch_session::{self, FetchSessionCache};
 use super::group::{GroupConfig, GroupCoordinator};
 use super::metrics::KafkaMetrics;
@@ -74,6 +75,8 @@ pub struct KafkaContext {
     pub fetch_sessions: FetchSessionCache,
     /// Requests, client traffic and connections of the Kafka listener.
     pub metrics: KafkaMetrics,
+    /// Creations of topics that clients named (`kafka/auto_create.rs`).
+    pub auto_create: Arc<AutoTopicCreator>,
 }
 
 impl KafkaContext {
@@ -84,7 +87,19 @@ impl KafkaContext {
         let producer_ids = ProducerIdManager::new(node_id, cluster.clone());
         let fetch_sessions = FetchSessionCache::new(config.max_fetch_sessions, fetch_session::DEFAULT_EVICTION_AFTER);
         let metrics = KafkaMetrics::unregistered();
-        Arc::new(Self { node_id, cluster, logs, config, groups, producer_ids, replication, fetch_sessions, metrics })
+        let auto_create = AutoTopicCreator::new(cluster.clone());
+        Arc::new(Self {
+            node_id,
+            cluster,
+            logs,
+            config,
+            groups,
+            producer_ids,
+            replication,
+            fetch_sessions,
+            metrics,
+            auto_create,
+        })
     }
 
     /// Wakes the fetches waiting on the partitions just appended to (`partition/changes.rs`).

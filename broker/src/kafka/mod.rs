@@ -2,6 +2,7 @@
 //! the `kafka-protocol` crate, one handler per API key under `handlers/`. Only the APIs and
 //! versions listed in `handlers::SUPPORTED` are advertised (docs/compatibility.md).
 
+pub mod auto_create;
 pub mod codec;
 pub mod context;
 pub mod errors;

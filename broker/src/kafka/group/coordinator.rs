@@ -22,7 +22,8 @@ use super::lag::{self, LagSnapshot};
 use super::offsets::{self, CommittedOffset, PartitionOffsets};
 use super::{partition_for, OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS};
 use crate::cluster::assignment::random_usize;
-use crate::cluster::{ClusterNode, MetadataError, NodeId, ProposeError};
+use crate::cluster::{ClusterNode, NodeId};
+use crate::kafka::auto_create::TopicSpec;
 use crate::log::{batch, now_ms, LogError, LogManager, TopicPartition};
 use crate::partition::replication::{AcksError, PartitionReplica, Replication};
 
@@ -644,19 +645,13 @@ impl GroupCoordinator {
         c
     }
 
-    /// Create `__consumer_offsets` (compacted, RF up to 3) if it does not exist yet.
-    pub async fn ensure_offsets_topic(&self) -> Result<(), ProposeError> {
-        if self.cluster.image().topics.contains_key(OFFSETS_TOPIC) {
-            return Ok(());
-        }
-        let rf = self.cluster.image().live_brokers().len().clamp(1, 3) as u16;
+    /// How `__consumer_offsets` is created at its first use: compacted, RF up to 3.
+    pub fn offsets_topic_spec(&self) -> TopicSpec {
+        let replication_factor = self.cluster.image().live_brokers().len().clamp(1, 3) as u16;
         let mut configs = BTreeMap::new();
         configs.insert("cleanup.policy".to_string(), "compact".to_string());
         configs.insert("segment.bytes".to_string(), (100 * 1024 * 1024).to_string());
-        match self.cluster.create_topic(OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS, rf, configs, None).await {
-            Ok(()) | Err(ProposeError::Metadata(MetadataError::TopicExists(_))) => Ok(()),
-            Err(e) => Err(e),
-        }
+        TopicSpec { partitions: OFFSETS_TOPIC_PARTITIONS, replication_factor, configs }
     }
 
     /// The coordinator broker of `group`: the leader of its `__consumer_offsets` partition.

@@ -1,13 +1,17 @@
 //! FindCoordinator (key 10), versions 0–4: the group coordinator is the leader of the
-//! group's `__consumer_offsets` partition (the topic is created on first use). Transaction
+//! group's `__consumer_offsets` partition (the topic is created on first use, in the
+//! background: `kafka/auto_create.rs`). Transaction
 //! coordinators (key type 1) are not served.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::ResponseError;
+use tokio::time::Instant;
 
 use super::{kafka_endpoint, str_bytes};
+use crate::kafka::auto_create::{outcome_by, COMMIT_WAIT};
 use crate::kafka::context::KafkaContext;
+use crate::kafka::group::OFFSETS_TOPIC;
 
 struct Found {
     error: i16,
@@ -28,8 +32,13 @@ async fn find(ctx: &KafkaContext, key: &str, key_type: i8) -> Found {
     if key_type != 0 {
         return fail(ResponseError::InvalidRequest.code(), "only group coordinators are served (no transactions yet)");
     }
-    if let Err(e) = ctx.groups.ensure_offsets_topic().await {
-        return fail(ResponseError::CoordinatorNotAvailable.code(), &e.to_string());
+    if !ctx.cluster.image().topics.contains_key(OFFSETS_TOPIC) {
+        let mut creation = ctx.auto_create.start(OFFSETS_TOPIC, ctx.groups.offsets_topic_spec());
+        match outcome_by(&mut creation, Instant::now() + COMMIT_WAIT).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return fail(ResponseError::CoordinatorNotAvailable.code(), &e.to_string()),
+            None => return fail(ResponseError::CoordinatorNotAvailable.code(), "the offsets topic is being created"),
+        }
     }
     let Some(node) = ctx.groups.coordinator_of(key) else {
         return fail(ResponseError::CoordinatorNotAvailable.code(), "the group's offsets partition has no leader");

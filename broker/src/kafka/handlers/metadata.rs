@@ -14,7 +14,7 @@ use kafka_protocol::ResponseError;
 
 use super::{kafka_endpoint, str_bytes, topic_uuid};
 use crate::cluster::image::{validate_topic_name, MetadataImage, PartitionRecord, TopicRecord, NO_LEADER};
-use crate::cluster::{MetadataError, ProposeError};
+use crate::kafka::auto_create::{outcome_by, TopicSpec, COMMIT_WAIT};
 use crate::kafka::context::KafkaContext;
 use crate::kafka::errors::propose_error_code;
 use crate::log::TopicPartition;
@@ -39,8 +39,8 @@ pub async fn handle(ctx: &KafkaContext, req: MetadataRequest, version: i16) -> M
         }
         Some(list) => {
             let mut errors = BTreeMap::new();
-            let mut created = Vec::new();
-            for (name, id) in &list {
+            let mut creations = Vec::new();
+            for (name, _) in &list {
                 let Some(name) = name else { continue };
                 if image.topics.contains_key(name) || !allow_auto_create {
                     continue;
@@ -49,24 +49,25 @@ pub async fn handle(ctx: &KafkaContext, req: MetadataRequest, version: i16) -> M
                     errors.insert(name.clone(), crate::kafka::errors::metadata_error_code(&e));
                     continue;
                 }
-                let _ = id;
-                match ctx
-                    .cluster
-                    .create_topic(
-                        name,
-                        ctx.config.default_partitions,
-                        ctx.config.default_replication_factor,
-                        BTreeMap::new(),
-                        None,
-                    )
-                    .await
-                {
-                    Ok(()) | Err(ProposeError::Metadata(MetadataError::TopicExists(_))) => {
-                        tracing::info!(topic = %name, "auto-created topic");
-                        created.push(name.clone());
+                let spec = TopicSpec {
+                    partitions: ctx.config.default_partitions,
+                    replication_factor: ctx.config.default_replication_factor,
+                    configs: BTreeMap::new(),
+                };
+                creations.push((name.clone(), ctx.auto_create.start(name, spec)));
+            }
+            // One wait for them all: a request naming many new topics waits no longer.
+            let deadline = tokio::time::Instant::now() + COMMIT_WAIT;
+            let mut created = Vec::new();
+            for (name, mut creation) in creations {
+                match outcome_by(&mut creation, deadline).await {
+                    Some(Ok(())) => created.push(name),
+                    Some(Err(e)) => {
+                        errors.insert(name, propose_error_code(&e));
                     }
-                    Err(e) => {
-                        errors.insert(name.clone(), propose_error_code(&e));
+                    // Still being created: Kafka's answer for a topic it is auto-creating.
+                    None => {
+                        errors.insert(name, ResponseError::LeaderNotAvailable.code());
                     }
                 }
             }
