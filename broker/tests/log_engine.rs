@@ -566,6 +566,48 @@ fn retention_ms_deletes_whole_oldest_segments_but_never_the_active_one() {
 }
 
 #[test]
+fn advancing_the_log_start_hides_the_records_below_and_deletes_segments_wholly_below() {
+    // DeleteRecords (KIP-107): the start may land inside a segment.
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), quiet_config());
+    for _ in 0..2 {
+        for _ in 0..3 {
+            append(&mut log, batch(1, 10, NOW), NOW);
+        }
+        log.roll(NOW).unwrap();
+    }
+    append(&mut log, batch(1, 10, NOW), NOW);
+    append(&mut log, batch(1, 10, NOW), NOW);
+    assert_eq!(log.segment_base_offsets(), vec![0, 3, 6]);
+
+    assert!(log.advance_log_start_offset(4).unwrap());
+    assert_eq!(log.log_start_offset(), 4);
+    // Segment 0 held only offsets below 4; segment 3 still holds 4 and 5.
+    assert_eq!(log.segment_base_offsets(), vec![3, 6]);
+    assert!(!dir.path().join(format!("{}.log", stem(0))).exists());
+    assert!(matches!(log.read(3, 1, i64::MAX, true), Err(LogError::OffsetOutOfRange { log_start_offset: 4, .. })));
+    assert_eq!(read_all(&log).iter().map(|a| a.base).collect::<Vec<_>>(), vec![4, 5, 6, 7]);
+    assert_eq!(log.leader_epochs().entries()[0].start_offset, 4);
+    assert!(log.recovery_point() >= 4);
+
+    // Never down; never past the log end, and appends go on at the end.
+    assert!(!log.advance_log_start_offset(2).unwrap());
+    assert_eq!(log.log_start_offset(), 4);
+    assert!(log.advance_log_start_offset(100).unwrap());
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (8, 8));
+    assert_eq!(log.segment_base_offsets(), vec![6], "the active segment stays");
+    assert_eq!(append(&mut log, batch(1, 10, NOW), NOW).base, 8);
+    assert_eq!(read_all(&log).iter().map(|a| a.base).collect::<Vec<_>>(), vec![8]);
+
+    // Reopened with the start its owner checkpointed, the log starts there again.
+    log.close(NOW).unwrap();
+    drop(log);
+    let (log, _) = Log::open(dir.path(), quiet_config(), 0, 8, true, LogMetrics::unregistered(), NOW).unwrap();
+    assert_eq!(log.log_start_offset(), 8);
+    assert!(log.read(7, 1, i64::MAX, true).is_err());
+}
+
+#[test]
 fn retention_bytes_deletes_oldest_segments_until_the_log_fits() {
     let dir = tempfile::tempdir().unwrap();
     let size = batch(1, 100, NOW).len() as u64;

@@ -66,6 +66,9 @@ pub struct LogManager {
     /// The topic id in each log's `partition.metadata` (absent for logs made before it).
     topic_ids: Mutex<BTreeMap<TopicPartition, String>>,
     last_checkpoint_ms: AtomicI64,
+    /// Held while a checkpoint file is written: maintenance and DeleteRecords both write
+    /// them, through the same temporary file.
+    checkpoint_write: Mutex<()>,
     /// Marked by the first failed write under `data_dir`; every log here refuses writes then.
     dir_failure: LogDirFailure,
 }
@@ -129,6 +132,7 @@ impl LogManager {
             logs: RwLock::new(logs),
             topic_ids: Mutex::new(topic_ids),
             last_checkpoint_ms: AtomicI64::new(now),
+            checkpoint_write: Mutex::new(()),
             dir_failure,
         };
         Ok((manager, report))
@@ -273,6 +277,7 @@ impl LogManager {
     }
 
     fn write_checkpoints(&self) -> Result<()> {
+        let _writing = self.checkpoint_write.lock().expect("checkpoint lock");
         let mut recovery_points = BTreeMap::new();
         let mut start_offsets = BTreeMap::new();
         for (tp, log) in self.logs.read().expect("log map lock").iter() {
@@ -282,6 +287,18 @@ impl LogManager {
         }
         checkpoint::write(&self.data_dir.join(checkpoint::RECOVERY_POINT_FILE), &recovery_points)?;
         checkpoint::write(&self.data_dir.join(checkpoint::LOG_START_OFFSET_FILE), &start_offsets)
+    }
+
+    /// Write `log-start-offset-checkpoint` now, after a log start moved by DeleteRecords (or a
+    /// follower following its leader's), so that a restart does not bring the deleted records
+    /// back. Takes every log's lock in turn: call it without holding one.
+    pub fn checkpoint_log_start_offsets(&self) -> Result<()> {
+        let _writing = self.checkpoint_write.lock().expect("checkpoint lock");
+        let mut start_offsets = BTreeMap::new();
+        for (tp, log) in self.logs.read().expect("log map lock").iter() {
+            start_offsets.insert(tp.clone(), log.lock().expect("log lock").log_start_offset());
+        }
+        self.note_io_failure(checkpoint::write(&self.data_dir.join(checkpoint::LOG_START_OFFSET_FILE), &start_offsets))
     }
 
     /// Flush every log, write the checkpoints and the clean-shutdown marker. Called once at

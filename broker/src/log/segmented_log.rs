@@ -817,6 +817,25 @@ impl Log {
         Ok(doomed.len())
     }
 
+    /// DeleteRecords (KIP-107), and a follower taking its leader's log start: records below
+    /// `offset` are gone for readers at once (a fetch below it is out of range, ListOffsets
+    /// earliest names it), and the segments holding only such records are deleted. Never
+    /// moves the start down, nor past the log end. Returns whether it moved. The owner
+    /// checkpoints it (`LogManager::checkpoint_log_start_offsets`).
+    pub fn advance_log_start_offset(&mut self, offset: i64) -> Result<bool> {
+        self.guarded(|log| {
+            let offset = offset.min(log.log_end_offset());
+            if offset <= log.log_start_offset {
+                return Ok(false);
+            }
+            log.log_start_offset = offset;
+            log.recovery_point = log.recovery_point.max(offset);
+            log.epochs.truncate_from_start(offset)?;
+            log.delete_segments_before(offset)?;
+            Ok(true)
+        })
+    }
+
     pub fn delete_retained_segments(&mut self, now_ms: i64) -> Result<usize> {
         if !self.config.cleanup_delete {
             return Ok(0);

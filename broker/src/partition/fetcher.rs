@@ -401,9 +401,18 @@ async fn fetch(
                         }
                         rep.metrics.bytes_in.inc_by(records.len() as u64);
                     }
+                    // The leader's log start (moved by DeleteRecords or retention) moves this
+                    // replica's too, as a Kafka follower's, never past what it holds.
+                    let start_moved = p.log_start_offset > log.log_start_offset()
+                        && log.advance_log_start_offset(p.log_start_offset)?;
                     let leo = log.log_end_offset();
                     drop(log);
                     drop(role);
+                    if start_moved {
+                        if let Err(e) = rep.logs.checkpoint_log_start_offsets() {
+                            tracing::warn!(partition = %tp, error = %e, "writing the log start checkpoint failed");
+                        }
+                    }
                     // Consumers reading from this follower (KIP-392) wait on HW moves.
                     if replica.set_follower_hw(p.high_watermark.min(leo).max(0)) {
                         rep.notify_progress(&tp);

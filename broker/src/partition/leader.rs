@@ -15,6 +15,8 @@ pub struct FollowerProgress {
     pub log_end_offset: i64,
     /// The last time (ms) the follower was known to have everything the leader had.
     pub last_caught_up_ms: i64,
+    /// The follower's log start offset, as its fetches report it; -1 until one did.
+    pub log_start_offset: i64,
     /// The leader's log end offset and the time of the follower's previous fetch: a follower
     /// that now fetches at or past that offset was caught up at that time (Kafka's rule).
     last_fetch_leader_leo: i64,
@@ -24,7 +26,13 @@ pub struct FollowerProgress {
 impl FollowerProgress {
     fn new(now_ms: i64) -> Self {
         // A new leader gives every follower a full lag window before judging it.
-        Self { log_end_offset: -1, last_caught_up_ms: now_ms, last_fetch_leader_leo: -1, last_fetch_ms: now_ms }
+        Self {
+            log_end_offset: -1,
+            last_caught_up_ms: now_ms,
+            log_start_offset: -1,
+            last_fetch_leader_leo: -1,
+            last_fetch_ms: now_ms,
+        }
     }
 }
 
@@ -73,6 +81,24 @@ impl LeaderState {
         p.last_fetch_leader_leo = leader_leo;
         p.last_fetch_ms = now_ms;
         moved
+    }
+
+    /// The log start offset `follower`'s fetch reported (DeleteRecords waits on it).
+    pub fn record_log_start(&mut self, follower: NodeId, log_start_offset: i64) {
+        if let Some(p) = self.followers.get_mut(&follower) {
+            p.log_start_offset = log_start_offset;
+        }
+    }
+
+    /// Kafka's low watermark: the smallest log start offset among the leader and the
+    /// followers on live brokers (a follower that has not fetched yet counts as -1).
+    /// DeleteRecords answers once it reaches the requested offset.
+    pub fn low_watermark(&self, leader_log_start: i64, live: impl Fn(NodeId) -> bool) -> i64 {
+        self.followers
+            .iter()
+            .filter(|(f, _)| live(**f))
+            .map(|(_, p)| p.log_start_offset)
+            .fold(leader_log_start, i64::min)
     }
 
     /// The high watermark the ISR allows: the smallest log end offset among the ISR (the
@@ -202,5 +228,19 @@ mod tests {
         assert_eq!(s.followers.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
         assert_eq!(s.followers[&1].log_end_offset, 5);
         assert_eq!(s.followers[&3].log_end_offset, -1);
+    }
+
+    #[test]
+    fn the_low_watermark_is_the_smallest_log_start_among_live_replicas() {
+        let mut s = LeaderState::new(0, 0, [1, 2], 0);
+        let all = |_| true;
+        assert_eq!(s.low_watermark(10, all), -1, "followers that never fetched hold it at -1");
+        s.record_log_start(1, 10);
+        s.record_log_start(2, 4);
+        assert_eq!(s.low_watermark(10, all), 4);
+        assert_eq!(s.low_watermark(3, all), 3, "the leader's own start counts");
+        assert_eq!(s.low_watermark(10, |f| f != 2), 10, "a follower on a dead broker does not");
+        s.record_log_start(7, 0);
+        assert_eq!(s.low_watermark(10, |f| f != 2), 10, "nor a broker that is not a replica");
     }
 }

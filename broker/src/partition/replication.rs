@@ -95,6 +95,21 @@ impl PartitionReplica {
             _ => None,
         }
     }
+    /// As leader at `leader_epoch`, the low watermark (`LeaderState::low_watermark`) given
+    /// the leader's own log start; `None` when not that leader (any more).
+    pub fn low_watermark(
+        &self,
+        leader_epoch: i32,
+        leader_log_start: i64,
+        live: impl Fn(NodeId) -> bool,
+    ) -> Option<i64> {
+        match &*self.role.lock().expect("role lock") {
+            Role::Leader { state, .. } if state.leader_epoch == leader_epoch => {
+                Some(state.low_watermark(leader_log_start, live))
+            }
+            _ => None,
+        }
+    }
     /// Drop whatever role this replica had; acks=all waiters wake and give up.
     fn stand_down(&self) {
         let mut role = self.role.lock().expect("role lock");
@@ -404,12 +419,21 @@ impl Replication {
         }
     }
 
-    /// A follower fetched `fetch_offset` from a partition this broker leads.
-    pub fn record_follower_fetch(&self, rep: &PartitionReplica, follower: NodeId, fetch_offset: i64, log: &Mutex<Log>) {
+    /// A follower fetched `fetch_offset` from a partition this broker leads, reporting its
+    /// log start offset `log_start`.
+    pub fn record_follower_fetch(
+        &self,
+        rep: &PartitionReplica,
+        follower: NodeId,
+        fetch_offset: i64,
+        log_start: i64,
+        log: &Mutex<Log>,
+    ) {
         let leo = log.lock().expect("log lock").log_end_offset();
         {
             let mut role = rep.role.lock().expect("role lock");
             let Role::Leader { state, .. } = &mut *role else { return };
+            state.record_log_start(follower, log_start);
             // The HW depends on the follower's log end only: unchanged, it cannot move.
             if !state.record_fetch(follower, fetch_offset, leo, now_ms()) {
                 return;

@@ -235,7 +235,13 @@ fn collect(
                         let replica = ctx.replication.ensure_leader(&tp, part, &log);
                         let preferred = rack_replicas.and_then(|c| replica.most_caught_up_follower(c));
                         if let Some(f) = follower.filter(|_| arrival) {
-                            ctx.replication.record_follower_fetch(&replica, f, p.fetch_offset, &log);
+                            ctx.replication.record_follower_fetch(
+                                &replica,
+                                f,
+                                p.fetch_offset,
+                                p.log_start_offset,
+                                &log,
+                            );
                         }
                         let hw = replica.high_watermark();
                         let log = log.lock().expect("log lock");

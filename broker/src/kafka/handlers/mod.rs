@@ -6,6 +6,7 @@ pub mod api_versions;
 pub mod configs;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod elect_leaders;
@@ -48,6 +49,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::AlterPartitionReassignments, 0, 1),
     (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
@@ -213,6 +215,11 @@ async fn dispatch(
         ApiKey::ListPartitionReassignments => {
             let req = codec::decode_body(body, version)?;
             let resp = list_partition_reassignments::handle(ctx, req);
+            codec::encode_response(api_key, version, corr, &resp).map(Some)
+        }
+        ApiKey::DeleteRecords => {
+            let req = codec::decode_body(body, version)?;
+            let resp = delete_records::handle(ctx, req, version).await;
             codec::encode_response(api_key, version, corr, &resp).map(Some)
         }
         ApiKey::ElectLeaders => {
