@@ -1,7 +1,7 @@
 """Consumer groups and idempotent producers with real clients: librdkafka (confluent-kafka)
 and kafka-python. A group of three over six partitions consumes every message exactly once,
-rebalances when a member leaves, and resumes from its committed offsets after the consumers
-and the broker restart (SIGTERM and SIGKILL)."""
+rebalances when a member leaves (eagerly, and incrementally with cooperative-sticky), and resumes
+from its committed offsets after the consumers and the broker restart (SIGTERM and SIGKILL)."""
 
 from __future__ import annotations
 
@@ -189,3 +189,60 @@ def test_kafka_python_group(broker, topic_name):
     c = consumer()
     assert [m.value for m in c] == []
     c.close()
+
+
+def test_cooperative_sticky_members_keep_their_partitions_through_rebalances(broker, topic_name):
+    """librdkafka's incremental cooperative rebalancing (KIP-429, `cooperative-sticky`; Kafka
+    Streams rebalances the same way): members keep consuming the partitions they keep while
+    others join and leave, each rebalance revoking only what moves, and nothing is read twice
+    or lost across them. The broker relays the members' own protocol; the rounds of JoinGroup
+    and SyncGroup it takes are what this checks."""
+    create_topic(broker, topic_name, 6)
+    group = f"g-{topic_name}"
+    events: list[list[tuple[str, list[int]]]] = [[], [], []]
+
+    def member(i):
+        c = ck.Consumer(group_consumer_config(broker.bootstrap, group, f"coop{i}",
+                                              **{"partition.assignment.strategy": "cooperative-sticky"}))  # fmt: skip
+        c.subscribe(
+            [topic_name],
+            on_assign=lambda _c, parts: events[i].append(("assign", sorted(p.partition for p in parts))),
+            on_revoke=lambda _c, parts: events[i].append(("revoke", sorted(p.partition for p in parts))),
+        )
+        return c
+
+    def owned(c):
+        return {p.partition for p in c.assignment()}
+
+    consumers = [member(0)]
+    try:
+        produce(broker, topic_name, [f"a{i}".encode() for i in range(600)])
+        seen = consume_round_robin(consumers, 600, {}, timeout=60)
+        assert owned(consumers[0]) == set(range(6))
+
+        consumers.append(member(1))
+        wait_assignment(consumers, [3, 3])
+        kept = owned(consumers[0])
+        assert events[0][0] == ("assign", list(range(6)))
+        # Incremental: member 0 gave up only the three partitions member 1 now has.
+        assert ("revoke", sorted(owned(consumers[1]))) in events[0], events[0]
+        assert ("revoke", list(range(6))) not in events[0], f"an eager revocation of everything: {events[0]}"
+
+        consumers.append(member(2))
+        wait_assignment(consumers, [2, 2, 2])
+        assert owned(consumers[0]) <= kept, "member 0 only gave partitions away"
+        produce(broker, topic_name, [f"b{i}".encode() for i in range(600)])
+        seen = consume_round_robin(consumers, 1200, seen, timeout=60)
+
+        consumers.pop(1).close()
+        wait_assignment(consumers, [3, 3])
+        produce(broker, topic_name, [f"c{i}".encode() for i in range(600)])
+        seen = consume_round_robin(consumers, 1800, seen, timeout=60)
+        assert len(seen) == 1800, f"consumed {len(seen)} distinct of 1800"
+        dups = {v: who for v, who in seen.items() if len(who) > 1}
+        assert not dups, f"{len(dups)} messages consumed more than once, e.g. {list(dups.items())[:3]}"
+        for i in (0, 2):
+            assert all(kind != "revoke" or len(parts) < 6 for kind, parts in events[i]), events[i]
+    finally:
+        for c in consumers:
+            c.close()
