@@ -97,7 +97,7 @@ mod tests {
         let m = KafkaMetrics::unregistered();
         m.observe(ApiKey::Produce, 0.002);
         m.observe(ApiKey::ApiVersions, 0.0001);
-        m.observe(ApiKey::OffsetDelete, 1.0); // not served: no series
+        m.observe(ApiKey::SaslHandshake, 1.0); // not served: no series
         let produce = m.requests.with_label_values(&["Produce"]);
         assert_eq!(produce.get_sample_count(), 1);
         assert_eq!(m.requests.with_label_values(&["ApiVersions"]).get_sample_count(), 1);

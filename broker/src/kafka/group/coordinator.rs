@@ -1328,6 +1328,63 @@ impl GroupCoordinator {
         0
     }
 
+    /// OffsetDelete (Kafka's `handleDeleteOffsets`): drop `group`'s committed offsets of
+    /// `partitions`, with tombstones in `__consumer_offsets` (appended, not waited for, as
+    /// Kafka's group cleanup and DeleteGroups). A group without members (or one only ever
+    /// committed to) loses any of them; a consumer group with members keeps those of topics a
+    /// member subscribes to (GROUP_SUBSCRIBED_TO_TOPIC; all of them if a subscription does not
+    /// decode); a group of another protocol with members refuses (NON_EMPTY_GROUP). A
+    /// partition without a committed offset succeeds. One code per partition, in order.
+    pub fn delete_offsets(&self, group: &str, partitions: &[(String, i32)]) -> Result<Vec<i16>, i16> {
+        let err = self.check_coordinator(group);
+        if err != 0 {
+            return Err(err);
+        }
+        let groups = self.groups.lock().expect("groups lock");
+        let partition = partition_for(group);
+        let mut loaded = self.offsets.lock().expect("offsets lock");
+        let committed = loaded.get(&partition).and_then(|p| p.get(group));
+        let members = groups.get(group).filter(|g| !g.members.is_empty());
+        if committed.is_none() && !groups.contains_key(group) {
+            return Err(code(ResponseError::GroupIdNotFound));
+        }
+        // None: nothing is held; Some(None): every topic is (a subscription did not decode).
+        let held: Option<Option<HashSet<String>>> = match members {
+            None => None,
+            Some(g) if g.protocol_type.as_deref() == Some(CONSUMER_PROTOCOL_TYPE) => Some(g.subscribed_topics()),
+            Some(_) => return Err(code(ResponseError::NonEmptyGroup)),
+        };
+        let mut results = vec![0; partitions.len()];
+        let mut doomed = Vec::new();
+        for (i, (topic, p)) in partitions.iter().enumerate() {
+            if held.as_ref().is_some_and(|h| h.as_ref().is_none_or(|topics| topics.contains(topic))) {
+                results[i] = code(ResponseError::GroupSubscribedToTopic);
+            } else if committed.is_some_and(|c| c.contains_key(&(topic.clone(), *p))) {
+                doomed.push((topic.clone(), *p));
+            }
+        }
+        if doomed.is_empty() {
+            return Ok(results);
+        }
+        let keys: Vec<Vec<u8>> = doomed.iter().map(|(t, p)| offsets::encode_key(group, t, *p)).collect();
+        let records: Vec<batch::KeyValue<'_>> = keys.iter().map(|k| (Some(k.as_slice()), None)).collect();
+        if let Err(e) = self.append_records(partition, &records) {
+            tracing::error!(group, error = %e, "writing deleted offsets failed");
+            return Err(e.code());
+        }
+        if let Some(by_group) = loaded.get_mut(&partition) {
+            if let Some(offsets) = by_group.get_mut(group) {
+                for tp in &doomed {
+                    offsets.remove(tp);
+                }
+                if offsets.is_empty() {
+                    by_group.remove(group);
+                }
+            }
+        }
+        Ok(results)
+    }
+
     /// Delete committed offsets past `offsets.retention.minutes` (tombstones in
     /// `__consumer_offsets`), then the Empty groups left without offsets (Kafka moves them to
     /// Dead and writes a tombstone for their metadata). Only in partitions this broker leads

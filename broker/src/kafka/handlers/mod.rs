@@ -18,6 +18,7 @@ pub mod init_producer_id;
 pub mod list_offsets;
 pub mod list_partition_reassignments;
 pub mod metadata;
+pub mod offset_delete;
 pub mod offset_for_leader_epoch;
 pub mod offsets;
 pub mod produce;
@@ -60,6 +61,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
     (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::OffsetFetch, 1, 7),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 4),
@@ -215,6 +217,11 @@ async fn dispatch(
         ApiKey::ListPartitionReassignments => {
             let req = codec::decode_body(body, version)?;
             let resp = list_partition_reassignments::handle(ctx, req);
+            codec::encode_response(api_key, version, corr, &resp).map(Some)
+        }
+        ApiKey::OffsetDelete => {
+            let req = codec::decode_body(body, version)?;
+            let resp = offset_delete::handle(ctx, req);
             codec::encode_response(api_key, version, corr, &resp).map(Some)
         }
         ApiKey::DeleteRecords => {
