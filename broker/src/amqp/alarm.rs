@@ -24,12 +24,7 @@ pub struct AlarmLimits {
 
 /// Bytes available to unprivileged users on the file system holding `path`.
 pub fn disk_free(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+    crate::log::disk_space::of(path).map(|s| s.usable_bytes)
 }
 
 /// The alarm for the given readings, as the reason shown in connection.blocked.

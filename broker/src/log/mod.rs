@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod cleaner;
 pub mod config;
 pub mod dir_failure;
+pub mod disk_space;
 pub mod error;
 mod index_file;
 pub mod leader_epoch;

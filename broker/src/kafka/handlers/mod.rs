@@ -9,6 +9,7 @@ pub mod create_topics;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
+pub mod describe_log_dirs;
 pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
@@ -47,6 +48,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::DescribeLogDirs, 0, 4),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::ElectLeaders, 0, 2),
@@ -217,6 +219,11 @@ async fn dispatch(
         ApiKey::ListPartitionReassignments => {
             let req = codec::decode_body(body, version)?;
             let resp = list_partition_reassignments::handle(ctx, req);
+            codec::encode_response(api_key, version, corr, &resp).map(Some)
+        }
+        ApiKey::DescribeLogDirs => {
+            let req = codec::decode_body(body, version)?;
+            let resp = describe_log_dirs::handle(ctx, req, version);
             codec::encode_response(api_key, version, corr, &resp).map(Some)
         }
         ApiKey::OffsetDelete => {
