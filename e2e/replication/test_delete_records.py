@@ -13,7 +13,7 @@ import pytest
 
 ck = pytest.importorskip("confluent_kafka")
 from confluent_kafka import KafkaError, KafkaException, TopicPartition  # noqa: E402
-from confluent_kafka.admin import AdminClient  # noqa: E402
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 from test_min_isr import create  # noqa: E402
 from weir_harness import wait_until  # noqa: E402
@@ -90,3 +90,33 @@ def test_delete_records_waits_for_every_live_replica(cluster):
         assert m is not None and m.error() is None and m.offset() == 25
     finally:
         c.close()
+
+
+def test_a_new_replica_catches_up_from_a_log_start_inside_a_batch(cluster):
+    """DeleteRecords can put the log start inside a batch; a replica added afterwards fetches
+    from that start, is sent the whole batch holding it, and must take it (Kafka restarts the
+    empty log at the batch's base offset). Found by a failure soak: the reassignment never
+    completed, the new replica refusing the batch at every fetch."""
+    topic = "delete-records-mid-batch"
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    (f,) = admin.create_topics([NewTopic(topic, 1, -1, replica_assignment=[[0, 1]])], operation_timeout=10).values()
+    f.result(30)
+    cluster.wait_isr(topic, 0, 2)
+    p = ck.Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "linger.ms": 200})
+    for i in range(100):
+        p.produce(topic, f"record-{i:03d}".encode(), partition=0)
+    assert p.flush(10) == 0  # one batch, offsets 0..99
+    assert delete(admin, topic, 50, 10) == 50
+
+    out = cluster.brokers[0].http_json(
+        "POST", "/api/v1/partitions/reassign", {"partitions": [{"topic": topic, "partition": 0, "replicas": [0, 1, 2]}]}
+    )
+    assert out["results"][0]["outcome"] in ("started", "completed"), out
+    wait_until(lambda: cluster.brokers[0].http_json("GET", "/api/v1/partitions/reassignments")["reassignments"] == [],
+               30, what="the reassignment done")  # fmt: skip
+    cluster.wait_isr(topic, 0, 3)
+    new = cluster.brokers[2]
+    assert local_start(new, topic) == 50
+    assert checkpointed_start(new, topic) == 50
+    view = new.http_json("GET", f"/api/v1/partitions?topic={topic}")["partitions"][0]
+    assert view["log_end_offset"] == 100

@@ -389,6 +389,7 @@ async fn fetch(
                     }
                     let mut log = log_guard;
                     if !records.is_empty() {
+                        restart_below_a_mid_batch_start(&tp, &mut log, &records)?;
                         let appended = log.append_as_follower(&records, now_ms());
                         if let Err(e) = appended {
                             // Overlap or a bad batch: find the divergence point again.
@@ -468,6 +469,27 @@ async fn fetch(
     }
     rep.update_fetcher_gauges();
     Ok(errors)
+}
+
+/// A replica with nothing in its log (just restarted at the leader's log start, or new to
+/// the partition) whose first batch from the leader begins below that start: the start fell
+/// inside a batch (DeleteRecords moves it anywhere), and a fetch from it returns the batch
+/// holding it. As Kafka's follower (`appendRecordsToFollowerOrFutureReplica`), the log
+/// restarts at the batch's base offset so the batch can be appended; the log start then moves
+/// back up to the leader's with the rest of the response. Without this the append was refused
+/// as overlapping the log end, again at every fetch, and the replica never caught up.
+fn restart_below_a_mid_batch_start(tp: &TopicPartition, log: &mut Log, records: &[u8]) -> Result<(), LogError> {
+    let end = log.log_end_offset();
+    if end != log.log_start_offset() {
+        return Ok(());
+    }
+    let Ok(first) = crate::log::batch::BatchView::parse(records) else { return Ok(()) };
+    if first.base_offset() < end && first.last_offset() >= end {
+        tracing::info!(partition = %tp, log_start = end, batch_base = first.base_offset(),
+            "the leader's log start is inside a batch; restarting the empty log at the batch's base offset");
+        log.truncate_fully_and_start_at(first.base_offset(), now_ms())?;
+    }
+    Ok(())
 }
 
 /// `items` grouped by topic, topics in name order, as a request lists them.
