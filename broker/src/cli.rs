@@ -141,6 +141,12 @@ pub struct BrokerArgs {
     #[arg(long, env = "WEIR_LOG_WRITE_PIECE_BYTES", default_value_t = crate::log::segment::DEFAULT_WRITE_PIECE_BYTES)]
     pub log_write_piece_bytes: usize,
 
+    /// `producer.id.expiration.ms` (KIP-854): a partition forgets an idempotent producer whose
+    /// last batch there is this old (checked every 10 min, or at this interval if shorter); it
+    /// may go on at any sequence afterwards, as with Kafka.
+    #[arg(long, env = "WEIR_PRODUCER_ID_EXPIRATION_MS", default_value_t = crate::log::manager::DEFAULT_PRODUCER_ID_EXPIRATION_MS)]
+    pub producer_id_expiration_ms: i64,
+
     /// `offsets.retention.minutes`: a consumer group's committed offsets are deleted once the
     /// group has been empty this long; offsets committed outside any group membership, this
     /// long after their commit.

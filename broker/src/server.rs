@@ -100,6 +100,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         }
     };
     let manager = Arc::new(manager);
+    manager.set_producer_id_expiration_ms(args.producer_id_expiration_ms);
     info!(
         partitions = report.partitions,
         clean_shutdown = report.clean_shutdown,

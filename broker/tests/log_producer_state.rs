@@ -62,3 +62,33 @@ fn retries_are_deduplicated_and_gaps_refused_across_restarts() {
     let mut plain = build_batch(&[(None, Some(b"x"))], now_ms());
     assert!(!log.append(&mut plain, 0, now_ms()).unwrap().duplicate);
 }
+
+#[test]
+fn a_producer_whose_batches_are_gone_or_expired_goes_on_at_its_sequence() {
+    // Kafka's rule: a producer the log knows nothing of is accepted at any sequence. Its
+    // batches may all be below the log start (DeleteRecords, retention) after a restart, or
+    // its state expired (`producer.id.expiration.ms`); refusing it would fail a producer that
+    // did nothing wrong.
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), true);
+    log.append(&mut idempotent_batch(7, 0, 0, 3), 0, now_ms()).unwrap();
+    log.append(&mut idempotent_batch(8, 0, 0, 2), 0, now_ms()).unwrap();
+    assert!(log.advance_log_start_offset(log.log_end_offset()).unwrap());
+    log.close(now_ms()).unwrap();
+    drop(log);
+    let (mut log, _) =
+        Log::open(dir.path(), LogConfig::default(), 0, 5, true, LogMetrics::unregistered(), now_ms()).unwrap();
+    let next = log.append(&mut idempotent_batch(7, 0, 3, 1), 0, now_ms()).unwrap();
+    assert_eq!((next.first_offset, next.duplicate), (5, false));
+    // Known again, it is held to its sequence.
+    assert!(matches!(
+        log.append(&mut idempotent_batch(7, 0, 9, 1), 0, now_ms()),
+        Err(LogError::OutOfOrderSequence { expected: 4, got: 9, .. })
+    ));
+
+    // Expiration forgets a producer silent that long, and only such a one.
+    assert_eq!(log.remove_expired_producers(now_ms(), 60_000), 0);
+    assert_eq!(log.remove_expired_producers(now_ms() + 60_000, 60_000), 1);
+    let after = log.append(&mut idempotent_batch(7, 0, 9, 1), 0, now_ms()).unwrap();
+    assert_eq!((after.first_offset, after.duplicate), (6, false));
+}

@@ -66,6 +66,9 @@ pub struct LogManager {
     /// The topic id in each log's `partition.metadata` (absent for logs made before it).
     topic_ids: Mutex<BTreeMap<TopicPartition, String>>,
     last_checkpoint_ms: AtomicI64,
+    /// `producer.id.expiration.ms` (KIP-854), and when maintenance last applied it.
+    producer_id_expiration_ms: AtomicI64,
+    last_producer_expiration_ms: AtomicI64,
     /// Held while a checkpoint file is written: maintenance and DeleteRecords both write
     /// them, through the same temporary file.
     checkpoint_write: Mutex<()>,
@@ -75,6 +78,12 @@ pub struct LogManager {
 
 /// How often maintenance rewrites the recovery-point and log-start checkpoints.
 const CHECKPOINT_INTERVAL_MS: i64 = 60_000;
+
+/// Kafka's `producer.id.expiration.ms` default: a day.
+pub const DEFAULT_PRODUCER_ID_EXPIRATION_MS: i64 = 86_400_000;
+/// Kafka's `producer.id.expiration.check.interval.ms` (10 min), or the expiration itself if
+/// that is shorter.
+const PRODUCER_EXPIRATION_CHECK_MS: i64 = 600_000;
 
 impl LogManager {
     /// Load every `<topic>-<partition>` directory under `data_dir` (created if missing),
@@ -133,9 +142,17 @@ impl LogManager {
             topic_ids: Mutex::new(topic_ids),
             last_checkpoint_ms: AtomicI64::new(now),
             checkpoint_write: Mutex::new(()),
+            producer_id_expiration_ms: AtomicI64::new(DEFAULT_PRODUCER_ID_EXPIRATION_MS),
+            last_producer_expiration_ms: AtomicI64::new(now),
             dir_failure,
         };
         Ok((manager, report))
+    }
+
+    /// Set `producer.id.expiration.ms`: idempotent producers silent that long are forgotten
+    /// by every log at the next check.
+    pub fn set_producer_id_expiration_ms(&self, ms: i64) {
+        self.producer_id_expiration_ms.store(ms, Ordering::Relaxed);
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -241,17 +258,32 @@ impl LogManager {
         let mut first_error = None;
         let all: Vec<(TopicPartition, Arc<Mutex<Log>>)> =
             self.logs.read().expect("log map lock").iter().map(|(tp, log)| (tp.clone(), log.clone())).collect();
+        let expiration_ms = self.producer_id_expiration_ms.load(Ordering::Relaxed);
+        let expire_producers = now_ms - self.last_producer_expiration_ms.load(Ordering::Relaxed)
+            >= expiration_ms.min(PRODUCER_EXPIRATION_CHECK_MS);
+        if expire_producers {
+            self.last_producer_expiration_ms.store(now_ms, Ordering::Relaxed);
+        }
+        let mut producer_ids = 0;
         for (tp, log) in all {
             let mut log = log.lock().expect("log lock");
             if log.is_deleted() {
                 // Deleted since the list was taken.
                 continue;
             }
+            if expire_producers {
+                let expired = log.remove_expired_producers(now_ms, expiration_ms);
+                if expired > 0 {
+                    tracing::debug!(partition = %tp, producers = expired, "expired idle producer ids");
+                }
+            }
+            producer_ids += log.producer_count();
             if let Err(e) = self.maintain(&tp, &mut log, now_ms) {
                 tracing::error!(partition = %tp, error = %e, "log maintenance failed");
                 first_error.get_or_insert(e);
             }
         }
+        self.metrics.producer_ids.set(producer_ids as i64);
         if now_ms - self.last_checkpoint_ms.load(Ordering::Relaxed) >= CHECKPOINT_INTERVAL_MS {
             self.note_io_failure(self.write_checkpoints())?;
             self.last_checkpoint_ms.store(now_ms, Ordering::Relaxed);

@@ -13,6 +13,7 @@ pub struct LogMetrics {
     pub flush_seconds: Histogram,
     pub segments_deleted: IntCounter,
     pub cleaner_bytes_reclaimed: IntCounter,
+    pub producer_ids: IntGauge,
 }
 
 impl LogMetrics {
@@ -27,6 +28,7 @@ impl LogMetrics {
         registry.register(Box::new(m.flush_seconds.clone()))?;
         registry.register(Box::new(m.segments_deleted.clone()))?;
         registry.register(Box::new(m.cleaner_bytes_reclaimed.clone()))?;
+        registry.register(Box::new(m.producer_ids.clone()))?;
         Ok(m)
     }
 
@@ -71,6 +73,11 @@ impl LogMetrics {
             cleaner_bytes_reclaimed: IntCounter::with_opts(Opts::new(
                 "weir_log_cleaner_reclaimed_bytes_total",
                 "Bytes removed from compacted logs by the cleaner",
+            ))
+            .expect("static opts"),
+            producer_ids: IntGauge::with_opts(Opts::new(
+                "weir_log_producer_ids",
+                "Idempotent producer ids held across partition logs (Kafka's ProducerIdCount), as of the last maintenance pass",
             ))
             .expect("static opts"),
         }

@@ -1,7 +1,9 @@
 //! Idempotent-producer state of one partition log: for each producer id, its epoch and the
 //! sequence ranges of its last five batches, so a retried batch is recognised as a
 //! duplicate and a gap in sequences is refused. Rebuilt from the batch headers when the log
-//! is opened, as Kafka's ProducerStateManager is (without its snapshots).
+//! is opened, as Kafka's ProducerStateManager is (without its snapshots). A producer silent
+//! for `producer.id.expiration.ms` is forgotten (KIP-854), so short-lived producers do not
+//! pile up in memory.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -23,6 +25,8 @@ pub struct BatchRecord {
 struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<BatchRecord>,
+    /// The max timestamp of its last batch, from which its expiration counts (as Kafka's).
+    last_timestamp: i64,
 }
 
 /// What checking a batch found.
@@ -54,11 +58,9 @@ impl ProducerState {
         let (pid, epoch, first) = (v.producer_id(), v.producer_epoch(), v.base_sequence());
         let last = last_seq(v);
         let Some(entry) = self.producers.get(&pid) else {
-            return if first == 0 {
-                Ok(SequenceCheck::Accept)
-            } else {
-                Err(LogError::OutOfOrderSequence { producer_id: pid, expected: 0, got: first })
-            };
+            // Kafka's rule: a producer the log knows nothing of (its batches deleted by
+            // retention or DeleteRecords, or its state expired) goes on at any sequence.
+            return Ok(SequenceCheck::Accept);
         };
         if epoch < entry.epoch {
             return Err(LogError::ProducerFenced { producer_id: pid, epoch, current: entry.epoch });
@@ -89,6 +91,7 @@ impl ProducerState {
             entry.epoch = v.producer_epoch();
             entry.batches.clear();
         }
+        entry.last_timestamp = v.max_timestamp();
         entry.batches.push_back(BatchRecord {
             first_seq: v.base_sequence(),
             last_seq: last_seq(v),
@@ -98,6 +101,14 @@ impl ProducerState {
         while entry.batches.len() > BATCHES_PER_PRODUCER {
             entry.batches.pop_front();
         }
+    }
+
+    /// Forget the producers whose last batch is `expiration_ms` or more older than `now_ms`
+    /// (Kafka's `removeExpiredProducers`); returns how many.
+    pub fn remove_expired(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers.retain(|_, e| now_ms - e.last_timestamp < expiration_ms);
+        before - self.producers.len()
     }
 
     pub fn clear(&mut self) {
@@ -150,8 +161,25 @@ mod tests {
         assert!(matches!(s.check(&BatchView::parse(&old).unwrap()), Err(LogError::ProducerFenced { .. })));
         let bumped = batch(7, 1, 0, 1, 5);
         assert_eq!(s.check(&BatchView::parse(&bumped).unwrap()).unwrap(), SequenceCheck::Accept);
-        // An unknown producer must start at 0.
+        // An unknown producer may start anywhere: its earlier batches may be gone.
         let stranger = batch(9, 0, 4, 1, 6);
-        assert!(s.check(&BatchView::parse(&stranger).unwrap()).is_err());
+        assert_eq!(s.check(&BatchView::parse(&stranger).unwrap()).unwrap(), SequenceCheck::Accept);
+    }
+
+    #[test]
+    fn producers_silent_for_the_expiration_are_forgotten_and_may_go_on() {
+        let mut s = ProducerState::default();
+        // `build_batch` stamps every record with timestamp 0.
+        for pid in [1, 2] {
+            s.record(&BatchView::parse(&batch(pid, 0, 0, 2, 0)).unwrap());
+        }
+        // Their last batches' max timestamp is 1 (two records, timestamps 0 and 1).
+        assert_eq!(s.remove_expired(1000, 1000), 0);
+        assert_eq!(s.producer_count(), 2);
+        assert_eq!(s.remove_expired(1001, 1000), 2);
+        assert_eq!(s.producer_count(), 0);
+        // Forgotten, producer 1 goes on where it was.
+        let next = batch(1, 0, 2, 1, 2);
+        assert_eq!(s.check(&BatchView::parse(&next).unwrap()).unwrap(), SequenceCheck::Accept);
     }
 }

@@ -817,6 +817,16 @@ impl Log {
         Ok(doomed.len())
     }
 
+    /// How many idempotent producers this log holds state for.
+    pub fn producer_count(&self) -> usize {
+        self.producers.producer_count()
+    }
+
+    /// Forget the idempotent producers silent for `expiration_ms` (`producer.id.expiration.ms`).
+    pub fn remove_expired_producers(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.producers.remove_expired(now_ms, expiration_ms)
+    }
+
     /// DeleteRecords (KIP-107), and a follower taking its leader's log start: records below
     /// `offset` are gone for readers at once (a fetch below it is out of range, ListOffsets
     /// earliest names it), and the segments holding only such records are deleted. Never

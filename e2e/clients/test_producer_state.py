@@ -1,0 +1,97 @@
+"""Idempotent producer state as Kafka keeps it, seen through confluent-kafka:
+
+- a producer whose batches were all deleted (DeleteRecords up to the high watermark) goes on
+  after the broker is SIGKILLed and restarted, although the rebuilt state no longer knows it
+  (Kafka accepts any sequence from a producer it has no state for);
+- `producer.id.expiration.ms` (KIP-854): producers silent that long are forgotten, which
+  `weir_log_producer_ids` (Kafka's ProducerIdCount) shows, and a forgotten one goes on too."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.request
+
+import pytest
+
+ck = pytest.importorskip("confluent_kafka")
+from confluent_kafka import TopicPartition  # noqa: E402
+from confluent_kafka.admin import AdminClient  # noqa: E402
+
+from weir_harness import Broker, create_topic_ready, running_broker, wait_until  # noqa: E402
+
+EXPIRATION_MS = 3000
+
+
+class ExpiringBroker(Broker):
+    def args(self) -> list[str]:
+        return super().args() + ["--producer-id-expiration-ms", str(EXPIRATION_MS)]
+
+
+def producer_ids(broker) -> int:
+    with urllib.request.urlopen(f"http://{broker.host}:{broker.http_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return int(float(re.search(r"^weir_log_producer_ids (\S+)$", text, re.M).group(1)))
+
+
+class Sender:
+    """One idempotent producer kept across the broker's restart; fatal errors are recorded."""
+
+    def __init__(self, bootstrap):
+        self.errors = []
+        self.p = ck.Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 0,
+                              "message.timeout.ms": 30_000, "error_cb": self.errors.append})  # fmt: skip
+
+    def send(self, topic, values):
+        reports = []
+        for v in values:
+            self.p.produce(topic, v, partition=0, on_delivery=lambda e, m: reports.append(e))
+            assert self.p.flush(30) == 0
+        assert reports == [None] * len(values), reports
+        assert not [e for e in self.errors if e.fatal()], self.errors
+
+
+def read_values(bootstrap, topic):
+    c = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-r", "enable.partition.eof": True})
+    try:
+        c.assign([TopicPartition(topic, 0, ck.OFFSET_BEGINNING)])
+        out = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            m = c.poll(1.0)
+            if m is None:
+                continue
+            if m.error():
+                assert m.error().code() == ck.KafkaError._PARTITION_EOF, m.error()
+                return out
+            out.append(m.value())
+        raise AssertionError("no end of partition")
+    finally:
+        c.close()
+
+
+def test_a_producer_goes_on_after_its_batches_were_deleted_and_the_broker_restarted(fresh_broker, topic_name):
+    b = fresh_broker
+    create_topic_ready(b.bootstrap, topic_name)
+    s = Sender(b.bootstrap)
+    s.send(topic_name, [b"a", b"b", b"c"])
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    (f,) = admin.delete_records([TopicPartition(topic_name, 0, ck.OFFSET_END)]).values()
+    assert f.result(20).low_watermark == 3
+    b.kill()
+    b.start()
+    s.send(topic_name, [b"d", b"e"])
+    assert read_values(b.bootstrap, topic_name) == [b"d", b"e"]
+
+
+def test_idle_producers_expire_and_may_go_on(topic_name):
+    with running_broker("weir-e2e-producer-expiry-", ExpiringBroker) as b:
+        create_topic_ready(b.bootstrap, topic_name)
+        senders = [Sender(b.bootstrap) for _ in range(3)]
+        for i, s in enumerate(senders):
+            s.send(topic_name, [f"{i}-0".encode()])
+        wait_until(lambda: producer_ids(b) == 3, 10, what="three producer ids held")
+        wait_until(lambda: producer_ids(b) == 0, 3 * EXPIRATION_MS / 1000 + 5, what="the idle producers forgotten")
+        senders[0].send(topic_name, [b"0-1"])
+        wait_until(lambda: producer_ids(b) == 1, 10, what="the one that went on held again")
+        assert read_values(b.bootstrap, topic_name) == [b"0-0", b"1-0", b"2-0", b"0-1"]
