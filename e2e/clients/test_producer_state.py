@@ -4,7 +4,8 @@
   after the broker is SIGKILLed and restarted, although the rebuilt state no longer knows it
   (Kafka accepts any sequence from a producer it has no state for);
 - `producer.id.expiration.ms` (KIP-854): producers silent that long are forgotten, which
-  `weir_log_producer_ids` (Kafka's ProducerIdCount) shows, and a forgotten one goes on too."""
+  `weir_log_producer_ids` (Kafka's ProducerIdCount) shows, and a forgotten one goes on too;
+- DescribeProducers (kafka-python's `describe_producers`) lists what a partition holds."""
 
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ from confluent_kafka import TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient  # noqa: E402
 
 from weir_harness import Broker, create_topic_ready, running_broker, wait_until  # noqa: E402
+
+kafka = pytest.importorskip("kafka")
+from kafka.admin import KafkaAdminClient  # noqa: E402
+from kafka.errors import UnknownTopicOrPartitionError  # noqa: E402
+from kafka.structs import TopicPartition as KTP  # noqa: E402
 
 EXPIRATION_MS = 3000
 
@@ -95,3 +101,25 @@ def test_idle_producers_expire_and_may_go_on(topic_name):
         senders[0].send(topic_name, [b"0-1"])
         wait_until(lambda: producer_ids(b) == 1, 10, what="the one that went on held again")
         assert read_values(b.bootstrap, topic_name) == [b"0-0", b"1-0", b"2-0", b"0-1"]
+
+
+def test_describe_producers_lists_a_partitions_idempotent_producers(broker, topic_name):
+    create_topic_ready(broker.bootstrap, topic_name, partitions=2)
+    started = int(time.time() * 1000)
+    s = Sender(broker.bootstrap)
+    s.send(topic_name, [b"a", b"b", b"c"])  # three batches: sequences 0, 1, 2
+    plain = ck.Producer({"bootstrap.servers": broker.bootstrap})
+    plain.produce(topic_name, b"x", partition=1)
+    assert plain.flush(10) == 0
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        result = admin.describe_producers([KTP(topic_name, 0), KTP(topic_name, 1)])
+        (p,) = result[KTP(topic_name, 0)].active_producers
+        assert p.producer_id >= 0 and p.producer_epoch == 0 and p.last_sequence == 2, p
+        assert started - 1000 <= p.last_timestamp <= int(time.time() * 1000) + 1000, p
+        assert (p.coordinator_epoch, p.current_transaction_start_offset) == (-1, -1)
+        assert result[KTP(topic_name, 1)].active_producers == [], "a non-idempotent producer holds no state"
+        with pytest.raises(UnknownTopicOrPartitionError):
+            admin.describe_producers([KTP(topic_name, 5)])
+    finally:
+        admin.close()

@@ -38,6 +38,17 @@ pub enum SequenceCheck {
     Duplicate(BatchRecord),
 }
 
+/// One producer as DescribeProducers shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// The last sequence of its last batch.
+    pub last_sequence: i32,
+    /// The max timestamp of its last batch.
+    pub last_timestamp: i64,
+}
+
 #[derive(Debug, Default)]
 pub struct ProducerState {
     producers: HashMap<i64, ProducerEntry>,
@@ -111,6 +122,22 @@ impl ProducerState {
         before - self.producers.len()
     }
 
+    /// Every producer held, by producer id.
+    pub fn active(&self) -> Vec<ActiveProducer> {
+        let mut out: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, e)| ActiveProducer {
+                producer_id,
+                epoch: e.epoch,
+                last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
+                last_timestamp: e.last_timestamp,
+            })
+            .collect();
+        out.sort_unstable_by_key(|p| p.producer_id);
+        out
+    }
+
     pub fn clear(&mut self) {
         self.producers.clear();
     }
@@ -176,6 +203,8 @@ mod tests {
         // Their last batches' max timestamp is 1 (two records, timestamps 0 and 1).
         assert_eq!(s.remove_expired(1000, 1000), 0);
         assert_eq!(s.producer_count(), 2);
+        let p1 = ActiveProducer { producer_id: 1, epoch: 0, last_sequence: 1, last_timestamp: 1 };
+        assert_eq!(s.active(), vec![p1, ActiveProducer { producer_id: 2, ..p1 }]);
         assert_eq!(s.remove_expired(1001, 1000), 2);
         assert_eq!(s.producer_count(), 0);
         // Forgotten, producer 1 goes on where it was.

@@ -817,6 +817,11 @@ impl Log {
         Ok(doomed.len())
     }
 
+    /// The idempotent producers this log holds state for (DescribeProducers).
+    pub fn active_producers(&self) -> Vec<super::producer_state::ActiveProducer> {
+        self.producers.active()
+    }
+
     /// How many idempotent producers this log holds state for.
     pub fn producer_count(&self) -> usize {
         self.producers.producer_count()

@@ -10,6 +10,7 @@ pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_log_dirs;
+pub mod describe_producers;
 pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
@@ -57,6 +58,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
@@ -219,6 +221,11 @@ async fn dispatch(
         ApiKey::ListPartitionReassignments => {
             let req = codec::decode_body(body, version)?;
             let resp = list_partition_reassignments::handle(ctx, req);
+            codec::encode_response(api_key, version, corr, &resp).map(Some)
+        }
+        ApiKey::DescribeProducers => {
+            let req = codec::decode_body(body, version)?;
+            let resp = describe_producers::handle(ctx, req);
             codec::encode_response(api_key, version, corr, &resp).map(Some)
         }
         ApiKey::DescribeLogDirs => {
