@@ -18,12 +18,11 @@ pub fn handle(ctx: &KafkaContext, req: DescribeProducersRequest) -> DescribeProd
     let image = ctx.cluster.image();
     let mut resp = DescribeProducersResponse::default();
     for t in req.topics {
-        let topic = image.topics.get(t.name.0.as_str());
         let mut out = TopicResponse::default();
         for index in t.partition_indexes {
             let mut p = PartitionResponse::default();
             p.partition_index = index;
-            let exists = index >= 0 && topic.is_some_and(|t| (index as usize) < t.partitions.len());
+            let exists = u32::try_from(index).is_ok_and(|i| image.partition(t.name.0.as_str(), i).is_some());
             let log = exists.then(|| ctx.logs.get(&TopicPartition::new(t.name.0.as_str(), index))).flatten();
             match log {
                 _ if !exists => p.error_code = ResponseError::UnknownTopicOrPartition.code(),

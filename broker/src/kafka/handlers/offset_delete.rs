@@ -17,14 +17,13 @@ pub fn handle(ctx: &KafkaContext, req: OffsetDeleteRequest) -> OffsetDeleteRespo
     let mut known = Vec::new();
     let mut slots = Vec::new();
     for t in &req.topics {
-        let topic = image.topics.get(t.name.0.as_str());
         let mut out = OffsetDeleteResponseTopic::default();
         out.name = t.name.clone();
         for p in &t.partitions {
             let mut r = OffsetDeleteResponsePartition::default();
             r.partition_index = p.partition_index;
             let exists =
-                p.partition_index >= 0 && topic.is_some_and(|t| (p.partition_index as usize) < t.partitions.len());
+                u32::try_from(p.partition_index).is_ok_and(|i| image.partition(t.name.0.as_str(), i).is_some());
             if exists {
                 slots.push((resp.topics.len(), out.partitions.len()));
                 known.push((t.name.0.as_str().to_string(), p.partition_index));
