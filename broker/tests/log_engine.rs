@@ -102,13 +102,14 @@ fn file_len(path: PathBuf) -> u64 {
     std::fs::metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).len()
 }
 
-/// Sizes of every file in `dir`, by name.
-/// The segment files of a log directory (name → length); the leader-epoch checkpoint is not
-/// a segment file and is tested in `log_leader_epoch`.
+/// The segment files of a log directory (name → length); the leader-epoch checkpoint and the
+/// producer-state snapshots are not segment files and are tested in `log_leader_epoch` and
+/// `log_producer_state`.
 fn files(dir: &Path) -> BTreeMap<String, u64> {
     std::fs::read_dir(dir)
         .unwrap()
         .filter(|e| e.as_ref().unwrap().file_name() != weir_broker::log::leader_epoch::LEADER_EPOCH_FILE)
+        .filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".snapshot"))
         .map(|e| {
             let e = e.unwrap();
             (e.file_name().into_string().unwrap(), e.metadata().unwrap().len())

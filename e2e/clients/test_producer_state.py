@@ -5,11 +5,15 @@
   (Kafka accepts any sequence from a producer it has no state for);
 - `producer.id.expiration.ms` (KIP-854): producers silent that long are forgotten, which
   `weir_log_producer_ids` (Kafka's ProducerIdCount) shows, and a forgotten one goes on too;
-- DescribeProducers (kafka-python's `describe_producers`) lists what a partition holds."""
+- DescribeProducers (kafka-python's `describe_producers`) lists what a partition holds;
+- the state comes back after a clean stop (from the snapshot written at the log end) and
+  after SIGKILL (from the snapshot of the last segment roll and the batches after it), and
+  the producers go on without a duplicate or a gap."""
 
 from __future__ import annotations
 
 import re
+import signal
 import time
 import urllib.request
 
@@ -123,3 +127,47 @@ def test_describe_producers_lists_a_partitions_idempotent_producers(broker, topi
             admin.describe_producers([KTP(topic_name, 5)])
     finally:
         admin.close()
+
+
+def held_producers(bootstrap, topic):
+    """(producer id, epoch, last sequence) of every producer partition 0 of `topic` holds."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        ps = admin.describe_producers([KTP(topic, 0)])[KTP(topic, 0)].active_producers
+        return sorted((p.producer_id, p.producer_epoch, p.last_sequence) for p in ps)
+    finally:
+        admin.close()
+
+
+def test_producer_state_comes_back_from_snapshots_after_a_stop_and_a_kill(fresh_broker, topic_name):
+    b = fresh_broker
+    # Small segments: every few batches roll, and each roll snapshots the producer state.
+    create_topic_ready(b.bootstrap, topic_name, config={"segment.bytes": "1024"})
+    senders = [Sender(b.bootstrap) for _ in range(2)]
+    for i, s in enumerate(senders):
+        s.send(topic_name, [f"{i}-{n}".encode() * 60 for n in range(15)])
+    before = held_producers(b.bootstrap, topic_name)
+    assert [p[2] for p in before] == [14, 14], before
+    part = b.data_dir / f"{topic_name}-0"
+    rolls = sorted(int(f.stem) for f in part.glob("*.log"))[1:]
+    assert len(rolls) >= 5, rolls
+
+    assert b.stop(signal.SIGTERM) == 0
+    snapshots = sorted(int(f.stem) for f in part.glob("*.snapshot"))
+    assert snapshots == rolls + [30], "a snapshot at every roll and at the log end"
+    b.start()
+    assert held_producers(b.bootstrap, topic_name) == before
+
+    for i, s in enumerate(senders):
+        s.send(topic_name, [f"{i}-{n}".encode() * 60 for n in range(15, 20)])
+    b.kill()
+    b.start()
+    after = held_producers(b.bootstrap, topic_name)
+    assert [(p[0], p[1]) for p in after] == [(p[0], p[1]) for p in before]
+    assert [p[2] for p in after] == [19, 19], after
+    for i, s in enumerate(senders):
+        s.send(topic_name, [f"{i}-{n}".encode() * 60 for n in range(20, 22)])
+    got = read_values(b.bootstrap, topic_name)
+    for i in range(2):
+        mine = [v for v in got if v.startswith(f"{i}-".encode())]
+        assert mine == [f"{i}-{n}".encode() * 60 for n in range(22)], mine

@@ -15,6 +15,7 @@ pub mod manager;
 pub mod metrics;
 pub mod offset_index;
 pub mod partition_metadata;
+pub mod producer_snapshot;
 pub mod producer_state;
 pub mod segment;
 pub mod segmented_log;

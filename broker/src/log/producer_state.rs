@@ -1,9 +1,10 @@
 //! Idempotent-producer state of one partition log: for each producer id, its epoch and the
 //! sequence ranges of its last five batches, so a retried batch is recognised as a
 //! duplicate and a gap in sequences is refused. Rebuilt from the batch headers when the log
-//! is opened, as Kafka's ProducerStateManager is (without its snapshots). A producer silent
-//! for `producer.id.expiration.ms` is forgotten (KIP-854), so short-lived producers do not
-//! pile up in memory.
+//! is opened: from the newest snapshot (`producer_snapshot.rs`) and the batches after it, as
+//! Kafka's ProducerStateManager does. A producer silent for `producer.id.expiration.ms` is
+//! forgotten (KIP-854), so short-lived producers do not pile up in memory, and so is one whose
+//! batches are all below the log start.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -52,6 +53,20 @@ pub struct ActiveProducer {
 #[derive(Debug, Default)]
 pub struct ProducerState {
     producers: HashMap<i64, ProducerEntry>,
+}
+
+/// Format version of `encode_snapshot`.
+const SNAPSHOT_VERSION: u16 = 1;
+
+/// Big-endian fields off the front of a byte slice.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*head)
+    }
 }
 
 fn last_seq(v: &BatchView<'_>) -> i32 {
@@ -142,6 +157,78 @@ impl ProducerState {
         self.producers.clear();
     }
 
+    /// Forget the producers whose last batch ends below `log_start_offset` (retention or
+    /// DeleteRecords removed it), as Kafka's `truncateHead`; returns how many.
+    pub fn remove_below(&mut self, log_start_offset: i64) -> usize {
+        let before = self.producers.len();
+        self.producers.retain(|_, e| e.batches.back().is_some_and(|b| b.last_offset >= log_start_offset));
+        before - self.producers.len()
+    }
+
+    /// The state as bytes for a snapshot file: version (u16), CRC-32C (u32) of what follows,
+    /// producer count (u32), then per producer its id (i64), epoch (i16), last timestamp (i64),
+    /// batch count (u8) and per batch first and last sequence (i32) and offset (i64); all
+    /// big-endian. Producers in id order, so equal states give equal files.
+    pub fn encode_snapshot(&self) -> Vec<u8> {
+        let mut ids: Vec<i64> = self.producers.keys().copied().collect();
+        ids.sort_unstable();
+        let mut out = Vec::with_capacity(10 + ids.len() * (19 + BATCHES_PER_PRODUCER * 24));
+        out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&(ids.len() as u32).to_be_bytes());
+        for id in ids {
+            let e = &self.producers[&id];
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&e.epoch.to_be_bytes());
+            out.extend_from_slice(&e.last_timestamp.to_be_bytes());
+            out.push(e.batches.len() as u8);
+            for b in &e.batches {
+                out.extend_from_slice(&b.first_seq.to_be_bytes());
+                out.extend_from_slice(&b.last_seq.to_be_bytes());
+                out.extend_from_slice(&b.first_offset.to_be_bytes());
+                out.extend_from_slice(&b.last_offset.to_be_bytes());
+            }
+        }
+        let crc = crc32c::crc32c(&out[6..]);
+        out[2..6].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    /// Read `encode_snapshot`'s bytes; `None` for anything else (another version, a bad CRC,
+    /// a cut or padded file).
+    pub fn decode_snapshot(bytes: &[u8]) -> Option<Self> {
+        let mut r = Reader(bytes);
+        if u16::from_be_bytes(r.take()?) != SNAPSHOT_VERSION {
+            return None;
+        }
+        let crc = u32::from_be_bytes(r.take()?);
+        if crc32c::crc32c(r.0) != crc {
+            return None;
+        }
+        let count = u32::from_be_bytes(r.take()?);
+        let mut producers = HashMap::with_capacity(count.min(1 << 20) as usize);
+        for _ in 0..count {
+            let id = i64::from_be_bytes(r.take()?);
+            let epoch = i16::from_be_bytes(r.take()?);
+            let last_timestamp = i64::from_be_bytes(r.take()?);
+            let [n] = r.take::<1>()?;
+            if n as usize > BATCHES_PER_PRODUCER {
+                return None;
+            }
+            let mut batches = VecDeque::with_capacity(n as usize);
+            for _ in 0..n {
+                batches.push_back(BatchRecord {
+                    first_seq: i32::from_be_bytes(r.take()?),
+                    last_seq: i32::from_be_bytes(r.take()?),
+                    first_offset: i64::from_be_bytes(r.take()?),
+                    last_offset: i64::from_be_bytes(r.take()?),
+                });
+            }
+            producers.insert(id, ProducerEntry { epoch, batches, last_timestamp });
+        }
+        r.0.is_empty().then_some(Self { producers })
+    }
+
     pub fn producer_count(&self) -> usize {
         self.producers.len()
     }
@@ -210,5 +297,44 @@ mod tests {
         // Forgotten, producer 1 goes on where it was.
         let next = batch(1, 0, 2, 1, 2);
         assert_eq!(s.check(&BatchView::parse(&next).unwrap()).unwrap(), SequenceCheck::Accept);
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_damaged_ones_are_refused() {
+        let mut s = ProducerState::default();
+        for (i, pid) in [3i64, 1, 2].into_iter().enumerate() {
+            for k in 0..7 {
+                s.record(&BatchView::parse(&batch(pid, 1, k * 2, 2, (i as i64) * 100 + k as i64 * 2)).unwrap());
+            }
+        }
+        let bytes = s.encode_snapshot();
+        let back = ProducerState::decode_snapshot(&bytes).expect("decodes");
+        assert_eq!(back.encode_snapshot(), bytes);
+        assert_eq!(back.active(), s.active());
+        // Every remembered batch came back: a retry of the oldest one is still a duplicate.
+        let oldest_kept = batch(1, 1, 4, 2, 4);
+        assert!(matches!(back.check(&BatchView::parse(&oldest_kept).unwrap()).unwrap(), SequenceCheck::Duplicate(_)));
+        // An empty state is a valid snapshot too.
+        assert_eq!(ProducerState::decode_snapshot(&ProducerState::default().encode_snapshot()).unwrap().producer_count(), 0);
+        // One flipped bit, a cut, or extra bytes: refused.
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x10;
+            assert!(ProducerState::decode_snapshot(&bad).is_none(), "flipped byte {i} accepted");
+        }
+        assert!(ProducerState::decode_snapshot(&bytes[..bytes.len() - 1]).is_none());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(ProducerState::decode_snapshot(&longer).is_none());
+    }
+
+    #[test]
+    fn producers_wholly_below_the_log_start_are_forgotten() {
+        let mut s = ProducerState::default();
+        s.record(&BatchView::parse(&batch(1, 0, 0, 2, 0)).unwrap()); // offsets 0-1
+        s.record(&BatchView::parse(&batch(2, 0, 0, 2, 2)).unwrap()); // offsets 2-3
+        assert_eq!(s.remove_below(3), 1);
+        assert_eq!(s.active().iter().map(|p| p.producer_id).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(s.remove_below(3), 0);
     }
 }

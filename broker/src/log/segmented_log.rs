@@ -12,6 +12,7 @@ use super::dir_failure::LogDirFailure;
 use super::error::{IoContext, LogError, Result};
 use super::leader_epoch::{EpochEntry, LeaderEpochCache};
 use super::metrics::LogMetrics;
+use super::producer_snapshot;
 use super::producer_state::{ProducerState, SequenceCheck};
 use super::segment::{BatchPosition, LogSegment};
 
@@ -99,6 +100,9 @@ pub struct RecoveryReport {
     pub segments_recovered: usize,
     pub truncated_bytes: u64,
     pub segments_deleted: usize,
+    /// The producer state came from the snapshot at this offset (and the batches after it)
+    /// rather than from every batch header.
+    pub producer_snapshot: Option<i64>,
     /// Human-readable lines, one per repair, for the broker log.
     pub repairs: Vec<String>,
 }
@@ -115,7 +119,8 @@ pub struct Log {
     metrics: LogMetrics,
     /// The cleaner's progress on this log (in memory: after a restart it cleans once more).
     pub(crate) cleaner_state: super::cleaner::CleanerState,
-    /// Idempotent producers' sequences, rebuilt from the batch headers at open.
+    /// Idempotent producers' sequences, restored at open from the newest snapshot and the
+    /// batch headers after it.
     producers: ProducerState,
     /// First offset of every leader epoch (`leader-epoch-checkpoint`).
     epochs: LeaderEpochCache,
@@ -249,24 +254,64 @@ impl Log {
             deleted: false,
             instance: NEXT_LOG_INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
-        let scanned_epochs = log.rebuild_producer_state()?;
-        log.recovery_point = log.log_end_offset();
         if log.log_start_offset > log.log_end_offset() {
             log.log_start_offset = log.log_end_offset();
         }
-        log.load_leader_epochs(scanned_epochs, &mut report)?;
+        // Without a usable leader-epoch checkpoint (damaged, or missing beside batches)
+        // every header is read, to rebuild it.
+        let checkpoint = LeaderEpochCache::load(dir)?;
+        let has_batches = log.segments.values().any(|s| !s.is_empty());
+        let every_header = checkpoint.as_ref().is_none_or(|c| c.entries().is_empty() && has_batches);
+        let (scanned_epochs, snapshot) = log.load_producer_state(every_header)?;
+        report.producer_snapshot = snapshot;
+        log.prune_producer_snapshots()?;
+        log.recovery_point = log.log_end_offset();
+        log.load_leader_epochs(checkpoint, scanned_epochs, &mut report)?;
         log.metrics.segments.add(log.segments.len() as i64);
         log.metrics.recovery_truncated_bytes.inc_by(report.truncated_bytes);
         Ok((log, report))
     }
 
-    /// Read every batch header once to restore the idempotent producers' sequences. Returns
-    /// where each leader epoch first appears in the batches (for the leader-epoch cache).
-    fn rebuild_producer_state(&mut self) -> Result<Vec<EpochEntry>> {
+    /// Restore the idempotent producers' sequences: from the newest valid snapshot at or
+    /// below the log end (snapshots above it describe batches that are gone, and are
+    /// deleted), then the batch headers from there on; with `every_header`, or without a
+    /// snapshot, from the first batch. Returns where each leader epoch first appears in the
+    /// headers read (for the leader-epoch cache), and the snapshot used.
+    fn load_producer_state(&mut self, every_header: bool) -> Result<(Vec<EpochEntry>, Option<i64>)> {
+        let leo = self.log_end_offset();
+        let first_base = *self.segments.keys().next().expect("a log always has a segment");
+        if producer_snapshot::delete_above(&self.dir, leo)? {
+            // Durably gone before anything is appended past them again.
+            super::checkpoint::sync_dir(&self.dir)?;
+        }
         self.producers.clear();
+        let mut from = first_base;
+        let mut snapshot = None;
+        if !every_header {
+            for offset in producer_snapshot::list(&self.dir)?.into_iter().rev() {
+                match producer_snapshot::read(&self.dir, offset)? {
+                    Some(state) => {
+                        self.producers = state;
+                        from = offset.max(first_base);
+                        snapshot = Some(offset);
+                        break;
+                    }
+                    None => producer_snapshot::delete(&self.dir, offset)?,
+                }
+            }
+        }
+        self.producers.remove_below(self.log_start_offset);
         let mut epochs: Vec<EpochEntry> = Vec::new();
         for seg in self.segments.values() {
-            let mut pos = 0u64;
+            if seg.next_offset() <= from {
+                continue;
+            }
+            // Snapshots are taken at batch boundaries: the batch starting at `from` is the
+            // first one the snapshot does not hold.
+            let mut pos = match seg.base_offset() < from {
+                true => seg.find_batch(from)?.map_or(seg.size(), |b| b.position),
+                false => 0,
+            };
             while pos < seg.size() {
                 let h = seg.header_bytes(pos)?;
                 let v = BatchView::header_unchecked(&h);
@@ -280,15 +325,42 @@ impl Log {
                 pos += v.size() as u64;
             }
         }
-        Ok(epochs)
+        Ok((epochs, snapshot))
+    }
+
+    /// Keep the snapshots at segment bases and the newest one; others (the log end at an
+    /// earlier clean close, bases of segments the cleaner emptied) are no longer needed.
+    fn prune_producer_snapshots(&self) -> Result<()> {
+        let offsets = producer_snapshot::list(&self.dir)?;
+        let newest = offsets.last().copied();
+        for o in offsets {
+            if Some(o) != newest && !self.segments.contains_key(&o) {
+                producer_snapshot::delete(&self.dir, o)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// After segments below the new first one were deleted: their snapshots go, and so do
+    /// the producers whose every batch is below the log start.
+    fn forget_below_log_start(&mut self) -> Result<()> {
+        let first_base = *self.segments.keys().next().expect("a log always has a segment");
+        producer_snapshot::delete_below(&self.dir, first_base)?;
+        self.producers.remove_below(self.log_start_offset);
+        Ok(())
     }
 
     /// Load `leader-epoch-checkpoint` and make it agree with the log as recovered: entries
     /// past the log end (a crash between the checkpoint and the data reaching disk) or
     /// below the log start go; epochs newer than the checkpoint's latest, seen in the batch
     /// headers, are added. A missing or damaged file is rebuilt from the headers alone.
-    fn load_leader_epochs(&mut self, scanned: Vec<EpochEntry>, report: &mut RecoveryReport) -> Result<()> {
-        match LeaderEpochCache::load(&self.dir)? {
+    fn load_leader_epochs(
+        &mut self,
+        checkpoint: Option<LeaderEpochCache>,
+        scanned: Vec<EpochEntry>,
+        report: &mut RecoveryReport,
+    ) -> Result<()> {
+        match checkpoint {
             Some(mut cache) => {
                 let before = cache.entries().to_vec();
                 let mut changed = false;
@@ -602,7 +674,10 @@ impl Log {
         self.log_start_offset = base;
         self.recovery_point = base;
         self.epochs.truncate_from_end(0)?;
-        self.rebuild_producer_state().map(|_| ())
+        producer_snapshot::delete_above(&self.dir, i64::MIN)?;
+        super::checkpoint::sync_dir(&self.dir)?;
+        self.producers.clear();
+        Ok(())
     }
 
     /// KIP-937: CreateTime must be within [now - before.max, now + after.max].
@@ -644,6 +719,7 @@ impl Log {
             return Ok(());
         }
         self.active_mut().seal()?;
+        producer_snapshot::write(&self.dir, next, &self.producers, false)?;
         let seg = LogSegment::create(&self.dir, next, &self.config, now_ms)?;
         self.segments.insert(next, seg);
         self.metrics.segments.inc();
@@ -811,6 +887,7 @@ impl Log {
             self.log_start_offset = self.log_start_offset.max(first);
             self.recovery_point = self.recovery_point.max(self.log_start_offset);
             self.epochs.truncate_from_start(self.log_start_offset)?;
+            self.forget_below_log_start()?;
             self.metrics.segments.sub(doomed.len() as i64);
             self.metrics.segments_deleted.inc_by(doomed.len() as u64);
         }
@@ -847,6 +924,7 @@ impl Log {
             log.recovery_point = log.recovery_point.max(offset);
             log.epochs.truncate_from_start(offset)?;
             log.delete_segments_before(offset)?;
+            log.producers.remove_below(offset);
             Ok(true)
         })
     }
@@ -881,6 +959,7 @@ impl Log {
             self.log_start_offset = self.log_start_offset.max(first);
             self.recovery_point = self.recovery_point.max(self.log_start_offset);
             self.epochs.truncate_from_start(self.log_start_offset)?;
+            self.forget_below_log_start()?;
             self.metrics.segments.sub(doomed.len() as i64);
             self.metrics.segments_deleted.inc_by(doomed.len() as u64);
         }
@@ -920,7 +999,7 @@ impl Log {
         }
         self.recovery_point = self.recovery_point.min(self.log_end_offset());
         self.epochs.truncate_from_end(self.log_end_offset())?;
-        self.rebuild_producer_state().map(|_| ())
+        self.load_producer_state(false).map(|_| ())
     }
 
     /// Clean close: flush and trim the active segment's indexes so their length is their
@@ -933,6 +1012,7 @@ impl Log {
         self.flush(now_ms)?;
         self.active_mut().seal()?;
         self.active().flush()?;
+        producer_snapshot::write(&self.dir, self.log_end_offset(), &self.producers, true)?;
         self.metrics.segments.sub(self.segments.len() as i64);
         Ok(())
     }
