@@ -3,7 +3,11 @@
 //!
 //! `weir-bench log` compares, in one run and one directory, the machine's plain sequential
 //! write with `Log::append` of the same bytes, then reads the log back and times offset and
-//! timestamp lookups. See docs/benchmarks.md for how to read the figures.
+//! timestamp lookups. `weir-bench open` times opening and truncating a log with and without
+//! the producer-state snapshots (`open.rs`). See docs/benchmarks.md for how to read the
+//! figures.
+
+mod open;
 
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
@@ -35,6 +39,8 @@ enum Cmd {
     /// Plain sequential write vs. Log::append, sequential read, offset and timestamp lookups.
     #[command(args_override_self = true)]
     Log(LogArgs),
+    /// Opening and truncating a written log, with and without producer-state snapshots.
+    Open(open::OpenArgs),
 }
 
 #[derive(Args)]
@@ -101,6 +107,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Log(args) => bench_log(args),
+        Cmd::Open(args) => open::bench_open(args),
     }
 }
 
