@@ -315,7 +315,10 @@ mod tests {
         let oldest_kept = batch(1, 1, 4, 2, 4);
         assert!(matches!(back.check(&BatchView::parse(&oldest_kept).unwrap()).unwrap(), SequenceCheck::Duplicate(_)));
         // An empty state is a valid snapshot too.
-        assert_eq!(ProducerState::decode_snapshot(&ProducerState::default().encode_snapshot()).unwrap().producer_count(), 0);
+        assert_eq!(
+            ProducerState::decode_snapshot(&ProducerState::default().encode_snapshot()).unwrap().producer_count(),
+            0
+        );
         // One flipped bit, a cut, or extra bytes: refused.
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();

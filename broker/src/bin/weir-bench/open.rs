@@ -198,7 +198,8 @@ fn run(work: &Path, args: &OpenArgs) -> Result<()> {
         rounds.push(round);
     }
 
-    let col = |f: fn(&Round) -> Duration| rounds.iter().map(|r| format!("{:.1}", ms(f(r)))).collect::<Vec<_>>().join(", ");
+    let col =
+        |f: fn(&Round) -> Duration| rounds.iter().map(|r| format!("{:.1}", ms(f(r)))).collect::<Vec<_>>().join(", ");
     println!(
         "Log of {} ({batches} one-record batches of {} B from {} idempotent producers, {segments} segments of {}), written in {:.1} s; page cache {} before each open; load {load_before} -> {}\n",
         human(args.bytes),
@@ -213,11 +214,15 @@ fn run(work: &Path, args: &OpenArgs) -> Result<()> {
     println!("|---|---|");
     println!("| Clean open, producer state from the snapshot | {} |", col(|r| r.clean_snapshot));
     println!("| Clean open, every batch header read (no snapshots) | {} |", col(|r| r.clean_every_header));
-    println!("| Open after a crash (active segment checked; last roll's snapshot + headers after it) | {} |", col(|r| r.after_crash));
+    println!(
+        "| Open after a crash (active segment checked; last roll's snapshot + headers after it) | {} |",
+        col(|r| r.after_crash)
+    );
     println!("| Truncate one record off the end (warm) | {} |", col(|r| r.truncate));
     if let Some(path) = &args.json {
         use std::io::Write as _;
-        let list = |f: fn(&Round) -> Duration| rounds.iter().map(|r| format!("{:.3}", ms(f(r)))).collect::<Vec<_>>().join(",");
+        let list =
+            |f: fn(&Round) -> Duration| rounds.iter().map(|r| format!("{:.3}", ms(f(r)))).collect::<Vec<_>>().join(",");
         let line = format!(
             "{{\"bench\":\"open\",\"at_ms\":{},\"bytes\":{},\"batches\":{batches},\"segments\":{segments},\"producers\":{},\"page_cache_dropped\":{dropped},\"clean_snapshot_ms\":[{}],\"clean_every_header_ms\":[{}],\"after_crash_ms\":[{}],\"truncate_ms\":[{}]}}\n",
             now_ms(),
