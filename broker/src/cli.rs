@@ -141,6 +141,11 @@ pub struct BrokerArgs {
     #[arg(long, env = "WEIR_LOG_WRITE_PIECE_BYTES", default_value_t = crate::log::segment::DEFAULT_WRITE_PIECE_BYTES)]
     pub log_write_piece_bytes: usize,
 
+    /// `num.recovery.threads.per.data.dir`: threads that open the partition logs at start
+    /// (crash recovery checks the unflushed segments) and close them at shutdown.
+    #[arg(long, env = "WEIR_NUM_RECOVERY_THREADS_PER_DATA_DIR", default_value_t = crate::log::manager::DEFAULT_RECOVERY_THREADS as u16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub num_recovery_threads_per_data_dir: u16,
+
     /// `producer.id.expiration.ms` (KIP-854): a partition forgets an idempotent producer whose
     /// last batch there is this old (checked every 10 min, or at this interval if shorter); it
     /// may go on at any sequence afterwards, as with Kafka.

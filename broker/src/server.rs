@@ -90,7 +90,10 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     // the next start recovers the logs again).
     info!(data_dir = %args.data_dir.display(), "loading logs");
     let data_dir = args.data_dir.clone();
-    let open = tokio::task::spawn_blocking(move || LogManager::open(&data_dir, LogConfig::default(), log_metrics));
+    let recovery_threads = usize::from(args.num_recovery_threads_per_data_dir);
+    let open = tokio::task::spawn_blocking(move || {
+        LogManager::open_with_threads(&data_dir, LogConfig::default(), log_metrics, recovery_threads)
+    });
     let (manager, report) = tokio::select! {
         res = open => res.context("log loading task failed")?.context("loading logs")?,
         sig = wait_for_signal(&mut sigterm, &mut sigint) => {
@@ -105,6 +108,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         partitions = report.partitions,
         clean_shutdown = report.clean_shutdown,
         truncated_bytes = report.truncated_bytes,
+        from_producer_snapshots = report.from_producer_snapshots,
         elapsed_ms = report.elapsed.as_millis() as u64,
         "logs loaded"
     );

@@ -246,3 +246,56 @@ fn maintenance_applies_retention_and_checkpoints_every_minute() {
     assert!(!dir.path().join("short-lived-0").exists());
     assert!(mgr.partitions().is_empty());
 }
+
+#[test]
+fn recovery_threads_open_and_close_every_partition_and_report_the_first_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = b"\x00\x00\x00\x00\x00\x00\x00\x07\x00\x00\x01\x00torn write";
+    let tps: Vec<TopicPartition> = (0..40).map(|p| TopicPartition::new("many", p)).collect();
+    let written: Vec<Vec<Vec<u8>>> = {
+        let (mgr, _) = open(dir.path());
+        let w = tps
+            .iter()
+            .enumerate()
+            .map(|(i, tp)| {
+                let log = mgr.get_or_create(tp, LogConfig::default()).unwrap();
+                let w = append(&log, 1 + i % 5, 2);
+                // A crash that tore every partition's last write.
+                let path = active_segment(dir.path(), tp, &log);
+                std::fs::OpenOptions::new().append(true).open(path).unwrap().write_all(garbage).unwrap();
+                w
+            })
+            .collect();
+        drop(mgr);
+        w
+    };
+    for threads in [4, 1] {
+        let (mgr, report) =
+            LogManager::open_with_threads(dir.path(), LogConfig::default(), LogMetrics::unregistered(), threads)
+                .unwrap();
+        if threads == 4 {
+            // The first open recovers every partition's torn tail.
+            assert!(!report.clean_shutdown);
+            assert_eq!(report.truncated_bytes, 40 * garbage.len() as u64);
+        } else {
+            // The second follows the 4-thread shutdown: clean, producer state from snapshots.
+            assert!(report.clean_shutdown);
+            assert_eq!(report.from_producer_snapshots, 40);
+        }
+        assert_eq!(report.partitions, 40);
+        for (tp, w) in tps.iter().zip(&written) {
+            assert_eq!(&read_all(&mgr.get(tp).unwrap()), w, "{tp}");
+        }
+        mgr.shutdown().unwrap();
+        assert_eq!(checkpoint(dir.path(), RECOVERY_POINT_FILE).lines().count(), 42);
+    }
+    // A partition that cannot be opened (its segment file is a directory, which even root
+    // cannot open for writing) fails the whole open, whatever thread met it.
+    std::fs::create_dir_all(dir.path().join("broken-0").join("00000000000000000000.log")).unwrap();
+    for threads in [4, 1] {
+        let result =
+            LogManager::open_with_threads(dir.path(), LogConfig::default(), LogMetrics::unregistered(), threads);
+        let err = result.err().expect("a broken partition fails the open").to_string();
+        assert!(err.contains("broken-0"), "{err}");
+    }
+}

@@ -53,6 +53,8 @@ pub struct LoadReport {
     pub clean_shutdown: bool,
     pub partitions: usize,
     pub truncated_bytes: u64,
+    /// Logs whose producer state came from a snapshot (the others read every batch header).
+    pub from_producer_snapshots: usize,
     pub elapsed: Duration,
 }
 
@@ -74,6 +76,52 @@ pub struct LogManager {
     checkpoint_write: Mutex<()>,
     /// Marked by the first failed write under `data_dir`; every log here refuses writes then.
     dir_failure: LogDirFailure,
+    /// Threads that open the logs at start and close them at shutdown
+    /// (`num.recovery.threads.per.data.dir`).
+    recovery_threads: usize,
+}
+
+/// Kafka's `num.recovery.threads.per.data.dir` default since 4.0 (KIP-1030).
+pub const DEFAULT_RECOVERY_THREADS: usize = 2;
+
+/// Run `f` over `items` on up to `threads` threads, each taking the next item when done
+/// with one; the results in no particular order. After the first error the items not yet
+/// taken are skipped and that error is returned.
+fn in_parallel<T: Send, R: Send>(threads: usize, items: Vec<T>, f: impl Fn(T) -> Result<R> + Sync) -> Result<Vec<R>> {
+    let threads = threads.clamp(1, items.len().max(1));
+    let queue = Mutex::new(items.into_iter());
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let work = || -> Result<Vec<R>> {
+        let mut out = Vec::new();
+        while !failed.load(Ordering::Relaxed) {
+            let Some(item) = queue.lock().expect("work queue lock").next() else { break };
+            match f(item) {
+                Ok(r) => out.push(r),
+                Err(e) => {
+                    failed.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out)
+    };
+    if threads == 1 {
+        return work();
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads).map(|_| scope.spawn(work)).collect();
+        let mut all = Vec::new();
+        let mut first_error = None;
+        for h in handles {
+            match h.join().expect("a log recovery thread panicked") {
+                Ok(part) => all.extend(part),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(all), Err)
+    })
 }
 
 /// How often maintenance rewrites the recovery-point and log-start checkpoints.
@@ -86,10 +134,22 @@ pub const DEFAULT_PRODUCER_ID_EXPIRATION_MS: i64 = 86_400_000;
 const PRODUCER_EXPIRATION_CHECK_MS: i64 = 600_000;
 
 impl LogManager {
-    /// Load every `<topic>-<partition>` directory under `data_dir` (created if missing),
-    /// recovering unflushed segments unless the clean-shutdown marker is present. The marker
-    /// is removed before this returns, so a crash from now on is detected at the next start.
+    /// `open_with_threads` with Kafka's default number of recovery threads.
     pub fn open(data_dir: &Path, default_config: LogConfig, metrics: LogMetrics) -> Result<(Self, LoadReport)> {
+        Self::open_with_threads(data_dir, default_config, metrics, DEFAULT_RECOVERY_THREADS)
+    }
+
+    /// Load every `<topic>-<partition>` directory under `data_dir` (created if missing),
+    /// recovering unflushed segments unless the clean-shutdown marker is present, on
+    /// `recovery_threads` threads (`num.recovery.threads.per.data.dir`; shutdown closes the
+    /// logs on as many). The marker is removed before this returns, so a crash from now on is
+    /// detected at the next start.
+    pub fn open_with_threads(
+        data_dir: &Path,
+        default_config: LogConfig,
+        metrics: LogMetrics,
+        recovery_threads: usize,
+    ) -> Result<(Self, LoadReport)> {
         let started = Instant::now();
         std::fs::create_dir_all(data_dir).at(data_dir)?;
         let marker = data_dir.join(checkpoint::CLEAN_SHUTDOWN_FILE);
@@ -97,10 +157,9 @@ impl LogManager {
         let recovery_points = checkpoint::read(&data_dir.join(checkpoint::RECOVERY_POINT_FILE))?;
         let start_offsets = checkpoint::read(&data_dir.join(checkpoint::LOG_START_OFFSET_FILE))?;
         let now = now_ms();
-        let mut logs = HashMap::new();
-        let mut topic_ids = BTreeMap::new();
         let mut report = LoadReport { clean_shutdown: clean, ..Default::default() };
         let dir_failure = LogDirFailure::default();
+        let mut dirs = Vec::new();
         for entry in std::fs::read_dir(data_dir).at(data_dir)? {
             let entry = entry.at(data_dir)?;
             if !entry.file_type().at(&entry.path())?.is_dir() {
@@ -109,10 +168,18 @@ impl LogManager {
             let Some(tp) = entry.file_name().to_str().and_then(TopicPartition::from_dir_name) else {
                 continue;
             };
+            dirs.push((tp, entry.path()));
+        }
+        let opened = in_parallel(recovery_threads, dirs, |(tp, path)| {
             let rp = recovery_points.get(&tp).copied().unwrap_or(0);
             let lso = start_offsets.get(&tp).copied().unwrap_or(0);
-            let (mut log, rec) =
-                Log::open(&entry.path(), default_config.clone(), rp, lso, clean, metrics.clone(), now)?;
+            let (log, rec) = Log::open(&path, default_config.clone(), rp, lso, clean, metrics.clone(), now)?;
+            let topic_id = partition_metadata::read(&path)?;
+            Ok((tp, log, rec, topic_id))
+        })?;
+        let mut logs = HashMap::with_capacity(opened.len());
+        let mut topic_ids = BTreeMap::new();
+        for (tp, mut log, rec, topic_id) in opened {
             log.attach_dir_failure(dir_failure.clone());
             for line in &rec.repairs {
                 tracing::warn!(partition = %tp, "recovery: {line}");
@@ -121,7 +188,8 @@ impl LogManager {
                 tracing::info!(partition = %tp, segments = rec.segments_recovered, truncated_bytes = rec.truncated_bytes, "recovered log");
             }
             report.truncated_bytes += rec.truncated_bytes;
-            if let Some(id) = partition_metadata::read(&entry.path())? {
+            report.from_producer_snapshots += rec.producer_snapshot.is_some() as usize;
+            if let Some(id) = topic_id {
                 topic_ids.insert(tp.clone(), id);
             }
             logs.insert(tp, Arc::new(Mutex::new(log)));
@@ -145,6 +213,7 @@ impl LogManager {
             producer_id_expiration_ms: AtomicI64::new(DEFAULT_PRODUCER_ID_EXPIRATION_MS),
             last_producer_expiration_ms: AtomicI64::new(now),
             dir_failure,
+            recovery_threads,
         };
         Ok((manager, report))
     }
@@ -337,9 +406,8 @@ impl LogManager {
     /// clean shutdown, after the listeners stopped accepting; no append may follow.
     pub fn shutdown(&self) -> Result<()> {
         let now = now_ms();
-        for log in self.logs.read().expect("log map lock").values() {
-            log.lock().expect("log lock").close(now)?;
-        }
+        let logs: Vec<Arc<Mutex<Log>>> = self.logs.read().expect("log map lock").values().cloned().collect();
+        in_parallel(self.recovery_threads, logs, |log| log.lock().expect("log lock").close(now))?;
         self.write_checkpoints()?;
         let marker = self.data_dir.join(checkpoint::CLEAN_SHUTDOWN_FILE);
         std::fs::File::create(&marker).and_then(|f| f.sync_all()).at(&marker)?;
