@@ -113,7 +113,7 @@ fn in_parallel<T: Send, R: Send>(threads: usize, items: Vec<T>, f: impl Fn(T) ->
         let mut all = Vec::new();
         let mut first_error = None;
         for h in handles {
-            match h.join().expect("a log recovery thread panicked") {
+            match h.join().expect("a log open or close thread panicked") {
                 Ok(part) => all.extend(part),
                 Err(e) => {
                     first_error.get_or_insert(e);

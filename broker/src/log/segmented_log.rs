@@ -308,10 +308,8 @@ impl Log {
             }
             // Snapshots are taken at batch boundaries: the batch starting at `from` is the
             // first one the snapshot does not hold.
-            let mut pos = match seg.base_offset() < from {
-                true => seg.find_batch(from)?.map_or(seg.size(), |b| b.position),
-                false => 0,
-            };
+            let mut pos =
+                if seg.base_offset() < from { seg.find_batch(from)?.map_or(seg.size(), |b| b.position) } else { 0 };
             while pos < seg.size() {
                 let h = seg.header_bytes(pos)?;
                 let v = BatchView::header_unchecked(&h);
@@ -674,6 +672,7 @@ impl Log {
         self.log_start_offset = base;
         self.recovery_point = base;
         self.epochs.truncate_from_end(0)?;
+        // Every snapshot goes: none describes the log now.
         producer_snapshot::delete_above(&self.dir, i64::MIN)?;
         super::checkpoint::sync_dir(&self.dir)?;
         self.producers.clear();
