@@ -87,7 +87,8 @@ pub struct BrokerArgs {
     #[arg(long, env = "WEIR_BROKER_SESSION_TIMEOUT_MS", default_value_t = 9000)]
     pub broker_session_timeout_ms: u64,
 
-    /// `controlled.shutdown.enable`: on SIGTERM, have the quorum fence this broker first, which
+    /// `controlled.shutdown.enable`: on SIGTERM (and, unlike Kafka, when the data directory
+    /// fails), have the quorum fence this broker first, which
     /// moves its partitions' leadership to other in-sync replicas and takes it out of their
     /// ISRs, so clients and acks=all producers move on at once rather than after the session
     /// timeout.

@@ -252,8 +252,9 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
             Some(anyhow::anyhow!("the metadata store failed: {reason}"))
         }
         // As Kafka halts when its last log directory fails: the logs refuse writes from now
-        // on, so the partitions led here must move to their ISR, which happens once this
-        // broker stops heartbeating; and the next start recovers the logs from their files.
+        // on, so the partitions led here must move to their ISR (the controlled shutdown
+        // below, or the session timeout); and the next start recovers the logs from their
+        // files.
         reason = manager.dir_failure().failed() => {
             error!(%reason, "the data directory failed; stopping without a clean shutdown");
             dir_failed = true;
@@ -273,8 +274,15 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     if args.shutdown_drain_wait_ms > 0 && !quorum_failed && !dir_failed {
         cluster.wait_for_drain(Duration::from_millis(args.shutdown_drain_wait_ms)).await;
     }
-    if args.controlled_shutdown_enable && !quorum_failed && !dir_failed {
-        cluster.controlled_shutdown(Duration::from_millis(args.controlled_shutdown_timeout_ms)).await;
+    if args.controlled_shutdown_enable && !quorum_failed {
+        // Also after the data directory failed (Kafka then halts and waits for the session
+        // timeout): the fence moves leadership at once. The quorum may not commit it if this
+        // broker leads it, its metadata store being on the failed disk, so the wait is short.
+        let mut timeout_ms = args.controlled_shutdown_timeout_ms;
+        if dir_failed {
+            timeout_ms = timeout_ms.min(args.broker_session_timeout_ms / 2);
+        }
+        cluster.controlled_shutdown(Duration::from_millis(timeout_ms)).await;
     }
     if !http_failed {
         stop_http(&stop_tx, http_task).await;
