@@ -26,14 +26,29 @@ pub fn write(path: &Path, offsets: &BTreeMap<TopicPartition, i64>) -> Result<()>
 /// Replace the file at `path` with `contents` so that a crash leaves the old or the new file:
 /// written to `<path>.tmp`, fsynced, renamed over `path`, and the directory fsynced.
 pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
+    replace(path, contents, true)
+}
+
+/// `write_atomically` without the fsyncs: a process crash leaves the old or the new file, a
+/// power loss may leave either damaged (for files checked when read, such as snapshots).
+pub fn write_renamed(path: &Path, contents: &[u8]) -> Result<()> {
+    replace(path, contents, false)
+}
+
+fn replace(path: &Path, contents: &[u8], sync: bool) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
     let mut f = File::create(&tmp).at(&tmp)?;
     f.write_all(contents).at(&tmp)?;
-    f.sync_all().at(&tmp)?;
+    if sync {
+        f.sync_all().at(&tmp)?;
+    }
     fs::rename(&tmp, path).at(path)?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    if sync {
+        sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    }
+    Ok(())
 }
 
 /// Read a checkpoint; a missing file is an empty one.

@@ -37,3 +37,13 @@ pub fn now_ms() -> i64 {
 pub fn segment_file_stem(base_offset: i64) -> String {
     format!("{base_offset:020}")
 }
+
+/// Parse the names `segment_file_stem` makes, `<20 digits>.<ext>` (segments, their indexes,
+/// producer-state snapshots): the offset and everything after the first dot.
+pub fn parse_offset_file_name(name: &str) -> Option<(i64, &str)> {
+    let (stem, ext) = name.split_once('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((stem.parse().ok()?, ext))
+}

@@ -10,15 +10,13 @@
 
 use std::path::{Path, PathBuf};
 
-use super::checkpoint::write_atomically;
+use super::checkpoint::{write_atomically, write_renamed};
 use super::error::{IoContext, Result};
 use super::producer_state::ProducerState;
-use super::segment_file_stem;
-
-const SUFFIX: &str = ".snapshot";
+use super::{parse_offset_file_name, segment_file_stem};
 
 pub fn snapshot_path(dir: &Path, offset: i64) -> PathBuf {
-    dir.join(format!("{}{SUFFIX}", segment_file_stem(offset)))
+    dir.join(format!("{}.snapshot", segment_file_stem(offset)))
 }
 
 /// The offsets of the snapshot files in `dir`, ascending. Leftover temporary files of an
@@ -28,13 +26,9 @@ pub fn list(dir: &Path) -> Result<Vec<i64>> {
     for entry in std::fs::read_dir(dir).at(dir)? {
         let entry = entry.at(dir)?;
         let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let Some((stem, ext)) = name.split_once('.') else { continue };
-        if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
+        let Some((offset, ext)) = name.to_str().and_then(parse_offset_file_name) else { continue };
         match ext {
-            "snapshot" => offsets.extend(stem.parse::<i64>().ok()),
+            "snapshot" => offsets.push(offset),
             "snapshot.tmp" => std::fs::remove_file(entry.path()).at(&entry.path())?,
             _ => {}
         }
@@ -49,13 +43,10 @@ pub fn write(dir: &Path, offset: i64, state: &ProducerState, sync: bool) -> Resu
     let path = snapshot_path(dir, offset);
     let bytes = state.encode_snapshot();
     if sync {
-        return write_atomically(&path, &bytes);
+        write_atomically(&path, &bytes)
+    } else {
+        write_renamed(&path, &bytes)
     }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, &bytes).at(&tmp)?;
-    std::fs::rename(&tmp, &path).at(&path)
 }
 
 /// The snapshot at `offset`, or `None` if the file is missing or fails its check.

@@ -139,15 +139,6 @@ pub struct Log {
 
 static NEXT_LOG_INSTANCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-/// Parse `<20 digits>.<ext>` names.
-fn parse_segment_name(name: &str) -> Option<(i64, &str)> {
-    let (stem, ext) = name.split_once('.')?;
-    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some((stem.parse().ok()?, ext))
-}
-
 impl Log {
     /// This log's instance number (see the field).
     pub fn instance(&self) -> u64 {
@@ -175,7 +166,7 @@ impl Log {
             let entry = entry.at(dir)?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            match parse_segment_name(name) {
+            match super::parse_offset_file_name(name) {
                 Some((base, "log")) => bases.push(base),
                 Some((base, "index" | "timeindex")) if !super::segment::log_path(dir, base).exists() => {
                     // An index without its log (a crash during deletion) is dropped.

@@ -23,11 +23,10 @@ pub fn handle(ctx: &KafkaContext, req: DescribeProducersRequest) -> DescribeProd
             let mut p = PartitionResponse::default();
             p.partition_index = index;
             let exists = u32::try_from(index).is_ok_and(|i| image.partition(t.name.0.as_str(), i).is_some());
-            let log = exists.then(|| ctx.logs.get(&TopicPartition::new(t.name.0.as_str(), index))).flatten();
-            match log {
-                _ if !exists => p.error_code = ResponseError::UnknownTopicOrPartition.code(),
-                None => p.error_code = ResponseError::NotLeaderOrFollower.code(),
-                Some(log) => {
+            match exists.then(|| ctx.logs.get(&TopicPartition::new(t.name.0.as_str(), index))) {
+                None => p.error_code = ResponseError::UnknownTopicOrPartition.code(),
+                Some(None) => p.error_code = ResponseError::NotLeaderOrFollower.code(),
+                Some(Some(log)) => {
                     let producers = log.lock().expect("log lock").active_producers();
                     p.active_producers = producers
                         .into_iter()
