@@ -68,8 +68,14 @@ impl LeaderState {
 
     /// A fetch from `follower` at `fetch_offset` while the leader's log ends at `leader_leo`.
     /// Returns whether the follower's log end offset changed (only then can the HW move);
-    /// false also for a broker that is not a replica.
+    /// false also for a broker that is not a replica, and for a fetch past the leader's log
+    /// end: that follower holds records the leader does not (a divergent tail it has yet to
+    /// truncate), and counting them would let the HW pass offsets whose records it lacks, as
+    /// Kafka's leader only records a fetch whose read succeeded.
     pub fn record_fetch(&mut self, follower: NodeId, fetch_offset: i64, leader_leo: i64, now_ms: i64) -> bool {
+        if fetch_offset > leader_leo {
+            return false;
+        }
         let Some(p) = self.followers.get_mut(&follower) else { return false };
         let moved = p.log_end_offset != fetch_offset;
         p.log_end_offset = fetch_offset;
@@ -175,6 +181,19 @@ mod tests {
         assert_eq!(s.isr_high_watermark(0, 20, &[0, 1]), Some(15));
         assert_eq!(s.isr_high_watermark(0, 20, &[0, 1, 2]), Some(12));
         assert!(!s.record_fetch(7, 20, 20, 5), "not a replica");
+    }
+
+    #[test]
+    fn a_fetch_past_the_leaders_log_end_does_not_count() {
+        let mut s = LeaderState::new(3, 10, [1, 2], 0);
+        s.record_fetch(1, 20, 20, 1);
+        s.record_fetch(2, 20, 20, 1);
+        // Follower 2 still holds a divergent tail up to 30 and fetches there.
+        assert!(!s.record_fetch(2, 30, 20, 2), "an out-of-range fetch moves nothing");
+        assert_eq!(s.followers[&2].log_end_offset, 20);
+        assert_eq!(s.followers[&2].last_fetch_ms, 1, "nor counts as a fetch for the lag rules");
+        // The leader appends up to 30: the HW stays where follower 2 is known to be.
+        assert_eq!(s.isr_high_watermark(0, 30, &[0, 1, 2]), Some(20));
     }
 
     #[test]

@@ -419,20 +419,31 @@ impl Replication {
         }
     }
 
-    /// A follower fetched `fetch_offset` from a partition this broker leads, reporting its
-    /// log start offset `log_start`.
+    /// A follower fetched `fetch_offset` from a partition this broker leads in `leader_epoch`
+    /// (the epoch the request was checked against), reporting its log start offset
+    /// `log_start`. A fetch checked against another epoch of this broker's leadership (it lost
+    /// and regained it meanwhile, its log possibly truncated in between) is not recorded.
     pub fn record_follower_fetch(
         &self,
         rep: &PartitionReplica,
         follower: NodeId,
+        leader_epoch: i32,
         fetch_offset: i64,
         log_start: i64,
         log: &Mutex<Log>,
     ) {
-        let leo = log.lock().expect("log lock").log_end_offset();
         {
             let mut role = rep.role.lock().expect("role lock");
             let Role::Leader { state, .. } = &mut *role else { return };
+            if state.leader_epoch != leader_epoch {
+                return;
+            }
+            // Read under the role lock: the log end of this same leadership.
+            let leo = log.lock().expect("log lock").log_end_offset();
+            if fetch_offset > leo {
+                tracing::info!(partition = %rep.tp, follower, fetch_offset, log_end_offset = leo, leader_epoch,
+                    "a follower fetched past this leader's log end (a divergent tail it has yet to truncate)");
+            }
             state.record_log_start(follower, log_start);
             // The HW depends on the follower's log end only: unchanged, it cannot move.
             if !state.record_fetch(follower, fetch_offset, leo, now_ms()) {

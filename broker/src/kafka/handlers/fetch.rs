@@ -238,6 +238,7 @@ fn collect(
                             ctx.replication.record_follower_fetch(
                                 &replica,
                                 f,
+                                part.leader_epoch,
                                 p.fetch_offset,
                                 p.log_start_offset,
                                 &log,
