@@ -215,6 +215,11 @@ impl ClusterNode {
         let _ = rx.wait_for(|r| *r).await;
     }
 
+    /// Whether `wait_registered` would return at once.
+    pub fn is_registered(&self) -> bool {
+        *self.registered.borrow()
+    }
+
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
     }

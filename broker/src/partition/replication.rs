@@ -319,6 +319,13 @@ impl Replication {
                 }
             }
         }
+        if !current && !self.cluster.is_registered() {
+            // Before this broker's registration its image may be the one from before a
+            // restart (see `run`): a request handler takes no role from it, so a Produce is
+            // answered NOT_LEADER_OR_FOLLOWER instead of being acknowledged by a leader that
+            // the quorum has replaced.
+            return self.replica_or_create(tp, log);
+        }
         if !current && self.leader_epochs.lock().expect("epochs lock").get(tp).is_some_and(|e| *e > part.leader_epoch) {
             // A stale image: leave the role alone (appends check it, `append_as_leader`).
             return self.replica_or_create(tp, log);
@@ -830,6 +837,51 @@ mod tests {
         let logs = Arc::new(logs);
         let replication = Replication::new(0, cluster.clone(), logs.clone(), ReplicationConfig::default());
         (cluster, logs, replication)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn before_registration_a_produce_finds_no_leader() {
+        // The other voter never answers: no quorum, so this broker never registers, and its
+        // image is whatever it held before (here a partition it led).
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let raft_addr = listener.local_addr().unwrap().to_string();
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cfg = ClusterConfig {
+            node_id: 0,
+            data_dir: dir.path().join("meta"),
+            raft_addr: raft_addr.clone(),
+            kafka_addr: "127.0.0.1:1".into(),
+            http_addr: "127.0.0.1:2".into(),
+            rack: None,
+            voters: vec![(0, raft_addr), (1, silent.local_addr().unwrap().to_string())],
+            session_timeout: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_millis(200),
+            metadata_version: crate::cluster::types::METADATA_VERSION,
+        };
+        let cluster = ClusterNode::start(cfg, listener, &prometheus::Registry::new()).await.unwrap();
+        let (logs, _) =
+            LogManager::open(&dir.path().join("logs"), LogConfig::default(), LogMetrics::unregistered()).unwrap();
+        let logs = Arc::new(logs);
+        let replication = Replication::new(0, cluster.clone(), logs.clone(), ReplicationConfig::default());
+        let tp = TopicPartition::new("stale", 0);
+        let log = logs.get_or_create(&tp, LogConfig::default()).unwrap();
+        let part = PartitionRecord {
+            replicas: vec![0, 1],
+            isr: vec![0, 1],
+            leader: 0,
+            leader_epoch: 3,
+            partition_epoch: 5,
+            adding: Vec::new(),
+            removing: Vec::new(),
+        };
+        assert!(!cluster.is_registered());
+        let mut b = build_batch(&[(None, Some(&b"early"[..]))], now_ms());
+        let appended = replication.append_as_leader(&tp, &part, &log, |l| l.append(&mut b, 3, now_ms()).unwrap());
+        assert!(appended.is_none(), "a broker that has not registered led a partition from its old image");
+        assert_eq!(log.lock().unwrap().log_end_offset(), 0, "the produce was written");
+        assert!(matches!(replication.replica(&tp).unwrap().role(), Role::None));
+        cluster.shutdown().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
