@@ -84,6 +84,14 @@ def check_exactly_once_in_order(bootstrap: str, prod: NumberedProducer) -> None:
             seqs = [int(v.split(b":")[1]) for v in values]
             assert seqs == sorted(seqs), f"partition {p}: out of order"
             missing = sorted(set(want) - set(got))
-            assert not missing, f"partition {p}: {len(missing)} acknowledged messages missing: {missing[:5]}"
+            if missing:
+                # Say where each lost message went: elsewhere in the partition (acknowledged at
+                # an offset it is not at) or nowhere, and what holds its acknowledged offset.
+                at_offset = dict(got)
+                where = {v: o for o, v in got}
+                lost = [f"{v.decode()} acked at {o}, found at {where.get(v)}, offset holds {at_offset.get(o)}"
+                        for o, v in missing[:5]]  # fmt: skip
+                raise AssertionError(f"partition {p}: {len(missing)} acknowledged messages missing: {lost}; "
+                                     f"read {len(got)} up to offset {got[-1][0] if got else None}")  # fmt: skip
     finally:
         c.close()
