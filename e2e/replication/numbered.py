@@ -91,7 +91,7 @@ def check_exactly_once_in_order(bootstrap: str, prod: NumberedProducer) -> None:
             assert seqs == sorted(seqs), f"partition {p}: out of order"
             got_pairs = set(got)
             where = {v: o for o, v in got}
-            missing = [(o, v) for o, v in want if (o, v) not in got_pairs if o is not None or v not in where]
+            missing = [(o, v) for o, v in want if (v not in where if o is None else (o, v) not in got_pairs)]
             if missing:
                 # Say where each lost message went: elsewhere in the partition (acknowledged at
                 # an offset it is not at) or nowhere, and what holds its acknowledged offset.

@@ -814,28 +814,40 @@ mod tests {
     use crate::log::batch::build_batch;
     use crate::log::{LogConfig, LogMetrics};
 
-    /// One in-process broker: a single-voter metadata quorum, a log manager and replication,
-    /// with no replica manager or reconcile loop running, so a test orders their steps.
-    async fn single_broker(dir: &std::path::Path) -> (Arc<ClusterNode>, Arc<LogManager>, Arc<Replication>) {
+    /// One in-process broker 0 with `other_voters` beside it in the metadata quorum, a log
+    /// manager and replication, with no replica manager or reconcile loop running, so a test
+    /// orders their steps; not waiting for its registration.
+    async fn broker(
+        dir: &std::path::Path,
+        other_voters: &[(NodeId, String)],
+    ) -> (Arc<ClusterNode>, Arc<LogManager>, Arc<Replication>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let raft_addr = listener.local_addr().unwrap().to_string();
+        let mut voters = vec![(0, raft_addr.clone())];
+        voters.extend_from_slice(other_voters);
         let cfg = ClusterConfig {
             node_id: 0,
             data_dir: dir.join("meta"),
-            raft_addr: raft_addr.clone(),
+            raft_addr,
             kafka_addr: "127.0.0.1:1".into(),
             http_addr: "127.0.0.1:2".into(),
             rack: None,
-            voters: vec![(0, raft_addr)],
+            voters,
             session_timeout: Duration::from_secs(30),
             heartbeat_interval: Duration::from_millis(200),
             metadata_version: crate::cluster::types::METADATA_VERSION,
         };
         let cluster = ClusterNode::start(cfg, listener, &prometheus::Registry::new()).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(30), cluster.wait_registered()).await.expect("registered");
         let (logs, _) = LogManager::open(&dir.join("logs"), LogConfig::default(), LogMetrics::unregistered()).unwrap();
         let logs = Arc::new(logs);
         let replication = Replication::new(0, cluster.clone(), logs.clone(), ReplicationConfig::default());
+        (cluster, logs, replication)
+    }
+
+    /// `broker` as the only voter, registered.
+    async fn single_broker(dir: &std::path::Path) -> (Arc<ClusterNode>, Arc<LogManager>, Arc<Replication>) {
+        let (cluster, logs, replication) = broker(dir, &[]).await;
+        tokio::time::timeout(Duration::from_secs(30), cluster.wait_registered()).await.expect("registered");
         (cluster, logs, replication)
     }
 
@@ -844,26 +856,8 @@ mod tests {
         // The other voter never answers: no quorum, so this broker never registers, and its
         // image is whatever it held before (here a partition it led).
         let dir = tempfile::tempdir().unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let raft_addr = listener.local_addr().unwrap().to_string();
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let cfg = ClusterConfig {
-            node_id: 0,
-            data_dir: dir.path().join("meta"),
-            raft_addr: raft_addr.clone(),
-            kafka_addr: "127.0.0.1:1".into(),
-            http_addr: "127.0.0.1:2".into(),
-            rack: None,
-            voters: vec![(0, raft_addr), (1, silent.local_addr().unwrap().to_string())],
-            session_timeout: Duration::from_secs(30),
-            heartbeat_interval: Duration::from_millis(200),
-            metadata_version: crate::cluster::types::METADATA_VERSION,
-        };
-        let cluster = ClusterNode::start(cfg, listener, &prometheus::Registry::new()).await.unwrap();
-        let (logs, _) =
-            LogManager::open(&dir.path().join("logs"), LogConfig::default(), LogMetrics::unregistered()).unwrap();
-        let logs = Arc::new(logs);
-        let replication = Replication::new(0, cluster.clone(), logs.clone(), ReplicationConfig::default());
+        let (cluster, logs, replication) = broker(dir.path(), &[(1, silent.local_addr().unwrap().to_string())]).await;
         let tp = TopicPartition::new("stale", 0);
         let log = logs.get_or_create(&tp, LogConfig::default()).unwrap();
         let part = PartitionRecord {
