@@ -171,8 +171,8 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     tokio::spawn(kafka.replication.clone().run());
     admin_state.set_replication(kafka.replication.clone());
     let replication = kafka.replication.clone();
-    tokio::spawn(crate::kafka::server::serve(kafka_listener, kafka));
-    info!(kafka_listen = %args.kafka_listen, kafka_advertised = %kafka_advertised, "Kafka listener open");
+    tokio::spawn(serve_once_registered(cluster.clone(), crate::kafka::server::serve(kafka_listener, kafka)));
+    info!(kafka_listen = %args.kafka_listen, kafka_advertised = %kafka_advertised, "Kafka listener bound");
     let amqp_listener = tokio::net::TcpListener::bind(args.amqp_listen)
         .await
         .with_context(|| format!("binding --amqp-listen {}", args.amqp_listen))?;
@@ -192,8 +192,8 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     );
     admin_state.set_amqp(amqp.clone());
     crate::amqp::metrics::register(&amqp, admin_state.registry()).context("registering AMQP metrics")?;
-    tokio::spawn(crate::amqp::server::serve(amqp_listener, amqp));
-    info!(amqp_listen = %args.amqp_listen, "AMQP listener open");
+    tokio::spawn(serve_once_registered(cluster.clone(), crate::amqp::server::serve(amqp_listener, amqp)));
+    info!(amqp_listen = %args.amqp_listen, "AMQP listener bound");
     // Ready once the quorum knows this broker: before that, writes and placement fail.
     let early_stop = tokio::select! {
         _ = cluster.wait_registered() => None,
@@ -324,6 +324,17 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
 }
 
 /// MemTotal from /proc/meminfo, in bytes.
+/// Runs a client listener's accept loop once this broker is registered with the metadata
+/// quorum, as Kafka binds its listeners at start but enables request processing only once the
+/// broker has caught up with the metadata log. Until then this broker's image is the one it
+/// stopped with: after a restart it may name deposed leaders, deleted topics and old queues.
+/// Connections made meanwhile wait in the listen backlog and are served once it is registered
+/// (registration waits until the local image has applied it).
+async fn serve_once_registered(cluster: Arc<ClusterNode>, serve: impl std::future::Future<Output = ()>) {
+    cluster.wait_registered().await;
+    serve.await
+}
+
 fn total_memory_bytes() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let kb: u64 = info.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse().ok()?;
