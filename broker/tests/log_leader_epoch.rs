@@ -86,6 +86,37 @@ fn reopen_after_a_crash_drops_entries_past_the_log_end() {
 }
 
 #[test]
+fn an_epoch_that_wrote_nothing_is_dropped_at_reopen_without_a_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut log = open(dir.path(), true);
+        log.assign_leader_epoch(3).unwrap();
+        log.close(NOW).unwrap();
+    }
+    assert_eq!(file(dir.path()), "0\n1\n3 0\n");
+    let (log, report) = Log::open(dir.path(), config(), 0, 0, true, LogMetrics::unregistered(), NOW).unwrap();
+    assert!(entries(&log).is_empty());
+    assert!(report.repairs.is_empty(), "{:?}", report.repairs);
+    drop(log);
+
+    // The same at the end of a log with records, next to an entry that is real damage.
+    {
+        let mut log = open(dir.path(), true);
+        append(&mut log, 2, 4);
+        log.assign_leader_epoch(5).unwrap();
+        log.close(NOW).unwrap();
+    }
+    let (log, report) = Log::open(dir.path(), config(), 0, 0, true, LogMetrics::unregistered(), NOW).unwrap();
+    assert_eq!(entries(&log), vec![(4, 0)]);
+    assert!(report.repairs.is_empty(), "{:?}", report.repairs);
+    drop(log);
+    std::fs::write(dir.path().join(LEADER_EPOCH_FILE), "0\n3\n4 0\n5 2\n6 9\n").unwrap();
+    let (log, report) = Log::open(dir.path(), config(), 0, 0, false, LogMetrics::unregistered(), NOW).unwrap();
+    assert_eq!(entries(&log), vec![(4, 0)]);
+    assert_eq!(report.repairs.len(), 1, "{:?}", report.repairs);
+}
+
+#[test]
 fn missing_or_damaged_checkpoint_is_rebuilt_from_the_batches() {
     let dir = tempfile::tempdir().unwrap();
     {
