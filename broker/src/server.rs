@@ -323,7 +323,6 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     failure.map_or(Ok(()), Err)
 }
 
-/// MemTotal from /proc/meminfo, in bytes.
 /// Runs a client listener's accept loop once this broker is registered with the metadata
 /// quorum, as Kafka binds its listeners at start but enables request processing only once the
 /// broker has caught up with the metadata log. Until then this broker's image is the one it
@@ -335,6 +334,7 @@ async fn serve_once_registered(cluster: Arc<ClusterNode>, serve: impl std::futur
     serve.await
 }
 
+/// MemTotal from /proc/meminfo, in bytes.
 fn total_memory_bytes() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let kb: u64 = info.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse().ok()?;
