@@ -40,7 +40,7 @@ mod tests {
         assert_eq!(again.last_transition_time, first.last_transition_time);
         assert_eq!(again.observed_generation, Some(2));
         let old = Condition { last_transition_time: Time(Timestamp::UNIX_EPOCH), ..first.clone() };
-        let flipped = condition(&[old.clone()], "Ready", "False", "Unavailable", "down", Some(2));
+        let flipped = condition(std::slice::from_ref(&old), "Ready", "False", "Unavailable", "down", Some(2));
         assert_ne!(flipped.last_transition_time, old.last_transition_time);
     }
 }

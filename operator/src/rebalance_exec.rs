@@ -107,7 +107,8 @@ pub async fn round(
     }
     let drain_planned = round.steps.iter().any(|s| matches!(s, Step::Drain { .. }));
     let reassign_planned = round.steps.iter().any(|s| matches!(s, Step::Reassign { .. }));
-    if !drain_planned && !(reassign_planned && every_pod_ready) {
+    let a_move_is_about_to_start = drain_planned || (reassign_planned && every_pod_ready);
+    if !a_move_is_about_to_start {
         // Nothing moves and no round is about to start a move: the hold goes.
         throttle.release(admin).await?;
     }

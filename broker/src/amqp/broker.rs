@@ -993,10 +993,10 @@ impl AmqpCore {
         let (tag, multiple) = match op {
             AckOp::Ack { tag, multiple } | AckOp::Nack { tag, multiple, .. } => (tag, multiple),
         };
-        if !(multiple && tag == 0)
-            && !ch.unacked.contains_key(&tag)
-            && !(multiple && ch.unacked.range(..=tag).next().is_some())
-        {
+        let known = (multiple && tag == 0)
+            || ch.unacked.contains_key(&tag)
+            || (multiple && ch.unacked.range(..=tag).next().is_some());
+        if !known {
             return Err(precondition_failed(format!("unknown delivery tag {tag}")));
         }
         if let Some(tx) = &mut ch.tx {

@@ -65,11 +65,11 @@ pub fn parse_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<InFrame>
     }
     let frame = match kind {
         FRAME_METHOD => match amq_protocol::protocol::parse_class(&buf[7..7 + size]) {
-            Ok((rest, class)) if rest.is_empty() => InFrame::Method(channel, class),
+            Ok(([], class)) => InFrame::Method(channel, class),
             _ => return Err(FrameError::Protocol(method_parse_error(&buf[7..7 + size]))),
         },
         FRAME_HEADER => match amq_protocol::frame::parsing::parse_content_header(&buf[7..7 + size]) {
-            Ok((rest, header)) if rest.is_empty() => InFrame::Header(channel, header),
+            Ok(([], header)) => InFrame::Header(channel, header),
             _ => return Err(frame_error("malformed content header frame".into())),
         },
         FRAME_BODY => {

@@ -397,7 +397,7 @@ mod tests {
         assert_ne!(placeholder.as_ptr(), second.as_ptr(), "placeholders of one response never alias");
         let shared = vec![SharedPart { body: placeholder.clone(), wire: FramePart::File(slice) }];
         for version in [4i16, 12] {
-            let resp = fetch_response(&[placeholder.clone()]);
+            let resp = fetch_response(std::slice::from_ref(&placeholder));
             let frame = encode_response_sharing(ApiKey::Fetch, version, 3, &resp, &shared).unwrap();
             assert!(frame.parts().iter().any(|p| matches!(p, FramePart::File(_))));
             let expected = plain(version, 3, &fetch_response(&[Bytes::from(content.clone())]));

@@ -138,9 +138,9 @@ mod tests {
         registry
             .gather()
             .iter()
-            .filter(|f| f.get_name() == name)
+            .filter(|f| f.name() == name)
             .flat_map(|f| f.get_metric().iter())
-            .map(|m| (m.get_label()[0].get_value().to_string(), m.get_counter().get_value()))
+            .map(|m| (m.get_label()[0].value().to_string(), m.get_counter().get_value()))
             .collect()
     }
 

@@ -547,7 +547,7 @@ mod tests {
     #[test]
     fn writes_in_pieces_land_where_one_write_would() {
         let dir = tempfile::tempdir().unwrap();
-        let file = OpenOptions::new().read(true).write(true).create(true).open(dir.path().join("f")).unwrap();
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(dir.path().join("f")).unwrap();
         // Longer than several pieces and not a multiple of the piece size.
         let bytes: Vec<u8> = (0..3 * DEFAULT_WRITE_PIECE_BYTES + 123).map(|i| (i * 7 % 251) as u8).collect();
         file.write_all_at(b"head", 0).unwrap();

@@ -18,7 +18,7 @@ use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
 
 use super::group_record::{self, StoredGroup, StoredMember};
-use super::lag::{self, LagSnapshot};
+use super::lag::{self, GroupOffsets, LagSnapshot};
 use super::offsets::{self, CommittedOffset, PartitionOffsets};
 use super::{partition_for, OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS};
 use crate::cluster::assignment::random_usize;
@@ -1488,7 +1488,7 @@ impl GroupCoordinator {
 
     /// The committed offsets of the groups coordinated here (partitions loaded in this
     /// leadership): (group, [(topic, partition, offset)]).
-    pub fn committed_here(&self) -> Vec<(String, Vec<(String, i32, i64)>)> {
+    pub fn committed_here(&self) -> Vec<GroupOffsets> {
         let current = self.current_partitions();
         let offsets = self.offsets.lock().expect("offsets lock");
         offsets

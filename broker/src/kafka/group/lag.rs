@@ -9,6 +9,7 @@
 //! leader. Partitions whose end is unknown this round (a leader that did not answer, a deleted
 //! topic) are left out of that round's figures.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -37,16 +38,16 @@ pub struct GroupLag {
     pub max: i64,
 }
 
+/// A group and its committed offsets: (group, [(topic, partition, offset)]).
+pub type GroupOffsets = (String, Vec<(String, i32, i64)>);
+
 /// The figures of the last round, read at each scrape.
 #[derive(Default)]
 pub struct LagSnapshot(Mutex<Vec<GroupLag>>);
 
 /// Each group's lag from its committed offsets and the partitions' ends; partitions without a
 /// known end are left out, and so is a group none of whose partitions has one.
-pub fn group_lags(
-    committed: &[(String, Vec<(String, i32, i64)>)],
-    ends: &HashMap<(String, i32), i64>,
-) -> Vec<GroupLag> {
+pub fn group_lags(committed: &[GroupOffsets], ends: &HashMap<(String, i32), i64>) -> Vec<GroupLag> {
     let mut out = Vec::new();
     for (group, offsets) in committed {
         let lags: Vec<i64> = offsets
@@ -102,19 +103,19 @@ async fn ends_of(
         }
     }
     for (leader, partitions) in by_leader {
-        if !connections.contains_key(&leader) {
-            let client_id = format!("weir-consumer-lag-{}", c.node_id);
-            match PeerConnection::open(&c.cluster, leader, client_id).await {
-                Ok(conn) => {
-                    connections.insert(leader, conn);
-                }
-                Err(e) => {
-                    tracing::debug!(leader, error = %e, "consumer lag: cannot reach a partition leader");
-                    continue;
+        let conn = match connections.entry(leader) {
+            Entry::Occupied(open) => open.into_mut(),
+            Entry::Vacant(slot) => {
+                let client_id = format!("weir-consumer-lag-{}", c.node_id);
+                match PeerConnection::open(&c.cluster, leader, client_id).await {
+                    Ok(conn) => slot.insert(conn),
+                    Err(e) => {
+                        tracing::debug!(leader, error = %e, "consumer lag: cannot reach a partition leader");
+                        continue;
+                    }
                 }
             }
-        }
-        let conn = connections.get_mut(&leader).expect("connected above");
+        };
         let answer: Result<ListOffsetsResponse, _> =
             conn.call(ApiKey::ListOffsets, LIST_OFFSETS_VERSION, &latest_offsets_request(&partitions)).await;
         match answer {

@@ -194,13 +194,16 @@ async fn alter_topic(
     change(ctx, MetadataCommand::AlterTopicConfig { name: name.to_string(), set, delete }, validate_only).await
 }
 
+/// Keys to set (with their values) and keys to delete.
+type ConfigChanges = (BTreeMap<String, String>, Vec<String>);
+
 /// IncrementalAlterConfigs' operations as the keys to set and to delete: SET (0), DELETE (1),
 /// and APPEND (2) / SUBTRACT (3) on list configs, for which `list_value` gives the current
 /// comma-separated value (None: the key is not a list). A refused operation is INVALID_CONFIG.
 fn parse_incremental_ops(
     ops: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
     list_value: impl Fn(&str) -> Option<String>,
-) -> Result<(BTreeMap<String, String>, Vec<String>), (i16, String)> {
+) -> Result<ConfigChanges, (i16, String)> {
     let invalid = |m: String| (ResponseError::InvalidConfig.code(), m);
     let mut set = BTreeMap::new();
     let mut delete = Vec::new();
