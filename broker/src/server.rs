@@ -171,7 +171,6 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     tokio::spawn(kafka.replication.clone().run());
     admin_state.set_replication(kafka.replication.clone());
     let replication = kafka.replication.clone();
-    tokio::spawn(serve_once_registered(cluster.clone(), crate::kafka::server::serve(kafka_listener, kafka)));
     info!(kafka_listen = %args.kafka_listen, kafka_advertised = %kafka_advertised, "Kafka listener bound");
     let amqp_listener = tokio::net::TcpListener::bind(args.amqp_listen)
         .await
@@ -192,7 +191,6 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     );
     admin_state.set_amqp(amqp.clone());
     crate::amqp::metrics::register(&amqp, admin_state.registry()).context("registering AMQP metrics")?;
-    tokio::spawn(serve_once_registered(cluster.clone(), crate::amqp::server::serve(amqp_listener, amqp)));
     info!(amqp_listen = %args.amqp_listen, "AMQP listener bound");
     // Ready once the quorum knows this broker: before that, writes and placement fail.
     let early_stop = tokio::select! {
@@ -220,6 +218,13 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         }
         return outcome;
     }
+    // Clients are served from here on, as Kafka binds its listeners at start but enables
+    // request processing only once the broker has caught up with the metadata log. Until the
+    // registration this broker's image is the one it stopped with: after a restart it may name
+    // deposed leaders, deleted topics and old queues. Connections made meanwhile waited in the
+    // listen backlog (registration waits until the local image has applied it).
+    tokio::spawn(crate::kafka::server::serve(kafka_listener, kafka));
+    tokio::spawn(crate::amqp::server::serve(amqp_listener, amqp));
     admin_state.set_ready(true);
     info!("broker ready");
 
@@ -321,17 +326,6 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         Err(e) => return Err(e),
     }
     failure.map_or(Ok(()), Err)
-}
-
-/// Runs a client listener's accept loop once this broker is registered with the metadata
-/// quorum, as Kafka binds its listeners at start but enables request processing only once the
-/// broker has caught up with the metadata log. Until then this broker's image is the one it
-/// stopped with: after a restart it may name deposed leaders, deleted topics and old queues.
-/// Connections made meanwhile wait in the listen backlog and are served once it is registered
-/// (registration waits until the local image has applied it).
-async fn serve_once_registered(cluster: Arc<ClusterNode>, serve: impl std::future::Future<Output = ()>) {
-    cluster.wait_registered().await;
-    serve.await
 }
 
 /// MemTotal from /proc/meminfo, in bytes.
